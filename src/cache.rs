@@ -163,6 +163,9 @@ pub struct ApplySummary {
     pub deleted: usize,
 }
 
+/// A record's kind and the index keys it owns.
+type IndexedAs = (ObjectKind, Vec<Vec<u8>>);
+
 pub struct Cache {
     db: sled::Db,
     path: PathBuf,
@@ -345,7 +348,7 @@ impl Cache {
         let mut batch = sled::Batch::default();
         let mut summary = ApplySummary::default();
         // Index keys of records already touched in this batch (None: deleted in it).
-        let mut pending: HashMap<&RecordId, Option<(ObjectKind, Vec<Vec<u8>>)>> = HashMap::new();
+        let mut pending: HashMap<&RecordId, Option<IndexedAs>> = HashMap::new();
         let mut counts: HashMap<String, i64> = HashMap::new();
 
         for change in changes {

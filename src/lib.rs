@@ -1,5 +1,17 @@
+//! callsync: joins a call-center softphone to Salesforce. A local cache of Contacts, Accounts
+//! (person accounts too) and Leads keyed by normalized phone number identifies callers
+//! instantly and offline.
+//!
+//! Data flows one way: Salesforce → sync → [`cache`] → [`lookup`]; call log → call event →
+//! activity (Task) → outbox → Salesforce.
+
 pub mod cache;
+pub mod config;
+pub mod fsutil;
+pub mod import;
+pub mod logging;
 pub mod lookup;
+pub mod paths;
 pub mod phone;
 pub mod record;
 pub mod synth;

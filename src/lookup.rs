@@ -122,7 +122,7 @@ pub fn rank(hits: Vec<IndexHit>, rules: &LookupRules) -> Vec<Match> {
         let Some(rank) = rules.rank_of(hit.entry.kind) else {
             continue;
         };
-        if !rules.fields(hit.entry.kind).iter().any(|f| *f == hit.field) {
+        if !rules.fields(hit.entry.kind).contains(&hit.field) {
             continue;
         }
         if !seen.insert(hit.id.clone()) {

@@ -1,0 +1,851 @@
+//! Layered configuration. Lowest first: built-in defaults → the machine-wide managed file →
+//! the user's file → `CALLSYNC_*` environment variables → command-line `--set`. The managed file
+//! may lock keys (`[policy] locked = [...]`); later layers then cannot change them, and the agent
+//! says so instead of failing, because a user's stale file must never stop a fleet's agents.
+//!
+//! Every effective value remembers where it came from, for `callsync config show` and for error
+//! messages that name the file (or variable) and the key.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::cache::CacheOptions;
+use crate::lookup::LookupRules;
+use crate::phone::{parse_region, Normalizer, PhoneError};
+use crate::record::ObjectKind;
+
+/// The complete configuration. Every field has a default; see `assets/config.example.toml`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[derive(Default)]
+pub struct Config {
+    pub phone: PhoneConfig,
+    pub lookup: LookupConfig,
+    pub cache: CacheConfig,
+    pub logging: LoggingConfig,
+    pub salesforce: SalesforceConfig,
+    pub policy: PolicyConfig,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PhoneConfig {
+    /// ISO 3166 region for numbers written without a country code.
+    pub default_region: String,
+    /// Regions tried for national numbers that are not valid in the default region.
+    pub fallback_regions: Vec<String>,
+}
+
+impl Default for PhoneConfig {
+    fn default() -> Self {
+        PhoneConfig {
+            default_region: "JP".into(),
+            fallback_regions: Vec::new(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LookupConfig {
+    /// Object priority when a number is on several objects.
+    pub order: Vec<String>,
+    pub fields: LookupFields,
+}
+
+impl Default for LookupConfig {
+    fn default() -> Self {
+        let rules = LookupRules::default();
+        LookupConfig {
+            order: rules
+                .order
+                .iter()
+                .map(|k| k.api_name().to_owned())
+                .collect(),
+            fields: LookupFields {
+                contact: rules.contact_fields,
+                account: rules.account_fields,
+                lead: rules.lead_fields,
+            },
+        }
+    }
+}
+
+/// Phone fields matched per object (standard or custom API names).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LookupFields {
+    #[serde(rename = "Contact", default)]
+    pub contact: Vec<String>,
+    #[serde(rename = "Account", default)]
+    pub account: Vec<String>,
+    #[serde(rename = "Lead", default)]
+    pub lead: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// sled page cache in MiB. Larger is faster for huge orgs and costs memory.
+    pub memory_mb: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            memory_mb: CacheOptions::default().cache_capacity / (1024 * 1024),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingConfig {
+    /// `error`, `warn`, `info`, `debug`, `trace`, or a filter such as `info,callsync::sync=debug`.
+    /// `RUST_LOG` overrides it.
+    pub level: String,
+    /// Mask phone numbers in logs except their last four digits.
+    pub mask_numbers: bool,
+    /// Daily log files to keep.
+    pub keep_files: u32,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        LoggingConfig {
+            level: "info".into(),
+            mask_numbers: true,
+            keep_files: 14,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SalesforceConfig {
+    /// `https://login.salesforce.com`, `https://test.salesforce.com` or a My Domain URL.
+    pub login_url: String,
+    /// The connected app's consumer key.
+    pub client_id: String,
+    /// REST API version, e.g. `62.0`.
+    pub api_version: String,
+}
+
+impl Default for SalesforceConfig {
+    fn default() -> Self {
+        SalesforceConfig {
+            login_url: "https://login.salesforce.com".into(),
+            client_id: String::new(),
+            api_version: "62.0".into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// Keys (or whole sections) later layers may not change. Managed file only.
+    pub locked: Vec<String>,
+}
+
+impl Config {
+    pub fn normalizer(&self) -> Result<Normalizer, PhoneError> {
+        Normalizer::from_codes(&self.phone.default_region, &self.phone.fallback_regions)
+    }
+
+    pub fn lookup_rules(&self) -> LookupRules {
+        LookupRules {
+            order: self
+                .lookup
+                .order
+                .iter()
+                .filter_map(|s| ObjectKind::from_api_name(s))
+                .collect(),
+            contact_fields: self.lookup.fields.contact.clone(),
+            account_fields: self.lookup.fields.account.clone(),
+            lead_fields: self.lookup.fields.lead.clone(),
+        }
+    }
+
+    pub fn cache_options(&self) -> CacheOptions {
+        CacheOptions {
+            cache_capacity: self.cache.memory_mb * 1024 * 1024,
+            ..CacheOptions::default()
+        }
+    }
+
+    /// Semantic checks serde cannot do: (key, reason) for each problem.
+    pub fn problems(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let mut bad = |k: &str, r: String| out.push((k.to_owned(), r));
+        if let Err(e) = parse_region(&self.phone.default_region) {
+            bad("phone.default_region", e.to_string());
+        }
+        for r in &self.phone.fallback_regions {
+            if let Err(e) = parse_region(r) {
+                bad("phone.fallback_regions", e.to_string());
+            }
+        }
+        let mut seen = BTreeSet::new();
+        for o in &self.lookup.order {
+            match ObjectKind::from_api_name(o) {
+                Some(ObjectKind::User) | None => bad(
+                    "lookup.order",
+                    format!("{o:?} is not one of \"Contact\", \"Account\", \"Lead\""),
+                ),
+                Some(_) if !seen.insert(o) => bad("lookup.order", format!("{o:?} is listed twice")),
+                Some(_) => {}
+            }
+        }
+        if self.lookup.order.is_empty() {
+            bad("lookup.order", "must name at least one object".into());
+        }
+        for (key, fields) in [
+            ("lookup.fields.Contact", &self.lookup.fields.contact),
+            ("lookup.fields.Account", &self.lookup.fields.account),
+            ("lookup.fields.Lead", &self.lookup.fields.lead),
+        ] {
+            for f in fields {
+                let ok = f.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+                    && f.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                if !ok {
+                    bad(key, format!("{f:?} is not a field API name"));
+                }
+            }
+        }
+        if !(4..=4096).contains(&self.cache.memory_mb) {
+            bad("cache.memory_mb", "must be between 4 and 4096".into());
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.logging.level) {
+            bad("logging.level", format!("not a log filter: {e}"));
+        }
+        if !(1..=365).contains(&self.logging.keep_files) {
+            bad("logging.keep_files", "must be between 1 and 365".into());
+        }
+        let url = &self.salesforce.login_url;
+        let loopback = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
+            .iter()
+            .any(|p| url.starts_with(p));
+        if !(url.starts_with("https://") || loopback) {
+            bad(
+                "salesforce.login_url",
+                "must start with https:// (plain http only for a loopback test org)".into(),
+            );
+        }
+        let v = &self.salesforce.api_version;
+        if v.split_once('.')
+            .is_none_or(|(a, b)| a.parse::<u32>().is_err() || b.parse::<u32>().is_err())
+        {
+            bad(
+                "salesforce.api_version",
+                format!("{v:?} is not like \"62.0\""),
+            );
+        }
+        out
+    }
+}
+
+/// Where a value came from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", content = "at", rename_all = "snake_case")]
+pub enum Source {
+    Default,
+    Managed(PathBuf),
+    User(PathBuf),
+    Env(String),
+    CommandLine,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Default => f.write_str("default"),
+            Source::Managed(p) => write!(f, "managed file {}", p.display()),
+            Source::User(p) => write!(f, "user file {}", p.display()),
+            Source::Env(v) => write!(f, "environment variable {v}"),
+            Source::CommandLine => f.write_str("command line"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not valid TOML: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{origin}: unknown key `{key}`{hint}")]
+    UnknownKey {
+        origin: Source,
+        key: String,
+        hint: String,
+    },
+    #[error("{origin}: bad value for `{key}`: {reason}")]
+    BadValue {
+        origin: Source,
+        key: String,
+        reason: String,
+    },
+    #[error("{origin}: `policy.locked` may only be set in the machine-wide managed file")]
+    PolicyOutsideManaged { origin: Source },
+    #[error("--set {0:?}: expected KEY=VALUE")]
+    BadSet(String),
+}
+
+/// Where to look for the two files, and what the environment and command line say.
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    pub managed_file: Option<PathBuf>,
+    pub user_file: Option<PathBuf>,
+    /// The user named the file (`--config`): it must exist.
+    pub user_file_required: bool,
+    pub env: Vec<(String, String)>,
+    pub cli: Vec<(String, String)>,
+}
+
+/// The machine-wide managed file's standard place on this OS (`CALLSYNC_MANAGED_CONFIG`
+/// overrides it, for tests and odd setups).
+pub fn default_managed_file() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("CALLSYNC_MANAGED_CONFIG") {
+        return Some(PathBuf::from(p));
+    }
+    if cfg!(windows) {
+        std::env::var_os("ProgramData").map(|d| PathBuf::from(d).join("callsync\\config.toml"))
+    } else if cfg!(target_os = "macos") {
+        Some(PathBuf::from(
+            "/Library/Application Support/callsync/config.toml",
+        ))
+    } else {
+        Some(PathBuf::from("/etc/xdg/callsync/config.toml"))
+    }
+}
+
+/// Effective configuration with each value's origin.
+#[derive(Clone, Debug)]
+pub struct Layered {
+    pub config: Config,
+    /// Leaf key → where its effective value came from.
+    pub origins: BTreeMap<String, Source>,
+    /// Keys the managed file locked.
+    pub locked: BTreeSet<String>,
+    /// Things to tell the user that are not errors (ignored overrides of locked keys).
+    pub warnings: Vec<String>,
+    pub managed_file: Option<PathBuf>,
+    pub user_file: Option<PathBuf>,
+}
+
+impl Layered {
+    pub fn is_locked(&self, key: &str) -> bool {
+        is_locked_by(&self.locked, key)
+    }
+
+    /// Leaf keys with their effective values, in schema order.
+    pub fn entries(&self) -> Vec<(String, toml::Value)> {
+        flatten(&to_value(&self.config)).into_iter().collect()
+    }
+}
+
+fn is_locked_by(locked: &BTreeSet<String>, key: &str) -> bool {
+    locked
+        .iter()
+        .any(|l| key == l || key.starts_with(&format!("{l}.")))
+}
+
+fn to_value(c: &Config) -> toml::Value {
+    toml::Value::try_from(c).unwrap_or(toml::Value::Table(Default::default()))
+}
+
+/// `a.b.c` → value for every non-table leaf.
+fn flatten(v: &toml::Value) -> BTreeMap<String, toml::Value> {
+    fn walk(prefix: &str, v: &toml::Value, out: &mut BTreeMap<String, toml::Value>) {
+        match v {
+            toml::Value::Table(t) => {
+                for (k, v) in t {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    walk(&key, v, out);
+                }
+            }
+            _ => {
+                out.insert(prefix.to_owned(), v.clone());
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk("", v, &mut out);
+    out
+}
+
+fn unflatten(flat: &BTreeMap<String, toml::Value>) -> toml::Value {
+    let mut root = toml::Table::new();
+    for (key, v) in flat {
+        let mut parts: Vec<&str> = key.split('.').collect();
+        let last = parts.pop().unwrap_or_default();
+        let mut t = &mut root;
+        for p in parts {
+            let entry = t
+                .entry(p.to_owned())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            if !entry.is_table() {
+                *entry = toml::Value::Table(toml::Table::new());
+            }
+            let toml::Value::Table(next) = entry else {
+                unreachable!("just made a table")
+            };
+            t = next;
+        }
+        t.insert(last.to_owned(), v.clone());
+    }
+    toml::Value::Table(root)
+}
+
+/// Parses an environment or command-line value by the type the key has in the defaults.
+fn parse_scalar(template: &toml::Value, raw: &str) -> Result<toml::Value, String> {
+    match template {
+        toml::Value::String(_) => Ok(toml::Value::String(raw.to_owned())),
+        toml::Value::Boolean(_) => match raw.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => Ok(toml::Value::Boolean(true)),
+            "false" | "0" | "no" | "off" => Ok(toml::Value::Boolean(false)),
+            _ => Err(format!("{raw:?} is not true or false")),
+        },
+        toml::Value::Integer(_) => raw
+            .trim()
+            .parse()
+            .map(toml::Value::Integer)
+            .map_err(|_| format!("{raw:?} is not a whole number")),
+        toml::Value::Float(_) => raw
+            .trim()
+            .parse()
+            .map(toml::Value::Float)
+            .map_err(|_| format!("{raw:?} is not a number")),
+        toml::Value::Array(_) => {
+            // `["a", "b"]` as TOML, or the friendlier `a,b`.
+            if raw.trim_start().starts_with('[') {
+                let doc: toml::Table = toml::from_str(&format!("v = {raw}"))
+                    .map_err(|e| format!("not a TOML array: {e}"))?;
+                doc.get("v").cloned().ok_or_else(|| "empty".to_owned())
+            } else {
+                Ok(toml::Value::Array(
+                    raw.split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(|s| toml::Value::String(s.to_owned()))
+                        .collect(),
+                ))
+            }
+        }
+        _ => Err("this key cannot be set this way".into()),
+    }
+}
+
+fn hint_for(schema: &BTreeMap<String, toml::Value>, key: &str) -> String {
+    schema
+        .keys()
+        .map(|k| {
+            (
+                strsim::normalized_damerau_levenshtein(
+                    &k.to_ascii_lowercase(),
+                    &key.to_ascii_lowercase(),
+                ),
+                k,
+            )
+        })
+        .filter(|(score, _)| *score >= 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, k)| format!(" (did you mean `{k}`?)"))
+        .unwrap_or_default()
+}
+
+struct Merger {
+    schema: BTreeMap<String, toml::Value>,
+    values: BTreeMap<String, toml::Value>,
+    origins: BTreeMap<String, Source>,
+    locked: BTreeSet<String>,
+    warnings: Vec<String>,
+}
+
+impl Merger {
+    fn known(&self, key: &str) -> Option<String> {
+        self.schema
+            .keys()
+            .find(|k| k.eq_ignore_ascii_case(key))
+            .cloned()
+    }
+
+    fn set(&mut self, key: String, value: toml::Value, source: Source) {
+        if !matches!(source, Source::Managed(_)) && is_locked_by(&self.locked, &key) {
+            let managed = self
+                .origins
+                .values()
+                .find_map(|s| matches!(s, Source::Managed(_)).then(|| s.to_string()))
+                .unwrap_or_else(|| "the managed file".into());
+            self.warnings.push(format!(
+                "{source} sets `{key}`, which is locked by {managed}; the locked value is kept"
+            ));
+            return;
+        }
+        self.values.insert(key.clone(), value);
+        self.origins.insert(key, source);
+    }
+
+    fn file(&mut self, path: &Path, source: Source) -> Result<(), ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.to_owned(),
+            source: e,
+        })?;
+        let table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        let flat = flatten(&toml::Value::Table(table));
+        for (key, value) in flat {
+            if !self.schema.contains_key(&key) {
+                return Err(ConfigError::UnknownKey {
+                    hint: hint_for(&self.schema, &key),
+                    origin: source,
+                    key,
+                });
+            }
+            if key.starts_with("policy.") {
+                if !matches!(source, Source::Managed(_)) {
+                    return Err(ConfigError::PolicyOutsideManaged { origin: source });
+                }
+                if let toml::Value::Array(items) = &value {
+                    for item in items {
+                        let Some(lock) = item.as_str() else { continue };
+                        let ok = self
+                            .schema
+                            .keys()
+                            .any(|k| k == lock || k.starts_with(&format!("{lock}.")));
+                        if !ok || lock.starts_with("policy") {
+                            return Err(ConfigError::BadValue {
+                                origin: source,
+                                key,
+                                reason: format!("{lock:?} is not a configuration key or section"),
+                            });
+                        }
+                        self.locked.insert(lock.to_owned());
+                    }
+                }
+            }
+            self.set(key, value, source.clone());
+        }
+        Ok(())
+    }
+
+    fn scalar(&mut self, key: &str, raw: &str, source: Source) -> Result<(), ConfigError> {
+        let Some(known) = self.known(key) else {
+            return Err(ConfigError::UnknownKey {
+                hint: hint_for(&self.schema, key),
+                origin: source,
+                key: key.to_owned(),
+            });
+        };
+        if known.starts_with("policy.") {
+            return Err(ConfigError::PolicyOutsideManaged { origin: source });
+        }
+        let template = &self.schema[&known];
+        let value = parse_scalar(template, raw).map_err(|reason| ConfigError::BadValue {
+            origin: source.clone(),
+            key: known.clone(),
+            reason,
+        })?;
+        self.set(known, value, source);
+        Ok(())
+    }
+}
+
+/// Environment variables that configure callsync: `CALLSYNC_<SECTION>__<KEY>` (double underscore
+/// between levels), e.g. `CALLSYNC_PHONE__DEFAULT_REGION=US`.
+pub fn env_overrides() -> Vec<(String, String)> {
+    std::env::vars()
+        .filter(|(k, _)| k.starts_with("CALLSYNC_") && k.contains("__"))
+        .collect()
+}
+
+/// Builds the effective configuration.
+pub fn load(opts: &LoadOptions) -> Result<Layered, ConfigError> {
+    let defaults = flatten(&to_value(&Config::default()));
+    let mut m = Merger {
+        origins: defaults
+            .keys()
+            .map(|k| (k.clone(), Source::Default))
+            .collect(),
+        values: defaults.clone(),
+        schema: defaults,
+        locked: BTreeSet::new(),
+        warnings: Vec::new(),
+    };
+    let mut managed_used = None;
+    if let Some(p) = &opts.managed_file {
+        if p.exists() {
+            m.file(p, Source::Managed(p.clone()))?;
+            managed_used = Some(p.clone());
+        }
+    }
+    let mut user_used = None;
+    if let Some(p) = &opts.user_file {
+        if p.exists() || opts.user_file_required {
+            m.file(p, Source::User(p.clone()))?;
+            user_used = Some(p.clone());
+        }
+    }
+    for (var, raw) in &opts.env {
+        let key = var
+            .trim_start_matches("CALLSYNC_")
+            .to_ascii_lowercase()
+            .replace("__", ".");
+        m.scalar(&key, raw, Source::Env(var.clone()))?;
+    }
+    for (key, raw) in &opts.cli {
+        m.scalar(key, raw, Source::CommandLine)?;
+    }
+
+    let merged = unflatten(&m.values);
+    let config: Config = serde_path_to_error::deserialize(merged).map_err(|e| {
+        let key = e.path().to_string();
+        ConfigError::BadValue {
+            origin: m.origins.get(&key).cloned().unwrap_or(Source::Default),
+            reason: e.into_inner().to_string(),
+            key,
+        }
+    })?;
+    if let Some((key, reason)) = config.problems().into_iter().next() {
+        return Err(ConfigError::BadValue {
+            origin: m.origins.get(&key).cloned().unwrap_or(Source::Default),
+            key,
+            reason,
+        });
+    }
+    Ok(Layered {
+        config,
+        origins: m.origins,
+        locked: m.locked,
+        warnings: m.warnings,
+        managed_file: managed_used,
+        user_file: user_used,
+    })
+}
+
+/// Parses `KEY=VALUE` from `--set`.
+pub fn parse_set(s: &str) -> Result<(String, String), ConfigError> {
+    s.split_once('=')
+        .map(|(k, v)| (k.trim().to_owned(), v.to_owned()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| ConfigError::BadSet(s.to_owned()))
+}
+
+/// The annotated example shipped in `assets/`, printed by `callsync config example`.
+pub const EXAMPLE: &str = include_str!("../assets/config.example.toml");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn layers_apply_in_order_and_remember_their_source() {
+        let d = tempfile::tempdir().unwrap();
+        let managed = write(
+            d.path(),
+            "m.toml",
+            "[phone]\ndefault_region = \"US\"\n[logging]\nkeep_files = 30\n",
+        );
+        let user = write(
+            d.path(),
+            "u.toml",
+            "[phone]\ndefault_region = \"GB\"\n[logging]\nlevel = \"debug\"\n",
+        );
+        let l = load(&LoadOptions {
+            managed_file: Some(managed.clone()),
+            user_file: Some(user.clone()),
+            env: vec![("CALLSYNC_LOGGING__LEVEL".into(), "warn".into())],
+            cli: vec![("logging.keep_files".into(), "7".into())],
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(l.config.phone.default_region, "GB");
+        assert_eq!(l.origins["phone.default_region"], Source::User(user));
+        assert_eq!(l.config.logging.level, "warn");
+        assert_eq!(
+            l.origins["logging.level"],
+            Source::Env("CALLSYNC_LOGGING__LEVEL".into())
+        );
+        assert_eq!(l.config.logging.keep_files, 7);
+        assert_eq!(l.origins["logging.keep_files"], Source::CommandLine);
+        assert_eq!(l.origins["cache.memory_mb"], Source::Default);
+    }
+
+    #[test]
+    fn locked_keys_resist_every_later_layer() {
+        let d = tempfile::tempdir().unwrap();
+        let managed = write(
+            d.path(),
+            "m.toml",
+            "[salesforce]\nlogin_url = \"https://acme.my.salesforce.com\"\n[policy]\nlocked = [\"salesforce\", \"phone.default_region\"]\n",
+        );
+        let user = write(
+            d.path(),
+            "u.toml",
+            "[salesforce]\nlogin_url = \"https://evil.example.com\"\n",
+        );
+        let l = load(&LoadOptions {
+            managed_file: Some(managed),
+            user_file: Some(user),
+            env: vec![("CALLSYNC_PHONE__DEFAULT_REGION".into(), "US".into())],
+            cli: vec![("salesforce.api_version".into(), "55.0".into())],
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(
+            l.config.salesforce.login_url,
+            "https://acme.my.salesforce.com"
+        );
+        assert_eq!(l.config.phone.default_region, "JP");
+        assert_eq!(l.config.salesforce.api_version, "62.0");
+        assert!(l.is_locked("salesforce.client_id"));
+        assert!(!l.is_locked("logging.level"));
+        assert_eq!(l.warnings.len(), 3, "{:?}", l.warnings);
+    }
+
+    #[test]
+    fn errors_name_the_file_the_key_and_the_reason() {
+        let d = tempfile::tempdir().unwrap();
+        let cases = [
+            (
+                "[phone]\ndefault_regon = \"JP\"\n",
+                "unknown key `phone.default_regon` (did you mean `phone.default_region`?)",
+            ),
+            (
+                "[phone]\ndefault_region = \"XX\"\n",
+                "bad value for `phone.default_region`: unknown region code",
+            ),
+            (
+                "[logging]\nkeep_files = \"many\"\n",
+                "bad value for `logging.keep_files`: invalid type",
+            ),
+            (
+                "[lookup]\norder = [\"Contact\", \"Case\"]\n",
+                "bad value for `lookup.order`: \"Case\" is not one of",
+            ),
+            (
+                "[lookup.fields]\nContact = [\"Phone\", \"bad field\"]\n",
+                "bad value for `lookup.fields.Contact`",
+            ),
+            (
+                "[salesforce]\nlogin_url = \"http://login.salesforce.com\"\n",
+                "must start with https://",
+            ),
+            (
+                "[policy]\nlocked = [\"phone\"]\n",
+                "may only be set in the machine-wide managed file",
+            ),
+            ("[phone\n", "is not valid TOML"),
+            ("surprise = 1\n", "unknown key `surprise`"),
+        ];
+        for (text, want) in cases {
+            let user = write(d.path(), "u.toml", text);
+            let e = load(&LoadOptions {
+                user_file: Some(user.clone()),
+                ..Default::default()
+            })
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains(want), "{text:?}: {e}");
+            assert!(e.contains(&user.display().to_string()), "{e}");
+        }
+    }
+
+    #[test]
+    fn env_and_cli_values_are_typed_by_the_key() {
+        let l = load(&LoadOptions {
+            env: vec![
+                ("CALLSYNC_LOGGING__MASK_NUMBERS".into(), "off".into()),
+                ("CALLSYNC_PHONE__FALLBACK_REGIONS".into(), "US, GB".into()),
+                (
+                    "CALLSYNC_LOOKUP__FIELDS__CONTACT".into(),
+                    "[\"Phone\", \"Direct__c\"]".into(),
+                ),
+            ],
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(!l.config.logging.mask_numbers);
+        assert_eq!(l.config.phone.fallback_regions, ["US", "GB"]);
+        assert_eq!(l.config.lookup.fields.contact, ["Phone", "Direct__c"]);
+
+        for (k, v, want) in [
+            ("CALLSYNC_CACHE__MEMORY_MB", "lots", "is not a whole number"),
+            ("CALLSYNC_NOPE__X", "1", "unknown key `nope.x`"),
+            ("CALLSYNC_CACHE__MEMORY_MB", "1", "between 4 and 4096"),
+        ] {
+            let e = load(&LoadOptions {
+                env: vec![(k.into(), v.into())],
+                ..Default::default()
+            })
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains(want) && e.contains(k), "{k}={v}: {e}");
+        }
+        assert!(parse_set("novalue").is_err());
+        assert_eq!(parse_set("a.b=c=d").unwrap(), ("a.b".into(), "c=d".into()));
+    }
+
+    #[test]
+    fn a_named_config_file_must_exist() {
+        let e = load(&LoadOptions {
+            user_file: Some("/nonexistent/callsync.toml".into()),
+            user_file_required: true,
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(matches!(e, ConfigError::Read { .. }), "{e}");
+    }
+
+    #[test]
+    fn the_example_is_complete_and_loads() {
+        let d = tempfile::tempdir().unwrap();
+        // The example documents the managed-only policy section too; as a user file it must
+        // load without it.
+        let user_part: String = EXAMPLE.split("[policy]").next().unwrap().to_owned();
+        let p = write(d.path(), "example.toml", &user_part);
+        let l = load(&LoadOptions {
+            user_file: Some(p),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(
+            l.config,
+            Config::default(),
+            "the example must show the defaults"
+        );
+        for (key, _) in l.entries() {
+            let leaf = key.rsplit('.').next().unwrap();
+            assert!(
+                EXAMPLE.contains(&format!("{leaf} =")),
+                "config example lacks `{key}`"
+            );
+        }
+        let managed = write(d.path(), "m.toml", EXAMPLE);
+        assert!(load(&LoadOptions {
+            managed_file: Some(managed),
+            ..Default::default()
+        })
+        .is_ok());
+    }
+}

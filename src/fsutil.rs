@@ -1,0 +1,75 @@
+//! Small filesystem helpers: private directories and atomic, private file writes (the data
+//! directory holds call data and, in later stages, credentials).
+
+use std::io::{self, Write};
+use std::path::Path;
+
+/// Creates `dir` (and parents) readable only by the user on Unix.
+pub fn create_private_dir(dir: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        if !dir.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
+        }
+        let mut perm = std::fs::metadata(dir)?.permissions();
+        if perm.mode() & 0o077 != 0 {
+            perm.set_mode(0o700);
+            std::fs::set_permissions(dir, perm)?;
+        }
+        Ok(())
+    }
+    #[cfg(not(unix))]
+    {
+        std::fs::create_dir_all(dir)
+    }
+}
+
+/// Writes `bytes` to `path` atomically (temp file, fsync, rename) with mode 0600 on Unix, so a
+/// crash leaves either the old or the new content, never half of it.
+pub fn write_private_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    #[cfg(unix)]
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn private_modes() {
+        let d = tempfile::tempdir().unwrap();
+        let sub = d.path().join("a/b");
+        create_private_dir(&sub).unwrap();
+        assert_eq!(
+            std::fs::metadata(&sub).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        let f = sub.join("secret");
+        write_private_atomic(&f, b"one").unwrap();
+        write_private_atomic(&f, b"two").unwrap();
+        assert_eq!(std::fs::read(&f).unwrap(), b"two");
+        assert_eq!(
+            std::fs::metadata(&f).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+}
