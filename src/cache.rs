@@ -127,6 +127,12 @@ pub enum CacheError {
         #[source]
         source: sled::Error,
     },
+    #[error("cannot lock {path}: {source}")]
+    LockFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot move the damaged cache {path} aside: {source}")]
     MoveAside {
         path: PathBuf,
@@ -172,6 +178,7 @@ pub struct Cache {
     /// One writer at a time: `apply` reads old records to drop their index entries, and two
     /// interleaved batches could each miss the other's writes.
     writer: Mutex<()>,
+    _lock: std::fs::File,
 }
 
 fn storage(path: &Path) -> impl Fn(sled::Error) -> CacheError + '_ {
@@ -181,9 +188,41 @@ fn storage(path: &Path) -> impl Fn(sled::Error) -> CacheError + '_ {
     }
 }
 
+/// sled reports its own flock failure as `ErrorKind::Other` with this text.
 fn is_lock_error(e: &sled::Error) -> bool {
     matches!(e, sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock
-        || io.raw_os_error() == Some(11))
+        || io.to_string().contains("could not acquire lock"))
+}
+
+/// Takes the cache's own exclusive lock (`<dir>.lock`, beside the store so that moving a
+/// damaged store aside never moves the lock). Held for the life of the `Cache`: nothing may
+/// repair, move or clear a store another process is using.
+fn take_lock(dir: &Path) -> Result<std::fs::File, CacheError> {
+    let name = format!(
+        "{}.lock",
+        dir.file_name().and_then(|n| n.to_str()).unwrap_or("cache")
+    );
+    let path = dir.with_file_name(name);
+    if let Some(parent) = path.parent() {
+        crate::fsutil::create_private_dir(parent).map_err(|source| CacheError::LockFile {
+            path: path.clone(),
+            source,
+        })?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| CacheError::LockFile {
+            path: path.clone(),
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(CacheError::Locked(dir.to_owned())),
+        Err(std::fs::TryLockError::Error(source)) => Err(CacheError::LockFile { path, source }),
+    }
 }
 
 fn key(prefix: u8, rest: &[u8]) -> Vec<u8> {
@@ -248,6 +287,7 @@ impl Cache {
     /// Opens (or creates) the cache in `dir`, repairing whatever stands in the way.
     pub fn open(dir: &Path, opts: &CacheOptions) -> Result<(Cache, OpenReport), CacheError> {
         let mut report = OpenReport::default();
+        let lock = take_lock(dir)?;
         let db = match Self::open_db(dir, opts) {
             Ok(db) => db,
             Err(e) if is_lock_error(&e) => return Err(CacheError::Locked(dir.to_owned())),
@@ -262,6 +302,7 @@ impl Cache {
             db,
             path: dir.to_owned(),
             writer: Mutex::new(()),
+            _lock: lock,
         };
         cache.check_formats(&mut report)?;
         if report.rebuilt.is_some() {
@@ -686,6 +727,30 @@ mod tests {
         assert!(aside.exists());
         assert!(c.needs_full_sync().unwrap());
         assert!(c.stats().unwrap().records.values().all(|n| *n == 0));
+    }
+
+    #[test]
+    fn a_store_in_use_is_never_repaired_or_moved() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c");
+        let first = open(&path);
+        // The same process opening again must not take the store: the lock is per open file.
+        match Cache::open(&path, &CacheOptions::default()) {
+            Err(CacheError::Locked(p)) => assert_eq!(p, path),
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("opened a cache that is in use"),
+        }
+        assert!(path.exists());
+        drop(first);
+        assert!(Cache::open(&path, &CacheOptions::default()).is_ok());
+    }
+
+    #[test]
+    fn sled_lock_failures_are_recognised() {
+        let e = sled::Error::Io(std::io::Error::other(
+            "could not acquire lock on \"/x/db\": Os { code: 11 }",
+        ));
+        assert!(is_lock_error(&e));
     }
 
     #[test]
