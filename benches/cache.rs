@@ -112,7 +112,7 @@ fn phase_ingest(dir: &Path) {
         cache.apply(&changes, &[]).expect("apply");
         apply += ta.elapsed();
         busy += t.elapsed();
-        if total % 100_000 == 0 {
+        if total.is_multiple_of(100_000) {
             let (rss, _) = rss_mib();
             peak_during = peak_during.max(rss);
             eprint!("\r  ingest {total}/{} ({rss:.0} MiB)   ", records_n());
