@@ -108,28 +108,84 @@ pub fn import_jsonl(
     })
 }
 
-/// As [`import_jsonl`], from any reader.
+/// A batch of lines, parsed.
+struct Parsed {
+    changes: Vec<Change>,
+    rejected: Vec<Rejected>,
+    /// Bytes read up to the end of this batch.
+    read: u64,
+}
+
+/// As [`import_jsonl`], from any reader. A reader thread parses and normalizes the next batch
+/// (on all cores) while this thread writes the current one.
 pub fn import_reader(
-    reader: impl Read,
+    reader: impl Read + Send,
     cache: &Cache,
     normalizer: &Normalizer,
     rules: &LookupRules,
     progress: &mut dyn FnMut(u64),
 ) -> Result<ImportReport, ImportError> {
-    let mut reader = BufReader::with_capacity(1 << 20, reader);
     let mut report = ImportReport::default();
-    let mut read = 0u64;
-    let mut batch: Vec<(usize, Vec<u8>)> = Vec::with_capacity(BATCH_LINES);
-    let mut line_no = 0usize;
-    loop {
-        let mut buf = Vec::new();
-        let n = reader
-            .read_until(b'\n', &mut buf)
+    // Into an empty cache, load records first and build the index once, in order.
+    let bulk = cache.stats()?.records.values().all(|n| *n == 0);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Parsed>(2);
+    let lines = std::thread::scope(|s| -> Result<usize, ImportError> {
+        let producer = s.spawn(move || read_batches(reader, normalizer, rules, tx));
+        for parsed in rx {
+            for c in &parsed.changes {
+                if let Change::Upsert(r) = c {
+                    report.unusable_numbers += r.phones.iter().filter(|p| p.key.is_none()).count();
+                }
+            }
+            for r in parsed.rejected {
+                report.rejected_total += 1;
+                if report.rejected.len() < MAX_KEPT_REJECTIONS {
+                    report.rejected.push(r);
+                }
+            }
+            if bulk {
+                cache.apply_bulk(&parsed.changes)?;
+            } else {
+                cache.apply(&parsed.changes, &[])?;
+            }
+            report.imported += parsed.changes.len();
+            progress(parsed.read);
+        }
+        producer
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the reader thread panicked")))
             .map_err(|source| ImportError::Read {
                 path: PathBuf::new(),
                 source,
-            })?;
-        if n > 0 {
+            })
+    })?;
+    if bulk {
+        cache.finish_bulk()?;
+    }
+    report.lines = lines;
+    Ok(report)
+}
+
+/// Reads and parses batches until the end of input (or until the writer stops listening).
+fn read_batches(
+    reader: impl Read,
+    normalizer: &Normalizer,
+    rules: &LookupRules,
+    tx: std::sync::mpsc::SyncSender<Parsed>,
+) -> std::io::Result<usize> {
+    let mut reader = BufReader::with_capacity(1 << 20, reader);
+    let mut read = 0u64;
+    let mut line_no = 0usize;
+    loop {
+        let mut batch: Vec<(usize, Vec<u8>)> = Vec::with_capacity(BATCH_LINES);
+        let mut eof = false;
+        while batch.len() < BATCH_LINES {
+            let mut buf = Vec::new();
+            let n = reader.read_until(b'\n', &mut buf)?;
+            if n == 0 {
+                eof = true;
+                break;
+            }
             line_no += 1;
             read += n as u64;
             let trimmed = buf.trim_ascii();
@@ -137,50 +193,25 @@ pub fn import_reader(
                 batch.push((line_no, trimmed.to_vec()));
             }
         }
-        if batch.len() >= BATCH_LINES || (n == 0 && !batch.is_empty()) {
-            flush_batch(&mut batch, cache, normalizer, rules, &mut report)?;
-            progress(read);
-        }
-        if n == 0 {
-            break;
-        }
-    }
-    report.lines = line_no;
-    Ok(report)
-}
-
-fn flush_batch(
-    batch: &mut Vec<(usize, Vec<u8>)>,
-    cache: &Cache,
-    normalizer: &Normalizer,
-    rules: &LookupRules,
-    report: &mut ImportReport,
-) -> Result<(), ImportError> {
-    let parsed: Vec<Result<Vec<Change>, Rejected>> = batch
-        .par_iter()
-        .map(|(no, bytes)| parse_line(*no, bytes, normalizer, rules))
-        .collect();
-    batch.clear();
-    let mut changes = Vec::new();
-    for p in parsed {
-        match p {
-            Ok(c) => changes.extend(c),
-            Err(r) => {
-                report.rejected_total += 1;
-                if report.rejected.len() < MAX_KEPT_REJECTIONS {
-                    report.rejected.push(r);
-                }
+        let results: Vec<Result<Vec<Change>, Rejected>> = batch
+            .par_iter()
+            .map(|(no, bytes)| parse_line(*no, bytes, normalizer, rules))
+            .collect();
+        let mut parsed = Parsed {
+            changes: Vec::with_capacity(results.len()),
+            rejected: Vec::new(),
+            read,
+        };
+        for r in results {
+            match r {
+                Ok(c) => parsed.changes.extend(c),
+                Err(e) => parsed.rejected.push(e),
             }
         }
-    }
-    for c in &changes {
-        if let Change::Upsert(r) = c {
-            report.unusable_numbers += r.phones.iter().filter(|p| p.key.is_none()).count();
+        if tx.send(parsed).is_err() || eof {
+            return Ok(line_no);
         }
     }
-    cache.apply(&changes, &[])?;
-    report.imported += changes.len();
-    Ok(())
 }
 
 #[cfg(test)]

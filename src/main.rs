@@ -84,6 +84,13 @@ enum Command {
     /// Show the effective configuration or an annotated example.
     #[command(subcommand)]
     Config(ConfigCmd),
+    /// Try callsync without Salesforce: builds a cache from a generated sample org in a
+    /// temporary folder (or --data-dir) and identifies a few callers.
+    Demo {
+        /// How many sample records to generate.
+        #[arg(long, default_value_t = 20_000)]
+        records: usize,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -122,6 +129,15 @@ fn main() -> ExitCode {
             });
         }
     };
+    if let Command::Demo { records } = cli.command {
+        return match demo(&cli.global, records) {
+            Ok(()) => ExitCode::from(exit::OK),
+            Err(e) => {
+                eprintln!("callsync: {e:#}");
+                ExitCode::from(exit::FAILURE)
+            }
+        };
+    }
     if let Command::Config(ConfigCmd::Example) = cli.command {
         print!("{}", config::EXAMPLE);
         return ExitCode::from(exit::OK);
@@ -318,7 +334,9 @@ fn run(command: Command, layered: &Layered, data: &DataDir) -> anyhow::Result<u8
             show_config(layered, data, json)?;
             Ok(exit::OK)
         }
-        Command::Config(ConfigCmd::Example) => unreachable!("handled before loading"),
+        Command::Config(ConfigCmd::Example) | Command::Demo { .. } => {
+            unreachable!("handled before loading the configuration")
+        }
     }
 }
 
@@ -420,6 +438,71 @@ fn show_config(layered: &Layered, data: &DataDir, json: bool) -> anyhow::Result<
         };
         let pad = width.saturating_sub(k.len() + v.to_string().len());
         outln!("{k} = {v}{:pad$}  # {source}{lock}", "");
+    }
+    Ok(())
+}
+
+/// The quick-start demo: a sample org, an import with progress, lookups with timings.
+fn demo(g: &Global, records: usize) -> anyhow::Result<()> {
+    use callsync::synth::{self, SynthSpec};
+    use std::io::Write as _;
+    use std::time::Instant;
+
+    let temp = tempfile::tempdir()?;
+    let root = g.data_dir.clone().unwrap_or_else(|| temp.path().to_owned());
+    let data = DataDir::new(&root);
+    let layered = config::load(&LoadOptions::default())?;
+    let cfg = &layered.config;
+    let _log = logging::init(&data.logs(), &cfg.logging, Console::Quiet, false)?;
+    outln!("callsync demo: a generated sample org of {records} records (JP/US numbers typed as people type them)");
+    outln!("data folder: {}", root.display());
+
+    let file = root.join("sample-org.jsonl");
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&file)?);
+    let mut samples = Vec::new();
+    let mut rng = fastrand::Rng::with_seed(7);
+    for (i, r) in synth::generate(&SynthSpec::new(42, records)).enumerate() {
+        writeln!(out, "{}", r.json)?;
+        if i % (records / 5).max(1) == 3 {
+            samples.push(synth::typed_form(&mut rng, &format!("+{}", r.numbers[0])));
+        }
+    }
+    out.flush()?;
+    drop(out);
+    samples.push("0120-000-000".into());
+
+    let normalizer = cfg.normalizer()?;
+    callsync::phone::Normalizer::warm_up();
+    let cache = open_cache(&layered, &data)?;
+    let bar = if std::io::stderr().is_terminal() {
+        ProgressBar::new(std::fs::metadata(&file)?.len())
+    } else {
+        ProgressBar::hidden()
+    };
+    let t = Instant::now();
+    let report = import::import_jsonl(&file, &cache, &normalizer, &cfg.lookup_rules(), |b| {
+        bar.set_position(b)
+    })?;
+    bar.finish_and_clear();
+    outln!(
+        "\nimported {} records in {:.1} s ({} index entries)\n",
+        report.imported,
+        t.elapsed().as_secs_f64(),
+        cache.stats()?.index_entries
+    );
+    for number in samples {
+        let t = Instant::now();
+        let r = lookup::lookup(&cache, &normalizer, &cfg.lookup_rules(), &number)?;
+        let took = t.elapsed();
+        print_lookup(&r, false);
+        outln!("  ({:.0} µs)\n", took.as_secs_f64() * 1e6);
+    }
+    outln!(
+        "Try your own: callsync --data-dir {} lookup \"03-1234-5678\"",
+        root.display()
+    );
+    if g.data_dir.is_none() {
+        outln!("(this temporary folder is removed now; pass --data-dir DIR to keep it)");
     }
     Ok(())
 }
