@@ -320,7 +320,7 @@ impl Cache {
     pub fn open(dir: &Path, opts: &CacheOptions) -> Result<(Cache, OpenReport), CacheError> {
         let mut report = OpenReport::default();
         let lock = take_lock(dir)?;
-        let db = match Self::open_db(dir, opts) {
+        let db = match Self::open_db_retrying(dir, opts) {
             Ok(db) => db,
             Err(e) if is_lock_error(&e) => return Err(CacheError::Locked(dir.to_owned())),
             Err(e) => {
@@ -341,6 +341,21 @@ impl Cache {
             cache.set_meta(META_NEEDS_FULL_SYNC, true)?;
         }
         Ok((cache, report))
+    }
+
+    /// With our own lock held, a sled lock error can only be a `Db` of this process that is
+    /// still shutting down (sled's flusher thread outlives the handle for a moment): wait.
+    fn open_db_retrying(dir: &Path, opts: &CacheOptions) -> sled::Result<sled::Db> {
+        let mut attempt = 0;
+        loop {
+            match Self::open_db(dir, opts) {
+                Err(e) if is_lock_error(&e) && attempt < 100 => {
+                    attempt += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => return other,
+            }
+        }
     }
 
     fn open_db(dir: &Path, opts: &CacheOptions) -> sled::Result<sled::Db> {
