@@ -240,6 +240,7 @@ fn main() {
         return;
     }
     let total = records_n();
+    let cache_mb_default = cache_mb();
     let work = tempfile::tempdir().expect("tempdir");
     let dir = work.path().join("cache");
     let lookups_path = work.path().join("lookups.txt");
@@ -309,6 +310,17 @@ fn main() {
     drop(gen);
     let ingest = run_child("ingest", &dir, &org_path);
     let serve = run_child("serve", &dir, &lookups_path);
+    // The same serving run at other sled cache sizes (memory against tail latency).
+    let sizes: Vec<u64> = std::env::var("CALLSYNC_BENCH_SERVE_MB")
+        .unwrap_or_else(|_| "16,32,128,256".into())
+        .split(',')
+        .filter_map(|v| v.trim().parse().ok())
+        .collect();
+    let mut tradeoff = Vec::new();
+    for mb in sizes {
+        std::env::set_var("CALLSYNC_BENCH_CACHE_MB", mb.to_string());
+        tradeoff.push((mb, run_child("serve", &dir, &lookups_path)));
+    }
 
     // Reference: the same lookups against the HashMap (normalize + get + rules).
     let rules = LookupRules::default();
@@ -408,6 +420,27 @@ fn main() {
         g(&serve, "serve_rss"),
         g(&serve, "serve_rss_peak")
     );
+    let mut rows = vec![(cache_mb_default, serve)];
+    rows.extend(tradeoff);
+    rows.sort_by_key(|(mb, _)| *mb);
+    print_tradeoff(&rows);
+}
+
+fn print_tradeoff(rows: &[(u64, HashMap<String, String>)]) {
+    println!();
+    println!("| sled cache (MiB) | RSS serving (MiB) | full lookup p50 / p99 / p99.9 (µs) | reopen + first lookup (ms) |");
+    println!("|---|---|---|---|");
+    for (mb, m) in rows {
+        let g = |k: &str| m.get(k).cloned().unwrap_or_else(|| "?".into());
+        println!(
+            "| {mb} | {} | {} / {} / {} | {} |",
+            g("serve_rss"),
+            g("serve_full_p50"),
+            g("serve_full_p99"),
+            g("serve_full_p999"),
+            g("serve_first_lookup_ms")
+        );
+    }
 }
 
 fn add_to_reference(map: &mut HashMap<Vec<u8>, Vec<IndexHit>>, r: &CachedRecord) {
