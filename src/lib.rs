@@ -14,4 +14,5 @@ pub mod lookup;
 pub mod paths;
 pub mod phone;
 pub mod record;
+pub mod sim;
 pub mod synth;

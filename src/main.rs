@@ -84,6 +84,25 @@ enum Command {
     /// Show the effective configuration or an annotated example.
     #[command(subcommand)]
     Config(ConfigCmd),
+    /// Run the simulated Salesforce org on loopback (for trying things with curl, and tests).
+    Sim {
+        #[arg(long, default_value_t = 8900)]
+        port: u16,
+        /// Contacts, Accounts, Leads and Users to generate.
+        #[arg(long, default_value_t = 10_000)]
+        records: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Records per query page (at most 2,000, as Salesforce).
+        #[arg(long, default_value_t = 2_000)]
+        page_size: usize,
+        /// Every refresh returns a new refresh token and invalidates the old one.
+        #[arg(long)]
+        rotate_refresh_tokens: bool,
+        /// The connected app's client id the org accepts.
+        #[arg(long, default_value = "callsync-sim-client")]
+        client_id: String,
+    },
     /// Try callsync without Salesforce: builds a cache from a generated sample org in a
     /// temporary folder (or --data-dir) and identifies a few callers.
     Demo {
@@ -131,6 +150,31 @@ fn main() -> ExitCode {
     };
     if let Command::Demo { records } = cli.command {
         return match demo(&cli.global, records) {
+            Ok(()) => ExitCode::from(exit::OK),
+            Err(e) => {
+                eprintln!("callsync: {e:#}");
+                ExitCode::from(exit::FAILURE)
+            }
+        };
+    }
+    if let Command::Sim {
+        port,
+        records,
+        seed,
+        page_size,
+        rotate_refresh_tokens,
+        ref client_id,
+    } = cli.command
+    {
+        let opts = callsync::sim::SimOptions {
+            seed,
+            records,
+            page_size: page_size.clamp(1, 2_000),
+            client_id: client_id.clone(),
+            rotate_refresh_tokens,
+            ..Default::default()
+        };
+        return match run_sim(opts, port) {
             Ok(()) => ExitCode::from(exit::OK),
             Err(e) => {
                 eprintln!("callsync: {e:#}");
@@ -334,7 +378,7 @@ fn run(command: Command, layered: &Layered, data: &DataDir) -> anyhow::Result<u8
             show_config(layered, data, json)?;
             Ok(exit::OK)
         }
-        Command::Config(ConfigCmd::Example) | Command::Demo { .. } => {
+        Command::Config(ConfigCmd::Example) | Command::Demo { .. } | Command::Sim { .. } => {
             unreachable!("handled before loading the configuration")
         }
     }
@@ -505,4 +549,23 @@ fn demo(g: &Global, records: usize) -> anyhow::Result<()> {
         outln!("(this temporary folder is removed now; pass --data-dir DIR to keep it)");
     }
     Ok(())
+}
+
+fn run_sim(opts: callsync::sim::SimOptions, port: u16) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        let records = opts.records;
+        let sim = callsync::sim::Sim::start(opts, port)
+            .await
+            .with_context(|| format!("cannot listen on 127.0.0.1:{port}"))?;
+        let url = sim.url();
+        outln!("simulated Salesforce org on {url} ({records} records); Ctrl-C stops it");
+        outln!("  token:   curl -s -X POST {url}/__sim/token");
+        outln!("  query:   curl -s -H \"Authorization: Bearer $TOKEN\" '{url}/services/data/v62.0/query?q=SELECT+Id,Name,Phone+FROM+Contact+LIMIT+5'");
+        outln!("  state:   curl -s {url}/__sim/state");
+        outln!("  faults:  curl -s -X POST {url}/__sim/faults -H 'Content-Type: application/json' -d '[{{\"kind\":\"service_unavailable\",\"times\":3}}]'");
+        tokio::signal::ctrl_c().await?;
+        sim.stop().await;
+        Ok(())
+    })
 }
