@@ -520,6 +520,15 @@ impl Cache {
     /// [`Cache::finish_bulk`]. The `needs_reindex` flag goes in the same batch as the first
     /// records, so a load killed half-way is repaired at the next open.
     pub fn apply_bulk(&self, changes: &[Change]) -> Result<ApplySummary, CacheError> {
+        self.apply_bulk_with_state(changes, &[])
+    }
+
+    /// [`Cache::apply_bulk`] plus sync-state updates in the same atomic batch.
+    pub fn apply_bulk_with_state(
+        &self,
+        changes: &[Change],
+        state: &[(&str, Vec<u8>)],
+    ) -> Result<ApplySummary, CacheError> {
         let _writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let mut batch = sled::Batch::default();
         let mut summary = ApplySummary::default();
@@ -538,6 +547,9 @@ impl Cache {
                     summary.deleted += 1;
                 }
             }
+        }
+        for (name, value) in state {
+            batch.insert(key(P_STATE, name.as_bytes()), value.clone());
         }
         self.db.apply_batch(batch).map_err(storage(&self.path))?;
         Ok(summary)

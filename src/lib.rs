@@ -5,6 +5,7 @@
 //! Data flows one way: Salesforce → sync → [`cache`] → [`lookup`]; call log → call event →
 //! activity (Task) → outbox → Salesforce.
 
+pub mod auth;
 pub mod cache;
 pub mod config;
 pub mod fsutil;
@@ -14,5 +15,7 @@ pub mod lookup;
 pub mod paths;
 pub mod phone;
 pub mod record;
+pub mod salesforce;
 pub mod sim;
+pub mod sync;
 pub mod synth;

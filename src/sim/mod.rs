@@ -113,20 +113,33 @@ fn router(org: Shared) -> Router {
             "/__sim/records/{object}/{id}",
             axum::routing::patch(admin_patch).delete(admin_delete),
         )
-        .route("/__sim/records/{object}/{id}/undelete", post(admin_undelete))
+        .route(
+            "/__sim/records/{object}/{id}/undelete",
+            post(admin_undelete),
+        )
         .route("/__sim/rows/{object}", get(admin_rows))
-        .route("/__sim/faults", post(admin_faults).delete(admin_clear_faults))
+        .route(
+            "/__sim/faults",
+            post(admin_faults).delete(admin_clear_faults),
+        )
         .route("/__sim/expire-sessions", post(admin_expire))
         .route("/__sim/revoke-refresh-tokens", post(admin_revoke_refresh))
         .route("/__sim/clock", post(admin_clock))
         .route("/__sim/config", post(admin_config))
-        .route("/__sim/fields/{object}/{name}", post(admin_add_field).delete(admin_remove_field))
+        .route(
+            "/__sim/fields/{object}/{name}",
+            post(admin_add_field).delete(admin_remove_field),
+        )
         .with_state(org)
 }
 
 fn json_response(status: u16, body: Option<Value>, limit_info: Option<String>) -> Response {
     let mut r = match body {
-        Some(b) => (StatusCode::from_u16(status).unwrap_or(StatusCode::OK), Json(b)).into_response(),
+        Some(b) => (
+            StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
+            Json(b),
+        )
+            .into_response(),
         None => StatusCode::from_u16(status)
             .unwrap_or(StatusCode::NO_CONTENT)
             .into_response(),
@@ -139,7 +152,8 @@ fn json_response(status: u16, body: Option<Value>, limit_info: Option<String>) -
 
 async fn versions(State(org): State<Shared>) -> Response {
     let v = lock(&org).opts.api_version.clone();
-    Json(json!([{"label": "Winter '25", "url": format!("/services/data/v{v}"), "version": v}])).into_response()
+    Json(json!([{"label": "Winter '25", "url": format!("/services/data/v{v}"), "version": v}]))
+        .into_response()
 }
 
 fn bearer(headers: &HeaderMap) -> Option<String> {
@@ -166,18 +180,41 @@ async fn rest(
     match action {
         org::FaultAction::Respond(s, b) => return json_response(s, Some(b), None),
         org::FaultAction::Html(s, html) => {
-            return (StatusCode::from_u16(s).unwrap_or(StatusCode::SERVICE_UNAVAILABLE), [(header::CONTENT_TYPE, "text/html")], html).into_response()
+            return (
+                StatusCode::from_u16(s).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+                [(header::CONTENT_TYPE, "text/html")],
+                html,
+            )
+                .into_response()
         }
-        org::FaultAction::Delay(ms) => tokio::time::sleep(std::time::Duration::from_millis(ms)).await,
+        org::FaultAction::Delay(ms) => {
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await
+        }
         org::FaultAction::DropAfter => drop_after = true,
         org::FaultAction::None => {}
     }
     let mut o = lock(&org);
     let Some(version) = version.strip_prefix('v').map(str::to_owned) else {
-        return json_response(404, Some(org::err("NOT_FOUND", "The requested resource does not exist", &[])), None);
+        return json_response(
+            404,
+            Some(org::err(
+                "NOT_FOUND",
+                "The requested resource does not exist",
+                &[],
+            )),
+            None,
+        );
     };
     let Some(user_id) = bearer(&headers).and_then(|t| o.user_for_access_token(&t)) else {
-        return json_response(401, Some(org::err("INVALID_SESSION_ID", "Session expired or invalid", &[])), None);
+        return json_response(
+            401,
+            Some(org::err(
+                "INVALID_SESSION_ID",
+                "Session expired or invalid",
+                &[],
+            )),
+            None,
+        );
     };
     if let Err(e) = o.count_api_call() {
         return json_response(403, Some(e), Some(o.limit_info()));
@@ -188,13 +225,18 @@ async fn rest(
         match serde_json::from_slice::<Value>(&body) {
             Ok(v) => Some(v),
             Err(e) => {
-                return json_response(400, Some(org::err("JSON_PARSER_ERROR", &e.to_string(), &[])), Some(o.limit_info()))
+                return json_response(
+                    400,
+                    Some(org::err("JSON_PARSER_ERROR", &e.to_string(), &[])),
+                    Some(o.limit_info()),
+                )
             }
         }
     };
-    let query: HashMap<String, String> = url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
-        .into_owned()
-        .collect();
+    let query: HashMap<String, String> =
+        url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+            .into_owned()
+            .collect();
     let req = org::Request {
         method: method.as_str().to_owned(),
         path,
@@ -213,7 +255,10 @@ async fn rest(
     json_response(r.status, r.body, Some(info))
 }
 
-async fn authorize(State(org): State<Shared>, Query(params): Query<HashMap<String, String>>) -> Response {
+async fn authorize(
+    State(org): State<Shared>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
     let redirect = params.get("redirect_uri").cloned().unwrap_or_default();
     let result = lock(&org).authorize(&params);
     let pairs = match result {
@@ -233,7 +278,11 @@ async fn authorize(State(org): State<Shared>, Query(params): Query<HashMap<Strin
         .extend_pairs(pairs)
         .finish();
     let sep = if redirect.contains('?') { '&' } else { '?' };
-    (StatusCode::FOUND, [(header::LOCATION, format!("{redirect}{sep}{qs}"))]).into_response()
+    (
+        StatusCode::FOUND,
+        [(header::LOCATION, format!("{redirect}{sep}{qs}"))],
+    )
+        .into_response()
 }
 
 async fn token(State(org): State<Shared>, uri: Uri, body: Bytes) -> Response {
@@ -252,11 +301,19 @@ async fn revoke(State(org): State<Shared>, body: Bytes) -> Response {
     if ok {
         StatusCode::OK.into_response()
     } else {
-        json_response(400, Some(json!({"error": "invalid_token", "error_description": "invalid token"})), None)
+        json_response(
+            400,
+            Some(json!({"error": "invalid_token", "error_description": "invalid token"})),
+            None,
+        )
     }
 }
 
-async fn identity(State(org): State<Shared>, Path((_, user)): Path<(String, String)>, headers: HeaderMap) -> Response {
+async fn identity(
+    State(org): State<Shared>,
+    Path((_, user)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
     let o = lock(&org);
     let authorized = bearer(&headers).and_then(|t| o.user_for_access_token(&t));
     match (authorized, o.identity(&user)) {
@@ -278,7 +335,11 @@ async fn admin_rows(State(org): State<Shared>, Path(object): Path<String>) -> Re
     Json(lock(&org).rows(&object)).into_response()
 }
 
-async fn admin_upsert(State(org): State<Shared>, Path(object): Path<String>, Json(body): Json<Value>) -> Response {
+async fn admin_upsert(
+    State(org): State<Shared>,
+    Path(object): Path<String>,
+    Json(body): Json<Value>,
+) -> Response {
     let Value::Object(fields) = body else {
         return (StatusCode::BAD_REQUEST, "expected a JSON object").into_response();
     };
@@ -286,7 +347,11 @@ async fn admin_upsert(State(org): State<Shared>, Path(object): Path<String>, Jso
     Json(json!({"id": id})).into_response()
 }
 
-async fn admin_patch(State(org): State<Shared>, Path((object, id)): Path<(String, String)>, Json(body): Json<Value>) -> Response {
+async fn admin_patch(
+    State(org): State<Shared>,
+    Path((object, id)): Path<(String, String)>,
+    Json(body): Json<Value>,
+) -> Response {
     let Value::Object(mut fields) = body else {
         return (StatusCode::BAD_REQUEST, "expected a JSON object").into_response();
     };
@@ -299,7 +364,10 @@ async fn admin_patch(State(org): State<Shared>, Path((object, id)): Path<(String
     StatusCode::NO_CONTENT.into_response()
 }
 
-async fn admin_delete(State(org): State<Shared>, Path((object, id)): Path<(String, String)>) -> Response {
+async fn admin_delete(
+    State(org): State<Shared>,
+    Path((object, id)): Path<(String, String)>,
+) -> Response {
     if lock(&org).admin_delete(&object, &id) {
         StatusCode::NO_CONTENT.into_response()
     } else {
@@ -307,7 +375,10 @@ async fn admin_delete(State(org): State<Shared>, Path((object, id)): Path<(Strin
     }
 }
 
-async fn admin_undelete(State(org): State<Shared>, Path((object, id)): Path<(String, String)>) -> Response {
+async fn admin_undelete(
+    State(org): State<Shared>,
+    Path((object, id)): Path<(String, String)>,
+) -> Response {
     if lock(&org).admin_undelete(&object, &id) {
         StatusCode::NO_CONTENT.into_response()
     } else {
@@ -369,13 +440,19 @@ async fn admin_config(State(org): State<Shared>, Json(body): Json<Value>) -> Res
     Json(o.summary()).into_response()
 }
 
-async fn admin_add_field(State(org): State<Shared>, Path((object, name)): Path<(String, String)>, Json(ty): Json<FieldType>) -> Response {
+async fn admin_add_field(
+    State(org): State<Shared>,
+    Path((object, name)): Path<(String, String)>,
+    Json(ty): Json<FieldType>,
+) -> Response {
     lock(&org).add_custom_field(&object, &name, ty);
     StatusCode::NO_CONTENT.into_response()
 }
 
-async fn admin_remove_field(State(org): State<Shared>, Path((object, name)): Path<(String, String)>) -> Response {
+async fn admin_remove_field(
+    State(org): State<Shared>,
+    Path((object, name)): Path<(String, String)>,
+) -> Response {
     lock(&org).remove_custom_field(&object, &name);
     StatusCode::NO_CONTENT.into_response()
 }
-

@@ -116,7 +116,8 @@ pub struct Org {
     /// Extra fields an admin added (object → field → type).
     custom_fields: BTreeMap<String, BTreeMap<String, FieldType>>,
     deleted_log: Vec<(String, String, DateTime<Utc>)>,
-    cursors: HashMap<String, (String, Vec<Value>)>,
+    /// Query id → its rows, for paging.
+    cursors: HashMap<u64, Vec<Value>>,
     cursor_seq: u64,
     id_seq: u64,
     clock_offset: Duration,
@@ -171,7 +172,13 @@ impl FieldType {
 }
 
 /// (name, type, length, createable/updateable, restricted picklist values)
-type FieldDef = (&'static str, FieldType, usize, bool, &'static [&'static str]);
+type FieldDef = (
+    &'static str,
+    FieldType,
+    usize,
+    bool,
+    &'static [&'static str],
+);
 
 const SYSTEM: &[FieldDef] = &[
     ("Id", FieldType::Id, 18, false, &[]),
@@ -194,7 +201,10 @@ fn schema(object: &str, person_accounts: bool) -> Option<Vec<FieldDef>> {
     use FieldType::*;
     let mut f: Vec<FieldDef> = SYSTEM.to_vec();
     let phones = |names: &[&'static str]| -> Vec<FieldDef> {
-        names.iter().map(|n| (*n, Phone, 40, true, &[][..])).collect()
+        names
+            .iter()
+            .map(|n| (*n, Phone, 40, true, &[][..]))
+            .collect()
     };
     match object {
         "Contact" => {
@@ -205,13 +215,23 @@ fn schema(object: &str, person_accounts: bool) -> Option<Vec<FieldDef>> {
                 ("AccountId", Reference, 18, true, &[]),
                 ("Email", String, 80, true, &[]),
             ]);
-            f.extend(phones(&["Phone", "MobilePhone", "HomePhone", "OtherPhone", "AssistantPhone", "Fax"]));
+            f.extend(phones(&[
+                "Phone",
+                "MobilePhone",
+                "HomePhone",
+                "OtherPhone",
+                "AssistantPhone",
+                "Fax",
+            ]));
             if person_accounts {
                 f.push(("IsPersonAccount", Boolean, 0, false, &[]));
             }
         }
         "Account" => {
-            f.extend([("Name", String, 255, true, &[][..]), ("Type", Picklist, 40, true, &[])]);
+            f.extend([
+                ("Name", String, 255, true, &[][..]),
+                ("Type", Picklist, 40, true, &[]),
+            ]);
             f.extend(phones(&["Phone", "Fax"]));
             if person_accounts {
                 f.extend([
@@ -258,7 +278,13 @@ fn schema(object: &str, person_accounts: bool) -> Option<Vec<FieldDef>> {
             ("AccountId", Reference, 18, false, &[]),
             ("IsClosed", Boolean, 0, false, &[]),
             ("Type", Picklist, 40, true, &[]),
-            ("CallType", Picklist, 40, true, &["Inbound", "Internal", "Outbound"]),
+            (
+                "CallType",
+                Picklist,
+                40,
+                true,
+                &["Inbound", "Internal", "Outbound"],
+            ),
             ("CallObject", String, 255, true, &[]),
             ("CallDisposition", String, 255, true, &[]),
             ("CallDurationInSeconds", Int, 0, true, &[]),
@@ -393,7 +419,9 @@ impl Org {
         }
         self.store("User", admin, &stamp);
         for r in synth::generate(&SynthSpec::new(self.opts.seed, self.opts.records)) {
-            let Value::Object(mut row) = r.json else { continue };
+            let Value::Object(mut row) = r.json else {
+                continue;
+            };
             let object = row
                 .get("attributes")
                 .and_then(|a| a.get("type"))
@@ -403,7 +431,9 @@ impl Org {
             row.remove("attributes");
             // A contact's account exists in the org too (a business account, no phone).
             if let (Some(acc), Some(name)) = (
-                row.get("AccountId").and_then(Value::as_str).map(str::to_owned),
+                row.get("AccountId")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
                 row.get("Account").and_then(|a| a.get("Name")).cloned(),
             ) {
                 if self.get_row("Account", &acc).is_none() {
@@ -432,7 +462,10 @@ impl Org {
                 pc.insert("Name".into(), row["Name"].clone());
                 pc.insert("AccountId".into(), row["Id"].clone());
                 pc.insert("IsPersonAccount".into(), json!(true));
-                pc.insert("MobilePhone".into(), row.get("PersonMobilePhone").cloned().unwrap_or(Value::Null));
+                pc.insert(
+                    "MobilePhone".into(),
+                    row.get("PersonMobilePhone").cloned().unwrap_or(Value::Null),
+                );
                 self.store("Contact", pc, &modified);
             }
             if !self.opts.person_accounts {
@@ -449,10 +482,14 @@ impl Org {
             .unwrap_or_default()
             .to_owned();
         row.entry("CreatedDate").or_insert_with(|| json!(stamp));
-        row.entry("LastModifiedDate").or_insert_with(|| json!(stamp));
+        row.entry("LastModifiedDate")
+            .or_insert_with(|| json!(stamp));
         row.insert("SystemModstamp".into(), json!(stamp));
         row.insert("IsDeleted".into(), json!(false));
-        self.objects.entry(object.into()).or_default().insert(id, row);
+        self.objects
+            .entry(object.into())
+            .or_default()
+            .insert(id, row);
     }
 
     /// The org's clock (tests can move it forward).
@@ -482,7 +519,11 @@ impl Org {
     pub fn count(&self, object: &str) -> usize {
         self.objects
             .get(object)
-            .map(|m| m.values().filter(|r| r.get("IsDeleted") != Some(&json!(true))).count())
+            .map(|m| {
+                m.values()
+                    .filter(|r| r.get("IsDeleted") != Some(&json!(true)))
+                    .count()
+            })
             .unwrap_or(0)
     }
 
@@ -511,7 +552,11 @@ impl Org {
         }
     }
 
-    fn field_type(&self, object: &str, field: &str) -> Option<(FieldType, usize, bool, &'static [&'static str])> {
+    fn field_type(
+        &self,
+        object: &str,
+        field: &str,
+    ) -> Option<(FieldType, usize, bool, &'static [&'static str])> {
         if let Some(t) = self.custom_fields.get(object).and_then(|m| m.get(field)) {
             let len = match t {
                 FieldType::String => 255,
@@ -527,7 +572,10 @@ impl Org {
     }
 
     fn uri(&self, object: &str, id: &str) -> String {
-        format!("/services/data/v{}/sobjects/{object}/{id}", self.opts.api_version)
+        format!(
+            "/services/data/v{}/sobjects/{object}/{id}",
+            self.opts.api_version
+        )
     }
 
     // ---------- admin mutations (simulating users editing Salesforce) ----------
@@ -576,7 +624,8 @@ impl Org {
         };
         row.insert("IsDeleted".into(), json!(false));
         row.insert("SystemModstamp".into(), json!(stamp));
-        self.deleted_log.retain(|(o, i, _)| !(o == object && i == id));
+        self.deleted_log
+            .retain(|(o, i, _)| !(o == object && i == id));
         true
     }
 
@@ -595,10 +644,16 @@ impl Org {
     pub fn fault_for(&mut self, method: &str, path: &str) -> FaultAction {
         self.fault_seen.resize(self.faults.len(), 0);
         for (i, f) in self.faults.iter_mut().enumerate() {
-            if f.method.as_deref().is_some_and(|m| !m.eq_ignore_ascii_case(method)) {
+            if f.method
+                .as_deref()
+                .is_some_and(|m| !m.eq_ignore_ascii_case(method))
+            {
                 continue;
             }
-            if f.path_contains.as_deref().is_some_and(|p| !path.contains(p)) {
+            if f.path_contains
+                .as_deref()
+                .is_some_and(|p| !path.contains(p))
+            {
                 continue;
             }
             self.fault_seen[i] += 1;
@@ -614,11 +669,18 @@ impl Org {
             return match f.kind {
                 FaultKind::SessionExpired => {
                     self.access_tokens.clear();
-                    FaultAction::Respond(401, err("INVALID_SESSION_ID", "Session expired or invalid", &[]))
+                    FaultAction::Respond(
+                        401,
+                        err("INVALID_SESSION_ID", "Session expired or invalid", &[]),
+                    )
                 }
                 FaultKind::RequestLimitExceeded => FaultAction::Respond(
                     403,
-                    err("REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded.", &[]),
+                    err(
+                        "REQUEST_LIMIT_EXCEEDED",
+                        "TotalRequests Limit exceeded.",
+                        &[],
+                    ),
                 ),
                 FaultKind::UnableToLockRow => FaultAction::Respond(
                     400,
@@ -636,7 +698,11 @@ impl Org {
                 FaultKind::Latency => FaultAction::Delay(f.latency_ms),
                 FaultKind::ApiDisabled => FaultAction::Respond(
                     403,
-                    err("API_DISABLED_FOR_ORG", "The REST API is not enabled for this Organization.", &[]),
+                    err(
+                        "API_DISABLED_FOR_ORG",
+                        "The REST API is not enabled for this Organization.",
+                        &[],
+                    ),
                 ),
                 FaultKind::InvalidGrant => FaultAction::Respond(
                     400,
@@ -650,7 +716,11 @@ impl Org {
     /// Counts an API call; past the daily maximum, REQUEST_LIMIT_EXCEEDED.
     pub fn count_api_call(&mut self) -> Result<(), Value> {
         if self.api_calls >= self.opts.api_daily_max {
-            return Err(err("REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded.", &[]));
+            return Err(err(
+                "REQUEST_LIMIT_EXCEEDED",
+                "TotalRequests Limit exceeded.",
+                &[],
+            ));
         }
         self.api_calls += 1;
         Ok(())
@@ -675,7 +745,10 @@ impl Org {
     }
 
     /// The authorize step: a code for the login user, or an error, as redirect parameters.
-    pub fn authorize(&mut self, params: &HashMap<String, String>) -> Result<Vec<(String, String)>, (String, String)> {
+    pub fn authorize(
+        &mut self,
+        params: &HashMap<String, String>,
+    ) -> Result<Vec<(String, String)>, (String, String)> {
         let state = params.get("state").cloned().unwrap_or_default();
         let with_state = |mut v: Vec<(String, String)>| {
             if !state.is_empty() {
@@ -684,16 +757,25 @@ impl Org {
             v
         };
         if params.get("client_id") != Some(&self.opts.client_id) {
-            return Err(("invalid_client_id".into(), "client identifier invalid".into()));
+            return Err((
+                "invalid_client_id".into(),
+                "client identifier invalid".into(),
+            ));
         }
         if let Some((e, d)) = self.authorize_error.clone() {
             return Err((e, d));
         }
         if params.get("response_type").map(String::as_str) != Some("code") {
-            return Err(("unsupported_response_type".into(), "response type not supported".into()));
+            return Err((
+                "unsupported_response_type".into(),
+                "response type not supported".into(),
+            ));
         }
         if params.get("code_challenge_method").map(String::as_str) != Some("S256") {
-            return Err(("invalid_request".into(), "code_challenge_method must be S256".into()));
+            return Err((
+                "invalid_request".into(),
+                "code_challenge_method must be S256".into(),
+            ));
         }
         let challenge = params.get("code_challenge").cloned().unwrap_or_default();
         let code = self.token("aPrx");
@@ -749,7 +831,10 @@ impl Org {
                     return bad("invalid_client_id", "client identifier invalid");
                 }
                 if form.get("redirect_uri") != Some(&code.redirect_uri) {
-                    return bad("redirect_uri_mismatch", "redirect_uri must match configuration");
+                    return bad(
+                        "redirect_uri_mismatch",
+                        "redirect_uri must match configuration",
+                    );
                 }
                 let Some(verifier) = form.get("code_verifier") else {
                     return bad("invalid_grant", "invalid code verifier");
@@ -796,13 +881,20 @@ impl Org {
         let claims = assertion
             .split('.')
             .nth(1)
-            .and_then(|p| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(p).ok())
+            .and_then(|p| {
+                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(p)
+                    .ok()
+            })
             .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
             .ok_or("invalid assertion")?;
         if claims["iss"].as_str() != Some(&self.opts.client_id) {
             return Err("invalid client credentials".into());
         }
-        if claims["exp"].as_i64().is_none_or(|e| e < self.now().timestamp()) {
+        if claims["exp"]
+            .as_i64()
+            .is_none_or(|e| e < self.now().timestamp())
+        {
             return Err("expired authorization code".into());
         }
         let sub = claims["sub"].as_str().unwrap_or_default();
@@ -860,16 +952,13 @@ impl Org {
             ("GET", ["queryAll"]) => self.query(req.query.get("q"), true),
             ("GET", ["query" | "queryAll", locator]) => self.more(locator),
             ("GET", ["limits"]) => resp(200, self.limits()),
-            ("GET", ["sobjects"]) => resp(
-                200,
-                {
-                    let list: Vec<Value> = ["Account", "Contact", "Lead", "User", "Task"]
-                        .iter()
-                        .map(|o| json!({"name": o}))
-                        .collect();
-                    json!({ "sobjects": list })
-                },
-            ),
+            ("GET", ["sobjects"]) => resp(200, {
+                let list: Vec<Value> = ["Account", "Contact", "Lead", "User", "Task"]
+                    .iter()
+                    .map(|o| json!({"name": o}))
+                    .collect();
+                json!({ "sobjects": list })
+            }),
             ("GET", ["sobjects", object, "describe"]) => self.describe(object),
             ("GET", ["sobjects", object, "updated"]) => self.updated(object, &req.query),
             ("GET", ["sobjects", object, "deleted"]) => self.deleted(object, &req.query),
@@ -878,9 +967,15 @@ impl Org {
             ("PATCH", ["sobjects", object, id]) => self.update(object, id, req.body.as_ref()),
             ("DELETE", ["sobjects", object, id]) => {
                 if self.admin_delete(object, id) {
-                    Response { status: 204, body: None }
+                    Response {
+                        status: 204,
+                        body: None,
+                    }
                 } else {
-                    resp(404, err("NOT_FOUND", "The requested resource does not exist", &[]))
+                    resp(
+                        404,
+                        err("NOT_FOUND", "The requested resource does not exist", &[]),
+                    )
                 }
             }
             ("PATCH", ["sobjects", object, field, value]) => {
@@ -892,7 +987,10 @@ impl Org {
                 self.collection_upsert(req, object, field)
             }
             ("POST", ["composite"]) => self.composite(req),
-            _ => resp(404, err("NOT_FOUND", "The requested resource does not exist", &[])),
+            _ => resp(
+                404,
+                err("NOT_FOUND", "The requested resource does not exist", &[]),
+            ),
         }
     }
 
@@ -905,7 +1003,14 @@ impl Org {
 
     fn describe(&self, object: &str) -> Response {
         let Some(fields) = schema(object, self.opts.person_accounts) else {
-            return resp(404, err("NOT_FOUND", &format!("The requested resource does not exist: {object}"), &[]));
+            return resp(
+                404,
+                err(
+                    "NOT_FOUND",
+                    &format!("The requested resource does not exist: {object}"),
+                    &[],
+                ),
+            );
         };
         let mut out: Vec<Value> = fields
             .iter()
@@ -927,7 +1032,10 @@ impl Org {
                 "externalId": ext, "unique": ext, "restrictedPicklist": false, "picklistValues": [],
             }));
         }
-        resp(200, json!({"name": object, "queryable": true, "replicateable": true, "createable": true, "fields": out}))
+        resp(
+            200,
+            json!({"name": object, "queryable": true, "replicateable": true, "createable": true, "fields": out}),
+        )
     }
 
     fn known_field(&self, object: &str, field: &str) -> bool {
@@ -946,7 +1054,10 @@ impl Org {
     fn project(&self, object: &str, row: &Map<String, Value>, fields: &[String]) -> Value {
         let mut out = Map::new();
         let id = row.get("Id").and_then(Value::as_str).unwrap_or_default();
-        out.insert("attributes".into(), json!({"type": object, "url": self.uri(object, id)}));
+        out.insert(
+            "attributes".into(),
+            json!({"type": object, "url": self.uri(object, id)}),
+        );
         for f in fields {
             match f.split_once('.') {
                 None => {
@@ -990,7 +1101,11 @@ impl Org {
         if schema(&query.object, self.opts.person_accounts).is_none() {
             return resp(
                 400,
-                err("INVALID_TYPE", &format!("sObject type '{}' is not supported.", query.object), &[]),
+                err(
+                    "INVALID_TYPE",
+                    &format!("sObject type '{}' is not supported.", query.object),
+                    &[],
+                ),
             );
         }
         let mut referenced: Vec<&String> = query.fields.iter().collect();
@@ -999,7 +1114,11 @@ impl Org {
             if !self.known_field(&query.object, f) {
                 return resp(
                     400,
-                    err("INVALID_FIELD", &format!("No such column '{f}' on entity '{}'.", query.object), &[]),
+                    err(
+                        "INVALID_FIELD",
+                        &format!("No such column '{f}' on entity '{}'.", query.object),
+                        &[],
+                    ),
                 );
             }
         }
@@ -1024,7 +1143,11 @@ impl Org {
                     e.insert(n.clone(), row.get(n).cloned().unwrap_or(Value::Null));
                 }
             }
-            if query.filter.as_ref().is_none_or(|f| soql::matches(f, &eval)) {
+            if query
+                .filter
+                .as_ref()
+                .is_none_or(|f| soql::matches(f, &eval))
+            {
                 rows.push(eval);
             }
         }
@@ -1034,52 +1157,73 @@ impl Org {
         if let Some(l) = query.limit {
             rows.truncate(l);
         }
-        let rows: Vec<Value> = rows
-            .into_iter()
-            .map(|r| prune(r, &query.fields))
-            .collect();
-        let total = rows.len();
-        self.page(rows, total)
+        let rows: Vec<Value> = rows.into_iter().map(|r| prune(r, &query.fields)).collect();
+        self.cursor_seq += 1;
+        let qid = self.cursor_seq;
+        self.cursors.insert(qid, rows);
+        // Keep the last few cursors only (the real ones expire too).
+        self.cursors.retain(|k, _| *k + 64 > qid);
+        self.page(qid, 0)
     }
 
-    fn page(&mut self, mut rows: Vec<Value>, total: usize) -> Response {
+    /// Serves a page of query `qid` from `offset`. Locators are positions (`01g…-2000`) and
+    /// stay readable (Salesforce keeps cursors 2 days), so a page can be fetched again.
+    fn page(&mut self, qid: u64, offset: usize) -> Response {
+        let Some(rows) = self.cursors.get(&qid) else {
+            return resp(
+                400,
+                err("INVALID_QUERY_LOCATOR", "invalid query locator", &[]),
+            );
+        };
+        let total = rows.len();
         // Like the real one, a page is sometimes smaller than asked.
         let mut size = self.opts.page_size.max(1);
-        if rows.len() > size && self.rng.u8(0..4) == 0 {
+        if total - offset.min(total) > size && self.rng.u8(0..4) == 0 {
             size = (size / 2).max(1);
         }
-        if rows.len() <= size {
-            return resp(200, json!({"totalSize": total, "done": true, "records": rows}));
+        let end = (offset + size).min(total);
+        let records: Vec<Value> = rows[offset.min(total)..end].to_vec();
+        if end >= total {
+            return resp(
+                200,
+                json!({"totalSize": total, "done": true, "records": records}),
+            );
         }
-        let rest = rows.split_off(size);
-        self.cursor_seq += 1;
-        let locator = format!("01gSIM{:09}", self.cursor_seq);
-        let offset = total - rest.len();
-        let key = format!("{locator}-{offset}");
-        self.cursors.insert(key.clone(), (locator, rest));
         resp(
             200,
             json!({
                 "totalSize": total, "done": false,
-                "nextRecordsUrl": format!("/services/data/v{}/query/{key}", self.opts.api_version),
-                "records": rows,
+                "nextRecordsUrl": format!("/services/data/v{}/query/01gSIM{qid:09}-{end}", self.opts.api_version),
+                "records": records,
             }),
         )
     }
 
     fn more(&mut self, locator: &str) -> Response {
-        let Some((_, rest)) = self.cursors.remove(locator) else {
-            return resp(400, err("INVALID_QUERY_LOCATOR", "invalid query locator", &[]));
-        };
-        let offset: usize = locator.rsplit('-').next().and_then(|o| o.parse().ok()).unwrap_or(0);
-        self.page(rest, offset).map_total(offset)
+        let parsed = locator
+            .strip_prefix("01gSIM")
+            .and_then(|l| l.split_once('-'))
+            .and_then(|(q, o)| Some((q.parse::<u64>().ok()?, o.parse::<usize>().ok()?)));
+        match parsed {
+            Some((qid, offset)) => self.page(qid, offset),
+            None => resp(
+                400,
+                err("INVALID_QUERY_LOCATOR", "invalid query locator", &[]),
+            ),
+        }
     }
 
-    fn window(&self, q: &HashMap<String, String>) -> Result<(DateTime<Utc>, DateTime<Utc>), Response> {
+    fn window(
+        &self,
+        q: &HashMap<String, String>,
+    ) -> Result<(DateTime<Utc>, DateTime<Utc>), Response> {
         let parse = |k: &str| q.get(k).and_then(|v| parse_sf_datetime(v));
         match (parse("start"), parse("end")) {
             (Some(s), Some(e)) if s < e => Ok((s, e)),
-            _ => Err(resp(400, err("INVALID_REPLICATION_DATE", "start must be before end", &[]))),
+            _ => Err(resp(
+                400,
+                err("INVALID_REPLICATION_DATE", "start must be before end", &[]),
+            )),
         }
     }
 
@@ -1089,7 +1233,14 @@ impl Org {
             Err(r) => return r,
         };
         if start < self.now() - Duration::days(30) {
-            return resp(400, err("INVALID_REPLICATION_DATE", "startDate cannot be more than 30 days ago", &[]));
+            return resp(
+                400,
+                err(
+                    "INVALID_REPLICATION_DATE",
+                    "startDate cannot be more than 30 days ago",
+                    &[],
+                ),
+            );
         }
         let ids: Vec<&str> = self
             .objects
@@ -1105,7 +1256,10 @@ impl Org {
             })
             .filter_map(|r| r.get("Id").and_then(Value::as_str))
             .collect();
-        resp(200, json!({"ids": ids, "latestDateCovered": format_sf_datetime(end.min(self.now()))}))
+        resp(
+            200,
+            json!({"ids": ids, "latestDateCovered": format_sf_datetime(end.min(self.now()))}),
+        )
     }
 
     fn deleted(&self, object: &str, q: &HashMap<String, String>) -> Response {
@@ -1115,7 +1269,14 @@ impl Org {
         };
         let earliest = self.now() - Duration::days(15);
         if start < earliest {
-            return resp(400, err("INVALID_REPLICATION_DATE", "startDate cannot be more than 15 days ago", &[]));
+            return resp(
+                400,
+                err(
+                    "INVALID_REPLICATION_DATE",
+                    "startDate cannot be more than 15 days ago",
+                    &[],
+                ),
+            );
         }
         let rows: Vec<Value> = self
             .deleted_log
@@ -1130,8 +1291,14 @@ impl Org {
     }
 
     fn get(&self, object: &str, id: &str, fields: Option<&String>) -> Response {
-        let Some(row) = self.get_row(object, id).filter(|r| r.get("IsDeleted") != Some(&json!(true))) else {
-            return resp(404, err("NOT_FOUND", "The requested resource does not exist", &[]));
+        let Some(row) = self
+            .get_row(object, id)
+            .filter(|r| r.get("IsDeleted") != Some(&json!(true)))
+        else {
+            return resp(
+                404,
+                err("NOT_FOUND", "The requested resource does not exist", &[]),
+            );
         };
         let fields: Vec<String> = match fields {
             Some(f) => f.split(',').map(|s| s.trim().to_owned()).collect(),
@@ -1141,13 +1308,25 @@ impl Org {
     }
 
     /// Salesforce's validation of a Task (or other object) write: (status, errors) on failure.
-    fn validate(&self, object: &str, body: &Map<String, Value>, creating: bool) -> Result<(), (u16, Value)> {
+    fn validate(
+        &self,
+        object: &str,
+        body: &Map<String, Value>,
+        creating: bool,
+    ) -> Result<(), (u16, Value)> {
         for (k, v) in body {
             if k == "attributes" {
                 continue;
             }
             let Some((ty, len, writable, pick)) = self.field_type(object, k) else {
-                return Err((400, err("INVALID_FIELD", &format!("No such column '{k}' on sobject of type {object}"), &[])));
+                return Err((
+                    400,
+                    err(
+                        "INVALID_FIELD",
+                        &format!("No such column '{k}' on sobject of type {object}"),
+                        &[],
+                    ),
+                ));
             };
             if !writable || (k == "TaskSubtype" && !creating) {
                 return Err((
@@ -1164,29 +1343,82 @@ impl Org {
                         return Err((400, err("JSON_PARSER_ERROR", &format!("Cannot deserialize instance of string from {v} value for field {k}"), &[])));
                     };
                     if len > 0 && s.chars().count() > len {
-                        return Err((400, err("STRING_TOO_LONG", &format!("{k}: data value too large: {} (max length={len})", s.chars().take(20).collect::<String>()), &[k])));
+                        return Err((
+                            400,
+                            err(
+                                "STRING_TOO_LONG",
+                                &format!(
+                                    "{k}: data value too large: {} (max length={len})",
+                                    s.chars().take(20).collect::<String>()
+                                ),
+                                &[k],
+                            ),
+                        ));
                     }
                 }
                 FieldType::Picklist if !pick.is_empty() => {
                     if !v.as_str().is_some_and(|s| pick.contains(&s)) {
-                        return Err((400, err("INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST", &format!("{k}: bad value for restricted picklist field: {}", v.as_str().unwrap_or_default()), &[k])));
+                        return Err((
+                            400,
+                            err(
+                                "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
+                                &format!(
+                                    "{k}: bad value for restricted picklist field: {}",
+                                    v.as_str().unwrap_or_default()
+                                ),
+                                &[k],
+                            ),
+                        ));
                     }
                 }
                 FieldType::Int if !v.is_i64() => {
-                    return Err((400, err("JSON_PARSER_ERROR", &format!("Cannot deserialize value of type int from {v} for field {k}"), &[])));
+                    return Err((
+                        400,
+                        err(
+                            "JSON_PARSER_ERROR",
+                            &format!("Cannot deserialize value of type int from {v} for field {k}"),
+                            &[],
+                        ),
+                    ));
                 }
-                FieldType::Datetime if !v.as_str().is_some_and(|s| parse_sf_datetime(s).is_some()) => {
-                    return Err((400, err("JSON_PARSER_ERROR", &format!("Cannot deserialize value of type datetime from {v} for field {k}"), &[])));
+                FieldType::Datetime
+                    if !v.as_str().is_some_and(|s| parse_sf_datetime(s).is_some()) =>
+                {
+                    return Err((
+                        400,
+                        err(
+                            "JSON_PARSER_ERROR",
+                            &format!(
+                                "Cannot deserialize value of type datetime from {v} for field {k}"
+                            ),
+                            &[],
+                        ),
+                    ));
                 }
-                FieldType::Date if !v.as_str().is_some_and(|s| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok()) => {
-                    return Err((400, err("JSON_PARSER_ERROR", &format!("Cannot deserialize value of type date from {v} for field {k}"), &[])));
+                FieldType::Date
+                    if !v.as_str().is_some_and(|s| {
+                        chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok()
+                    }) =>
+                {
+                    return Err((
+                        400,
+                        err(
+                            "JSON_PARSER_ERROR",
+                            &format!(
+                                "Cannot deserialize value of type date from {v} for field {k}"
+                            ),
+                            &[],
+                        ),
+                    ));
                 }
                 FieldType::Reference => {
                     let id = v.as_str().unwrap_or_default();
                     let target = object_of_id(id);
                     let allowed = match (object, k.as_str()) {
                         ("Task", "WhoId") => matches!(target, Some("Contact" | "Lead")),
-                        ("Task", "WhatId") => matches!(target, Some("Account" | "Opportunity" | "Case")),
+                        ("Task", "WhatId") => {
+                            matches!(target, Some("Account" | "Opportunity" | "Case"))
+                        }
                         (_, "OwnerId") => target == Some("User"),
                         _ => target.is_some(),
                     };
@@ -1197,8 +1429,19 @@ impl Org {
                             "OwnerId" => "Assigned To ID",
                             _ => k.as_str(),
                         };
-                        let code = if k == "WhoId" && target.is_some() { "FIELD_INTEGRITY_EXCEPTION" } else { "MALFORMED_ID" };
-                        return Err((400, err(code, &format!("{label}: id value of incorrect type: {id}"), &[k])));
+                        let code = if k == "WhoId" && target.is_some() {
+                            "FIELD_INTEGRITY_EXCEPTION"
+                        } else {
+                            "MALFORMED_ID"
+                        };
+                        return Err((
+                            400,
+                            err(
+                                code,
+                                &format!("{label}: id value of incorrect type: {id}"),
+                                &[k],
+                            ),
+                        ));
                     }
                     let exists = target
                         .and_then(|t| self.get_row(t, id))
@@ -1212,18 +1455,34 @@ impl Org {
         }
         if object == "Task" {
             let who = body.get("WhoId").and_then(Value::as_str);
-            let what = body.get("WhatId").and_then(Value::as_str).filter(|s| !s.is_empty());
+            let what = body
+                .get("WhatId")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty());
             if who.is_some_and(|w| w.starts_with("00Q")) && what.is_some() {
                 return Err((400, err("FIELD_INTEGRITY_EXCEPTION", "Related To ID: id value of incorrect type: a Lead cannot have a Related To record", &["WhatId"])));
             }
             if creating && body.get("Status").is_none_or(Value::is_null) {
-                return Err((400, err("REQUIRED_FIELD_MISSING", "Required fields are missing: [Status]", &["Status"])));
+                return Err((
+                    400,
+                    err(
+                        "REQUIRED_FIELD_MISSING",
+                        "Required fields are missing: [Status]",
+                        &["Status"],
+                    ),
+                ));
             }
         }
         Ok(())
     }
 
-    fn write_row(&mut self, object: &str, id: Option<&str>, body: &Map<String, Value>, owner: &str) -> String {
+    fn write_row(
+        &mut self,
+        object: &str,
+        id: Option<&str>,
+        body: &Map<String, Value>,
+        owner: &str,
+    ) -> String {
         let mut fields: Map<String, Value> = body
             .iter()
             .filter(|(k, _)| *k != "attributes")
@@ -1252,7 +1511,14 @@ impl Org {
 
     fn create(&mut self, object: &str, body: Option<&Value>, user: &str) -> Response {
         let Some(body) = body.and_then(Value::as_object) else {
-            return resp(400, err("JSON_PARSER_ERROR", "The request body is not a JSON object", &[]));
+            return resp(
+                400,
+                err(
+                    "JSON_PARSER_ERROR",
+                    "The request body is not a JSON object",
+                    &[],
+                ),
+            );
         };
         if let Err((s, e)) = self.validate(object, body, true) {
             return resp(s, e);
@@ -1263,10 +1529,22 @@ impl Org {
 
     fn update(&mut self, object: &str, id: &str, body: Option<&Value>) -> Response {
         let Some(body) = body.and_then(Value::as_object) else {
-            return resp(400, err("JSON_PARSER_ERROR", "The request body is not a JSON object", &[]));
+            return resp(
+                400,
+                err(
+                    "JSON_PARSER_ERROR",
+                    "The request body is not a JSON object",
+                    &[],
+                ),
+            );
         };
         match self.get_row(object, id) {
-            None => return resp(404, err("NOT_FOUND", "The requested resource does not exist", &[])),
+            None => {
+                return resp(
+                    404,
+                    err("NOT_FOUND", "The requested resource does not exist", &[]),
+                )
+            }
             Some(r) if r.get("IsDeleted") == Some(&json!(true)) => {
                 return resp(404, err("ENTITY_IS_DELETED", "entity is deleted", &[]))
             }
@@ -1276,7 +1554,10 @@ impl Org {
             return resp(s, e);
         }
         self.write_row(object, Some(id), body, "");
-        Response { status: 204, body: None }
+        Response {
+            status: 204,
+            body: None,
+        }
     }
 
     fn find_by(&self, object: &str, field: &str, value: &str) -> Vec<String> {
@@ -1290,7 +1571,14 @@ impl Org {
             .collect()
     }
 
-    fn upsert(&mut self, object: &str, field: &str, value: &str, body: Option<&Value>, user: &str) -> Response {
+    fn upsert(
+        &mut self,
+        object: &str,
+        field: &str,
+        value: &str,
+        body: Option<&Value>,
+        user: &str,
+    ) -> Response {
         let ext = self
             .custom_fields
             .get(object)
@@ -1299,10 +1587,26 @@ impl Org {
             return self.update(object, value, body);
         }
         if !ext {
-            return resp(404, err("NOT_FOUND", &format!("Provided external ID field does not exist or is not accessible: {field}"), &[]));
+            return resp(
+                404,
+                err(
+                    "NOT_FOUND",
+                    &format!(
+                        "Provided external ID field does not exist or is not accessible: {field}"
+                    ),
+                    &[],
+                ),
+            );
         }
         let Some(body) = body.and_then(Value::as_object) else {
-            return resp(400, err("JSON_PARSER_ERROR", "The request body is not a JSON object", &[]));
+            return resp(
+                400,
+                err(
+                    "JSON_PARSER_ERROR",
+                    "The request body is not a JSON object",
+                    &[],
+                ),
+            );
         };
         let found = self.find_by(object, field, value);
         match found.as_slice() {
@@ -1313,7 +1617,10 @@ impl Org {
                 let mut b = body.clone();
                 b.insert(field.into(), json!(value));
                 let id = self.write_row(object, None, &b, user);
-                resp(201, json!({"id": id, "success": true, "errors": [], "created": true}))
+                resp(
+                    201,
+                    json!({"id": id, "success": true, "errors": [], "created": true}),
+                )
             }
             [id] => {
                 let id = id.clone();
@@ -1323,32 +1630,68 @@ impl Org {
                     return resp(s, e);
                 }
                 self.write_row(object, Some(&id), &b, user);
-                resp(200, json!({"id": id, "success": true, "errors": [], "created": false}))
+                resp(
+                    200,
+                    json!({"id": id, "success": true, "errors": [], "created": false}),
+                )
             }
-            many => resp(300, json!(many.iter().map(|i| self.uri(object, i)).collect::<Vec<_>>())),
+            many => resp(
+                300,
+                json!(many.iter().map(|i| self.uri(object, i)).collect::<Vec<_>>()),
+            ),
         }
     }
 
     /// Collections: one result per record, `statusCode` in errors, always 200 when well-formed.
     fn collection(&mut self, req: &Request, update_key: Option<&str>) -> Response {
-        let Some(records) = req.body.as_ref().and_then(|b| b.get("records")).and_then(Value::as_array).cloned() else {
+        let Some(records) = req
+            .body
+            .as_ref()
+            .and_then(|b| b.get("records"))
+            .and_then(Value::as_array)
+            .cloned()
+        else {
             return resp(400, err("JSON_PARSER_ERROR", "records is required", &[]));
         };
         if records.len() > 200 {
-            return resp(400, err("EXCEEDED_MAX_SEMIJOIN_SUBSELECTS", "Exceeded max limit of 200 records", &[]));
+            return resp(
+                400,
+                err(
+                    "EXCEEDED_MAX_SEMIJOIN_SUBSELECTS",
+                    "Exceeded max limit of 200 records",
+                    &[],
+                ),
+            );
         }
-        let all_or_none = req.body.as_ref().and_then(|b| b.get("allOrNone")).and_then(Value::as_bool).unwrap_or(false);
+        let all_or_none = req
+            .body
+            .as_ref()
+            .and_then(|b| b.get("allOrNone"))
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
         let mut out = Vec::new();
         for r in &records {
-            let object = r.get("attributes").and_then(|a| a.get("type")).and_then(Value::as_str).unwrap_or("Task").to_owned();
+            let object = r
+                .get("attributes")
+                .and_then(|a| a.get("type"))
+                .and_then(Value::as_str)
+                .unwrap_or("Task")
+                .to_owned();
             let mut body = r.as_object().cloned().unwrap_or_default();
             body.remove("attributes");
             let res = match update_key {
                 None => self.create(&object, Some(&Value::Object(body)), &req.user_id),
                 Some(k) => {
-                    let id = body.remove(k).and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+                    let id = body
+                        .remove(k)
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_default();
                     let r = self.update(&object, &id, Some(&Value::Object(body)));
-                    if r.status == 204 { resp(200, json!({"id": id, "success": true, "errors": []})) } else { r }
+                    if r.status == 204 {
+                        resp(200, json!({"id": id, "success": true, "errors": []}))
+                    } else {
+                        r
+                    }
                 }
             };
             out.push(collection_result(res));
@@ -1363,29 +1706,63 @@ impl Org {
     }
 
     fn collection_upsert(&mut self, req: &Request, object: &str, field: &str) -> Response {
-        let Some(records) = req.body.as_ref().and_then(|b| b.get("records")).and_then(Value::as_array).cloned() else {
+        let Some(records) = req
+            .body
+            .as_ref()
+            .and_then(|b| b.get("records"))
+            .and_then(Value::as_array)
+            .cloned()
+        else {
             return resp(400, err("JSON_PARSER_ERROR", "records is required", &[]));
         };
         if records.len() > 200 {
-            return resp(400, err("EXCEEDED_MAX_SEMIJOIN_SUBSELECTS", "Exceeded max limit of 200 records", &[]));
+            return resp(
+                400,
+                err(
+                    "EXCEEDED_MAX_SEMIJOIN_SUBSELECTS",
+                    "Exceeded max limit of 200 records",
+                    &[],
+                ),
+            );
         }
         let mut out = Vec::new();
         for r in &records {
             let mut body = r.as_object().cloned().unwrap_or_default();
             body.remove("attributes");
-            let value = body.remove(field).and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
-            let res = self.upsert(object, field, &value, Some(&Value::Object(body)), &req.user_id);
+            let value = body
+                .remove(field)
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            let res = self.upsert(
+                object,
+                field,
+                &value,
+                Some(&Value::Object(body)),
+                &req.user_id,
+            );
             out.push(collection_result(res));
         }
         resp(200, Value::Array(out))
     }
 
     fn composite(&mut self, req: &Request) -> Response {
-        let Some(subs) = req.body.as_ref().and_then(|b| b.get("compositeRequest")).and_then(Value::as_array).cloned() else {
-            return resp(400, err("JSON_PARSER_ERROR", "compositeRequest is required", &[]));
+        let Some(subs) = req
+            .body
+            .as_ref()
+            .and_then(|b| b.get("compositeRequest"))
+            .and_then(Value::as_array)
+            .cloned()
+        else {
+            return resp(
+                400,
+                err("JSON_PARSER_ERROR", "compositeRequest is required", &[]),
+            );
         };
         if subs.len() > 25 {
-            return resp(400, err("INVALID_INPUT", "Limit of 25 subrequests exceeded", &[]));
+            return resp(
+                400,
+                err("INVALID_INPUT", "Limit of 25 subrequests exceeded", &[]),
+            );
         }
         let prefix = format!("/services/data/v{}", req.version);
         let mut out = Vec::new();
@@ -1398,7 +1775,9 @@ impl Org {
                 out.push(json!({"body": err("NOT_FOUND", "The requested resource does not exist", &[]), "httpHeaders": {}, "httpStatusCode": 404, "referenceId": reference}));
                 continue;
             };
-            let query: HashMap<String, String> = url::form_urlencoded::parse(qs.as_bytes()).into_owned().collect();
+            let query: HashMap<String, String> = url::form_urlencoded::parse(qs.as_bytes())
+                .into_owned()
+                .collect();
             let sub = Request {
                 method,
                 path: path.to_owned(),
@@ -1433,22 +1812,6 @@ impl Org {
 
     pub fn set_rotation(&mut self, on: bool) {
         self.opts.rotate_refresh_tokens = on;
-    }
-}
-
-trait MapTotal {
-    fn map_total(self, offset: usize) -> Response;
-}
-
-impl MapTotal for Response {
-    /// Follow-up pages report the query's total, not what was left.
-    fn map_total(mut self, offset: usize) -> Response {
-        if let Some(Value::Object(b)) = self.body.as_mut() {
-            if let Some(t) = b.get("totalSize").and_then(Value::as_u64) {
-                b.insert("totalSize".into(), json!(t as usize + offset));
-            }
-        }
-        self
     }
 }
 
@@ -1490,7 +1853,9 @@ fn collect_fields(e: &soql::Expr, out: &mut Vec<String>) {
 
 /// Keeps only the selected fields (and `attributes`) of an evaluated row.
 fn prune(row: Value, fields: &[String]) -> Value {
-    let Value::Object(mut m) = row else { return row };
+    let Value::Object(mut m) = row else {
+        return row;
+    };
     let keep: Vec<&str> = fields
         .iter()
         .map(|f| f.split('.').next().unwrap_or(f))

@@ -152,7 +152,8 @@ impl Parser {
         match self.toks.get(self.pos) {
             Some(Tok::Word(w))
                 if w.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
-                    && w.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.') =>
+                    && w.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.') =>
             {
                 self.pos += 1;
                 Ok(w.clone())
@@ -330,9 +331,11 @@ pub fn field<'a>(row: &'a Value, name: &str) -> Option<&'a Value> {
     let mut cur = row;
     for part in name.split('.') {
         let obj = cur.as_object()?;
-        cur = obj
-            .get(part)
-            .or_else(|| obj.iter().find(|(k, _)| k.eq_ignore_ascii_case(part)).map(|(_, v)| v))?;
+        cur = obj.get(part).or_else(|| {
+            obj.iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(part))
+                .map(|(_, v)| v)
+        })?;
     }
     Some(cur)
 }
@@ -446,7 +449,10 @@ mod tests {
         .unwrap();
         assert_eq!(q.fields, ["Id", "Name", "Account.Name", "Phone"]);
         assert_eq!(q.object, "Contact");
-        assert_eq!(q.order, [("SystemModstamp".into(), true), ("Id".into(), false)]);
+        assert_eq!(
+            q.order,
+            [("SystemModstamp".into(), true), ("Id".into(), false)]
+        );
         assert_eq!(q.limit, Some(2000));
     }
 
@@ -456,7 +462,10 @@ mod tests {
             ("SELECT FROM Contact", "expected a field name"),
             ("SELECT Id Contact", "expected FROM"),
             ("SELECT Id FROM Contact WHERE Name = 'x", "unterminated"),
-            ("SELECT Id FROM Contact WHERE Name ~ 'x'", "expected an operator"),
+            (
+                "SELECT Id FROM Contact WHERE Name ~ 'x'",
+                "expected an operator",
+            ),
             ("SELECT Id FROM Contact LIMIT x", "not a literal"),
             ("SELECT Id FROM Contact extra", "unexpected token"),
         ] {
@@ -469,7 +478,15 @@ mod tests {
     fn evaluates_filters() {
         let row = json!({"Id": "003A", "Name": "O'Brien", "IsDeleted": false, "N": 5,
             "SystemModstamp": "2024-05-01T12:00:00.000+0000", "Account": {"Name": "Acme"}, "Phone": null});
-        let t = |w: &str| matches(&parse(&format!("SELECT Id FROM Contact WHERE {w}")).unwrap().filter.unwrap(), &row);
+        let t = |w: &str| {
+            matches(
+                &parse(&format!("SELECT Id FROM Contact WHERE {w}"))
+                    .unwrap()
+                    .filter
+                    .unwrap(),
+                &row,
+            )
+        };
         assert!(t("SystemModstamp >= 2024-05-01T12:00:00Z"));
         assert!(t("SystemModstamp > 2024-05-01T20:59:59+09:00"));
         assert!(!t("SystemModstamp > 2024-05-01T12:00:00Z"));

@@ -1,0 +1,508 @@
+//! Signing in: the OAuth web-server flow with PKCE on a fixed loopback redirect (the browser is
+//! the user's), the JWT bearer flow for IT-managed installs, where the refresh token lives (the
+//! OS credential store, or a file only the user can read where there is none), and the
+//! authentication history.
+
+use std::collections::HashMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::salesforce::{api_error, http_client, ClientConfig, Secret, SfError, TokenResponse};
+
+/// What callsync keeps about a sign-in.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StoredAuth {
+    pub login_url: String,
+    pub client_id: String,
+    pub instance_url: String,
+    pub org_id: String,
+    pub user_id: String,
+    #[serde(default)]
+    pub username: String,
+    pub refresh_token: Secret,
+    /// `pkce` or `jwt`.
+    pub method: String,
+    pub connected_at: String,
+}
+
+/// Where the sign-in is kept.
+pub trait AuthStore: Send + Sync {
+    fn load(&self) -> io::Result<Option<StoredAuth>>;
+    /// Must be durable when it returns (a rotated refresh token is only used after this).
+    fn save(&self, auth: &StoredAuth) -> io::Result<()>;
+    fn clear(&self) -> io::Result<()>;
+    /// For messages: where the token is.
+    fn describe(&self) -> String;
+}
+
+/// The whole sign-in in one JSON file, mode 0600, replaced atomically.
+pub struct FileStore {
+    path: PathBuf,
+}
+
+impl FileStore {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        FileStore { path: path.into() }
+    }
+}
+
+impl AuthStore for FileStore {
+    fn load(&self) -> io::Result<Option<StoredAuth>> {
+        match std::fs::read(&self.path) {
+            Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{}: {e}", self.path.display()),
+                )
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn save(&self, auth: &StoredAuth) -> io::Result<()> {
+        if let Some(dir) = self.path.parent() {
+            crate::fsutil::create_private_dir(dir)?;
+        }
+        let bytes = serde_json::to_vec_pretty(auth).map_err(io::Error::other)?;
+        crate::fsutil::write_private_atomic(&self.path, &bytes)
+    }
+
+    fn clear(&self) -> io::Result<()> {
+        match std::fs::remove_file(&self.path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!("{} (readable only by you)", self.path.display())
+    }
+}
+
+/// The refresh token in the OS credential store (Keychain, Credential Manager, Secret
+/// Service); the rest, which is not secret, in the JSON file.
+pub struct KeyringStore {
+    meta: FileStore,
+    account: String,
+}
+
+const KEYRING_SERVICE: &str = "callsync";
+
+impl KeyringStore {
+    /// `None` where the platform has no usable credential store (headless Linux).
+    pub fn open(meta_path: impl Into<PathBuf>) -> Option<KeyringStore> {
+        let meta_path = meta_path.into();
+        let account = format!("refresh-token:{}", meta_path.display());
+        let entry = keyring::Entry::new(KEYRING_SERVICE, &account).ok()?;
+        // Probe: a missing entry is fine, a missing store is not.
+        match entry.get_password() {
+            Ok(_) | Err(keyring::Error::NoEntry) => Some(KeyringStore {
+                meta: FileStore::new(meta_path),
+                account,
+            }),
+            Err(_) => None,
+        }
+    }
+
+    fn entry(&self) -> io::Result<keyring::Entry> {
+        keyring::Entry::new(KEYRING_SERVICE, &self.account).map_err(io::Error::other)
+    }
+}
+
+impl AuthStore for KeyringStore {
+    fn load(&self) -> io::Result<Option<StoredAuth>> {
+        let Some(mut auth) = self.meta.load()? else {
+            return Ok(None);
+        };
+        match self.entry()?.get_password() {
+            Ok(t) => auth.refresh_token = Secret::new(t),
+            Err(keyring::Error::NoEntry) => return Ok(None),
+            Err(e) => return Err(io::Error::other(e)),
+        }
+        Ok(Some(auth))
+    }
+
+    fn save(&self, auth: &StoredAuth) -> io::Result<()> {
+        self.entry()?
+            .set_password(auth.refresh_token.expose())
+            .map_err(io::Error::other)?;
+        let mut meta = auth.clone();
+        meta.refresh_token = Secret::default();
+        self.meta.save(&meta)
+    }
+
+    fn clear(&self) -> io::Result<()> {
+        match self.entry()?.delete_credential() {
+            Ok(()) | Err(keyring::Error::NoEntry) => {}
+            Err(e) => return Err(io::Error::other(e)),
+        }
+        self.meta.clear()
+    }
+
+    fn describe(&self) -> String {
+        "the OS credential store".into()
+    }
+}
+
+/// The store for `auth_file` per `auth.store` (`auto`: the OS store when there is one).
+pub fn open_store(kind: &str, auth_file: &Path) -> Arc<dyn AuthStore> {
+    match kind {
+        "file" => Arc::new(FileStore::new(auth_file)),
+        _ => match KeyringStore::open(auth_file) {
+            Some(k) => Arc::new(k),
+            None => {
+                tracing::info!(
+                    "no OS credential store available; the refresh token is kept in {} (mode 0600)",
+                    auth_file.display()
+                );
+                Arc::new(FileStore::new(auth_file))
+            }
+        },
+    }
+}
+
+/// One line of the authentication history.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HistoryEntry {
+    pub at: String,
+    pub org_id: String,
+    pub user_id: String,
+    pub username: String,
+    pub instance_url: String,
+    pub method: String,
+}
+
+pub fn append_history(path: &Path, e: &HistoryEntry) -> io::Result<()> {
+    use std::io::Write as _;
+    if let Some(dir) = path.parent() {
+        crate::fsutil::create_private_dir(dir)?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    let mut line = serde_json::to_vec(e).map_err(io::Error::other)?;
+    line.push(b'\n');
+    f.write_all(&line)?;
+    f.sync_all()
+}
+
+pub fn read_history(path: &Path) -> io::Result<Vec<HistoryEntry>> {
+    match std::fs::read_to_string(path) {
+        Ok(s) => Ok(s
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
+/// What went wrong signing in, with what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum SignInError {
+    #[error("{message}\n\n{fix}")]
+    Refused {
+        code: String,
+        message: String,
+        fix: String,
+    },
+    #[error("the browser sign-in did not come back within {0:?}")]
+    TimedOut(Duration),
+    #[error("the sign-in answer did not match this request (state mismatch); try again")]
+    StateMismatch,
+    #[error("cannot listen for the sign-in answer on {addr}: {source}")]
+    Listen {
+        addr: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Salesforce(#[from] SfError),
+    #[error("bad sign-in settings: {0}")]
+    Settings(String),
+}
+
+/// Maps OAuth errors to the second seed's fix steps (3–6).
+pub fn explain(code: &str, description: &str) -> SignInError {
+    let fix = match code {
+        "OAUTH_APP_BLOCKED" => "The connected app is blocked in your org. A Salesforce administrator: Setup → \"Connected Apps OAuth Usage\" → find the callsync app → Load Action → Unblock. If the app is \"Admin approved users are pre-authorized\", also assign your profile or permission set to it. Then run `callsync connect` again.",
+        "invalid_client" if description.contains("install") => "The connected app is not installed in your org, and your user may not approve uninstalled apps. Either: an administrator installs it (Setup → \"Connected Apps OAuth Usage\" → callsync → Install), or your user gets the \"Approve Uninstalled Connected Apps\" permission (profile or permission set). Then run `callsync connect` again.",
+        "invalid_client_id" | "invalid_client" => "Salesforce does not know this client id. Check `salesforce.client_id` against the connected app's consumer key (Setup → App Manager → callsync → View → Consumer Key).",
+        "redirect_uri_mismatch" => "The connected app's callback URL must be exactly the redirect callsync uses (see `callsync config show`: salesforce.redirect_port); add it in the app's OAuth settings.",
+        "access_denied" | "access-denied" => "The sign-in was not allowed. Run `callsync connect` again and choose Allow.",
+        "invalid_grant" if description.contains("approved") => "Your user has not approved this app (JWT sign-in). An administrator pre-authorizes it: connected app → Manage → Edit Policies → \"Admin approved users are pre-authorized\", then add your profile or permission set.",
+        "invalid_grant" => "Salesforce refused the sign-in (expired or already used). Run `callsync connect` again.",
+        _ => "Run `callsync doctor` for a full check, or `callsync connect` to sign in again.",
+    };
+    SignInError::Refused {
+        code: code.into(),
+        message: format!("Salesforce refused the sign-in: {code}: {description}"),
+        fix: fix.into(),
+    }
+}
+
+/// The PKCE web-server flow: a loopback listener on `port`, the authorize URL for the browser
+/// (`open` gets it: open a browser or print it), the code traded for tokens.
+pub async fn sign_in_pkce(
+    cfg: &ClientConfig,
+    port: u16,
+    open: impl FnOnce(&str),
+    timeout: Duration,
+) -> Result<TokenResponse, SignInError> {
+    use oauth2::{AuthUrl, ClientId, CsrfToken, PkceCodeChallenge, RedirectUrl, Scope};
+    let redirect = format!("http://localhost:{port}/callback");
+    let login = cfg.login_url.trim_end_matches('/');
+    let client = oauth2::basic::BasicClient::new(ClientId::new(cfg.client_id.clone()))
+        .set_auth_uri(
+            AuthUrl::new(format!("{login}/services/oauth2/authorize"))
+                .map_err(|e| SignInError::Settings(e.to_string()))?,
+        )
+        .set_redirect_uri(
+            RedirectUrl::new(redirect.clone()).map_err(|e| SignInError::Settings(e.to_string()))?,
+        );
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let (url, state) = client
+        .authorize_url(CsrfToken::new_random)
+        .add_scope(Scope::new("api".into()))
+        .add_scope(Scope::new("refresh_token".into()))
+        .set_pkce_challenge(challenge)
+        .url();
+
+    let addr = format!("127.0.0.1:{port}");
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .map_err(|source| SignInError::Listen {
+            addr: addr.clone(),
+            source,
+        })?;
+    let (tx, rx) = tokio::sync::oneshot::channel::<HashMap<String, String>>();
+    let tx = Arc::new(std::sync::Mutex::new(Some(tx)));
+    let app = axum::Router::new().route(
+        "/callback",
+        axum::routing::get(move |q: axum::extract::Query<HashMap<String, String>>| {
+            let tx = tx.clone();
+            async move {
+                let ok = !q.contains_key("error");
+                if let Some(tx) = tx.lock().ok().and_then(|mut t| t.take()) {
+                    let _ = tx.send(q.0);
+                }
+                axum::response::Html(if ok {
+                    "<h1>callsync is signed in</h1><p>You can close this window.</p>"
+                } else {
+                    "<h1>callsync could not sign in</h1><p>See the callsync window for what to do.</p>"
+                })
+            }
+        }),
+    );
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    open(url.as_str());
+    let answer = tokio::time::timeout(timeout, rx).await;
+    // Let the browser get its page before the listener goes.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    server.abort();
+    let params = match answer {
+        Ok(Ok(p)) => p,
+        _ => return Err(SignInError::TimedOut(timeout)),
+    };
+    if params.get("state").map(String::as_str) != Some(state.secret().as_str()) {
+        return Err(SignInError::StateMismatch);
+    }
+    if let Some(code) = params.get("error") {
+        return Err(explain(
+            code,
+            params
+                .get("error_description")
+                .map(String::as_str)
+                .unwrap_or_default(),
+        ));
+    }
+    let code = params
+        .get("code")
+        .ok_or_else(|| SignInError::Settings("the answer carried no code".into()))?;
+    token_request(
+        cfg,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("client_id", &cfg.client_id),
+            ("redirect_uri", &redirect),
+            ("code_verifier", verifier.secret()),
+        ],
+    )
+    .await
+}
+
+/// The JWT bearer flow: an RS256 assertion signed with the key IT deployed; no browser.
+pub async fn sign_in_jwt(
+    cfg: &ClientConfig,
+    username: &str,
+    key_pem: &[u8],
+) -> Result<TokenResponse, SignInError> {
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(key_pem).map_err(|e| {
+        SignInError::Settings(format!("the JWT key is not an RSA private key in PEM: {e}"))
+    })?;
+    let now = chrono::Utc::now().timestamp();
+    let claims = serde_json::json!({
+        "iss": cfg.client_id, "sub": username, "aud": cfg.login_url.trim_end_matches('/'), "exp": now + 180,
+    });
+    let assertion = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
+        &claims,
+        &key,
+    )
+    .map_err(|e| SignInError::Settings(e.to_string()))?;
+    token_request(
+        cfg,
+        &[
+            ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+            ("assertion", &assertion),
+        ],
+    )
+    .await
+}
+
+async fn token_request(
+    cfg: &ClientConfig,
+    form: &[(&str, &str)],
+) -> Result<TokenResponse, SignInError> {
+    let http = http_client(cfg.timeout)?;
+    let r = http
+        .post(format!(
+            "{}/services/oauth2/token",
+            cfg.login_url.trim_end_matches('/')
+        ))
+        .form(form)
+        .send()
+        .await
+        .map_err(|e| SfError::Network(e.to_string()))?;
+    let status = r.status().as_u16();
+    let text = r
+        .text()
+        .await
+        .map_err(|e| SfError::Network(e.to_string()))?;
+    if status != 200 {
+        return Err(match api_error(status, &text) {
+            SfError::Api { code, message, .. } => explain(&code, &message),
+            other => other.into(),
+        });
+    }
+    serde_json::from_str(&text).map_err(|e| SfError::Protocol(e.to_string()).into())
+}
+
+/// Fetches the identity (username) for a fresh token.
+pub async fn identity(cfg: &ClientConfig, t: &TokenResponse) -> Result<Value, SfError> {
+    let http = http_client(cfg.timeout)?;
+    let r = http
+        .get(&t.id)
+        .bearer_auth(t.access_token.expose())
+        .send()
+        .await
+        .map_err(|e| SfError::Network(e.to_string()))?;
+    let status = r.status().as_u16();
+    let text = r
+        .text()
+        .await
+        .map_err(|e| SfError::Network(e.to_string()))?;
+    if status != 200 {
+        return Err(api_error(status, &text));
+    }
+    serde_json::from_str(&text).map_err(|e| SfError::Protocol(e.to_string()))
+}
+
+/// Turns a token response into what is stored (refresh token required except for JWT).
+pub fn stored_from(
+    cfg: &ClientConfig,
+    t: &TokenResponse,
+    username: &str,
+    method: &str,
+) -> StoredAuth {
+    let (org_id, user_id) = t.org_and_user();
+    StoredAuth {
+        login_url: cfg.login_url.clone(),
+        client_id: cfg.client_id.clone(),
+        instance_url: t.instance_url.clone(),
+        org_id,
+        user_id,
+        username: username.into(),
+        refresh_token: t.refresh_token.clone().unwrap_or_default(),
+        method: method.into(),
+        connected_at: crate::record::format_sf_datetime(chrono::Utc::now()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> StoredAuth {
+        StoredAuth {
+            login_url: "https://login.salesforce.com".into(),
+            client_id: "cid".into(),
+            instance_url: "https://acme.my.salesforce.com".into(),
+            org_id: "00D".into(),
+            user_id: "005".into(),
+            username: "taro@acme".into(),
+            refresh_token: Secret::new("5Aep-secret"),
+            method: "pkce".into(),
+            connected_at: "2026-11-21T00:00:00.000+0000".into(),
+        }
+    }
+
+    #[test]
+    fn file_store_is_private_and_round_trips() {
+        let d = tempfile::tempdir().unwrap();
+        let s = FileStore::new(d.path().join("sub/auth.json"));
+        assert_eq!(s.load().unwrap(), None);
+        s.save(&sample()).unwrap();
+        assert_eq!(s.load().unwrap(), Some(sample()));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(d.path().join("sub/auth.json"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        s.clear().unwrap();
+        assert_eq!(s.load().unwrap(), None);
+        s.clear().unwrap();
+    }
+
+    #[test]
+    fn history_appends() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("h.jsonl");
+        let e = HistoryEntry {
+            at: "t".into(),
+            org_id: "00D".into(),
+            user_id: "005".into(),
+            username: "u".into(),
+            instance_url: "i".into(),
+            method: "pkce".into(),
+        };
+        append_history(&p, &e).unwrap();
+        append_history(&p, &e).unwrap();
+        assert_eq!(read_history(&p).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn blocked_apps_get_the_seed_fix_steps() {
+        let e = explain("OAUTH_APP_BLOCKED", "this app is blocked by admin").to_string();
+        assert!(e.contains("Unblock"), "{e}");
+        let e = explain("invalid_client", "app must be installed into org").to_string();
+        assert!(
+            e.contains("Approve Uninstalled Connected Apps") && e.contains("Install"),
+            "{e}"
+        );
+    }
+}

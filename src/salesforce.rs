@@ -1,0 +1,540 @@
+//! The Salesforce REST client: sessions, refresh on `401 INVALID_SESSION_ID` (once, then retry
+//! once), rotated refresh tokens persisted before they are used, typed errors that say whether
+//! a retry can help, and API-usage tracking from `Sforce-Limit-Info`.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::Mutex;
+
+use crate::auth::{AuthStore, StoredAuth};
+
+/// A secret string: never printed, never logged.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([REDACTED])")
+    }
+}
+
+/// Salesforce's token response (all grants). There is no `expires_in`.
+#[derive(Clone, Debug, Deserialize)]
+pub struct TokenResponse {
+    pub access_token: Secret,
+    #[serde(default)]
+    pub refresh_token: Option<Secret>,
+    pub instance_url: String,
+    /// `https://login…/id/<org>/<user>`.
+    pub id: String,
+    #[serde(default)]
+    pub issued_at: Option<String>,
+}
+
+impl TokenResponse {
+    /// (org id, user id) from the identity URL's last two segments.
+    pub fn org_and_user(&self) -> (String, String) {
+        let mut parts = self.id.trim_end_matches('/').rsplit('/');
+        let user = parts.next().unwrap_or_default().to_owned();
+        let org = parts.next().unwrap_or_default().to_owned();
+        (org, user)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SfError {
+    /// No answer: connection refused, reset, timeout, DNS. Retry later.
+    #[error("cannot reach Salesforce: {0}")]
+    Network(String),
+    /// The refresh token is no longer valid (revoked, expired, app blocked): sign in again.
+    #[error("sign-in needed: {0}")]
+    SignInNeeded(String),
+    /// Not signed in at all.
+    #[error("not signed in: run `callsync connect`")]
+    NotConnected,
+    /// An error Salesforce returned.
+    #[error("Salesforce answered {status} {code}: {message}")]
+    Api {
+        status: u16,
+        code: String,
+        message: String,
+        fields: Vec<String>,
+    },
+    #[error("unexpected answer from Salesforce: {0}")]
+    Protocol(String),
+    #[error("cannot save the sign-in: {0}")]
+    Store(String),
+}
+
+impl SfError {
+    /// Whether trying again later can succeed without anyone fixing anything.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            SfError::Network(_) => true,
+            SfError::Api { status, code, .. } => {
+                matches!(
+                    code.as_str(),
+                    "UNABLE_TO_LOCK_ROW" | "REQUEST_LIMIT_EXCEEDED" | "SERVER_UNAVAILABLE"
+                ) || *status >= 500
+            }
+            SfError::Protocol(_) => true,
+            SfError::SignInNeeded(_) | SfError::NotConnected | SfError::Store(_) => false,
+        }
+    }
+
+    /// The org's API limit is exhausted: back off for long.
+    pub fn is_rate_limited(&self) -> bool {
+        matches!(self, SfError::Api { code, .. } if code == "REQUEST_LIMIT_EXCEEDED")
+    }
+
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            SfError::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+}
+
+/// Parses an error body: REST's `[{"errorCode", "message", "fields"}]` or OAuth's
+/// `{"error", "error_description"}`; anything else (HTML from a gateway) by status.
+pub fn api_error(status: u16, body: &str) -> SfError {
+    if let Ok(v) = serde_json::from_str::<Value>(body) {
+        if let Some(e) = v.as_array().and_then(|a| a.first()) {
+            return SfError::Api {
+                status,
+                code: e["errorCode"]
+                    .as_str()
+                    .or(e["statusCode"].as_str())
+                    .unwrap_or("UNKNOWN")
+                    .to_owned(),
+                message: e["message"].as_str().unwrap_or_default().to_owned(),
+                fields: e["fields"]
+                    .as_array()
+                    .map(|f| {
+                        f.iter()
+                            .filter_map(|x| x.as_str().map(str::to_owned))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            };
+        }
+        if let Some(code) = v["error"].as_str() {
+            return SfError::Api {
+                status,
+                code: code.to_owned(),
+                message: v["error_description"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                fields: Vec::new(),
+            };
+        }
+    }
+    let code = match status {
+        503 => "SERVER_UNAVAILABLE",
+        502 => "BAD_GATEWAY",
+        500 => "SERVER_ERROR",
+        _ => "UNKNOWN",
+    };
+    SfError::Api {
+        status,
+        code: code.into(),
+        message: body.chars().take(200).collect(),
+        fields: Vec::new(),
+    }
+}
+
+fn network(e: reqwest::Error) -> SfError {
+    let mut msg = e.to_string();
+    let mut src = std::error::Error::source(&e);
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    SfError::Network(msg)
+}
+
+/// How the client reaches the org.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    pub login_url: String,
+    pub client_id: String,
+    pub api_version: String,
+    pub timeout: Duration,
+}
+
+struct Live {
+    instance_url: String,
+    access_token: Option<Secret>,
+}
+
+/// A signed-in connection to one org.
+pub struct Client {
+    http: reqwest::Client,
+    cfg: ClientConfig,
+    store: Arc<dyn AuthStore>,
+    auth: StoredAuth,
+    live: Mutex<Live>,
+    api_used: AtomicU64,
+    api_max: AtomicU64,
+    calls: AtomicU64,
+}
+
+/// Builds the HTTP client every request goes through.
+pub fn http_client(timeout: Duration) -> Result<reqwest::Client, SfError> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(Duration::from_secs(10))
+        .gzip(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("callsync/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(network)
+}
+
+impl Client {
+    /// A client for the org the store says we are signed in to.
+    pub fn from_store(cfg: ClientConfig, store: Arc<dyn AuthStore>) -> Result<Client, SfError> {
+        let auth = store
+            .load()
+            .map_err(|e| SfError::Store(e.to_string()))?
+            .ok_or(SfError::NotConnected)?;
+        Ok(Client {
+            http: http_client(cfg.timeout)?,
+            live: Mutex::new(Live {
+                instance_url: auth.instance_url.clone(),
+                access_token: None,
+            }),
+            cfg,
+            store,
+            auth,
+            api_used: AtomicU64::new(0),
+            api_max: AtomicU64::new(0),
+            calls: AtomicU64::new(0),
+        })
+    }
+
+    pub fn auth(&self) -> &StoredAuth {
+        &self.auth
+    }
+
+    /// (used, max) from the last `Sforce-Limit-Info`, if any response carried one.
+    pub fn api_usage(&self) -> Option<(u64, u64)> {
+        let max = self.api_max.load(Ordering::Relaxed);
+        (max > 0).then(|| (self.api_used.load(Ordering::Relaxed), max))
+    }
+
+    /// Requests this client sent (REST and token), for figures.
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+
+    pub fn api_version(&self) -> &str {
+        &self.cfg.api_version
+    }
+
+    /// Trades the refresh token for a new access token. A rotated refresh token is saved
+    /// before anything uses it: a crash after the refresh leaves the new one on disk.
+    pub async fn refresh(&self) -> Result<(), SfError> {
+        let mut live = self.live.lock().await;
+        self.refresh_locked(&mut live).await
+    }
+
+    async fn refresh_locked(&self, live: &mut Live) -> Result<(), SfError> {
+        let current = self
+            .store
+            .load()
+            .map_err(|e| SfError::Store(e.to_string()))?
+            .ok_or(SfError::NotConnected)?;
+        let form = [
+            ("grant_type", "refresh_token"),
+            ("refresh_token", current.refresh_token.expose()),
+            ("client_id", &self.cfg.client_id),
+        ];
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let r = self
+            .http
+            .post(format!(
+                "{}/services/oauth2/token",
+                current.login_url.trim_end_matches('/')
+            ))
+            .form(&form)
+            .send()
+            .await
+            .map_err(network)?;
+        let status = r.status().as_u16();
+        let text = r.text().await.map_err(network)?;
+        if status != 200 {
+            let e = api_error(status, &text);
+            if let SfError::Api { code, message, .. } = &e {
+                if matches!(
+                    code.as_str(),
+                    "invalid_grant" | "invalid_client_id" | "invalid_client" | "OAUTH_APP_BLOCKED"
+                ) {
+                    return Err(SfError::SignInNeeded(format!("{code}: {message}")));
+                }
+            }
+            return Err(e);
+        }
+        let tr: TokenResponse =
+            serde_json::from_str(&text).map_err(|e| SfError::Protocol(e.to_string()))?;
+        if let Some(rotated) = &tr.refresh_token {
+            let mut next = current.clone();
+            next.refresh_token = rotated.clone();
+            next.instance_url = tr.instance_url.clone();
+            self.store
+                .save(&next)
+                .map_err(|e| SfError::Store(e.to_string()))?;
+        }
+        live.instance_url = tr.instance_url;
+        live.access_token = Some(tr.access_token);
+        tracing::debug!("access token refreshed");
+        Ok(())
+    }
+
+    /// Sends a request to a path under the instance (`/services/data/…`), refreshing the
+    /// session first if there is none and once more on `401`.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(u16, Option<Value>), SfError> {
+        let mut refreshed = false;
+        loop {
+            let (url, token) = {
+                let mut live = self.live.lock().await;
+                if live.access_token.is_none() {
+                    self.refresh_locked(&mut live).await?;
+                    refreshed = true;
+                }
+                let token = live.access_token.clone().unwrap_or_default();
+                (
+                    format!("{}{}", live.instance_url.trim_end_matches('/'), path),
+                    token,
+                )
+            };
+            let mut rb = self
+                .http
+                .request(method.clone(), &url)
+                .bearer_auth(token.expose());
+            if let Some(b) = body {
+                rb = rb.json(b);
+            }
+            self.calls.fetch_add(1, Ordering::Relaxed);
+            let r = rb.send().await.map_err(network)?;
+            self.note_usage(r.headers());
+            let status = r.status();
+            if status == StatusCode::UNAUTHORIZED && !refreshed {
+                let mut live = self.live.lock().await;
+                // Another task may have refreshed meanwhile: only refresh if ours is stale.
+                if live.access_token.as_ref().map(Secret::expose) == Some(token.expose()) {
+                    live.access_token = None;
+                    self.refresh_locked(&mut live).await?;
+                }
+                refreshed = true;
+                continue;
+            }
+            let text = r.text().await.map_err(network)?;
+            if status.is_success() || status.as_u16() == 300 {
+                let v = if text.trim().is_empty() {
+                    None
+                } else {
+                    Some(
+                        serde_json::from_str(&text)
+                            .map_err(|e| SfError::Protocol(e.to_string()))?,
+                    )
+                };
+                return Ok((status.as_u16(), v));
+            }
+            let e = api_error(status.as_u16(), &text);
+            if status == StatusCode::UNAUTHORIZED {
+                return Err(SfError::SignInNeeded(e.to_string()));
+            }
+            return Err(e);
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Result<Value, SfError> {
+        let (_, v) = self.send(Method::GET, path, None).await?;
+        v.ok_or_else(|| SfError::Protocol("empty body".into()))
+    }
+
+    pub fn data_path(&self, rest: &str) -> String {
+        format!("/services/data/v{}{rest}", self.cfg.api_version)
+    }
+
+    /// First page of a SOQL query (`queryAll` includes deleted rows).
+    pub async fn query(&self, soql: &str, all: bool) -> Result<QueryPage, SfError> {
+        let q = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("q", soql)
+            .finish();
+        let path = self.data_path(&format!("/{}?{q}", if all { "queryAll" } else { "query" }));
+        QueryPage::from_value(self.get(&path).await?)
+    }
+
+    pub async fn next_page(&self, next_url: &str) -> Result<QueryPage, SfError> {
+        QueryPage::from_value(self.get(next_url).await?)
+    }
+
+    /// Revokes the refresh token (and its sessions) at Salesforce.
+    pub async fn revoke(&self) -> Result<(), SfError> {
+        let r = self
+            .http
+            .post(format!(
+                "{}/services/oauth2/revoke",
+                self.auth.login_url.trim_end_matches('/')
+            ))
+            .form(&[("token", self.auth.refresh_token.expose())])
+            .send()
+            .await
+            .map_err(network)?;
+        let status = r.status().as_u16();
+        if status == 200 {
+            return Ok(());
+        }
+        let text = r.text().await.map_err(network)?;
+        Err(api_error(status, &text))
+    }
+
+    fn note_usage(&self, headers: &reqwest::header::HeaderMap) {
+        let Some(v) = headers
+            .get("Sforce-Limit-Info")
+            .and_then(|v| v.to_str().ok())
+        else {
+            return;
+        };
+        if let Some((used, max)) = parse_limit_info(v) {
+            self.api_used.store(used, Ordering::Relaxed);
+            self.api_max.store(max, Ordering::Relaxed);
+        }
+    }
+}
+
+/// `api-usage=10018/100000; api-bursts=1/750` → (10018, 100000).
+pub fn parse_limit_info(v: &str) -> Option<(u64, u64)> {
+    let usage = v
+        .split(';')
+        .map(str::trim)
+        .find_map(|p| p.strip_prefix("api-usage="))?;
+    let (used, max) = usage.split_once('/')?;
+    Some((used.trim().parse().ok()?, max.trim().parse().ok()?))
+}
+
+/// One page of query results.
+#[derive(Clone, Debug)]
+pub struct QueryPage {
+    pub total_size: u64,
+    pub records: Vec<Value>,
+    pub next_records_url: Option<String>,
+}
+
+impl QueryPage {
+    pub fn from_value(v: Value) -> Result<QueryPage, SfError> {
+        let records = v["records"]
+            .as_array()
+            .cloned()
+            .ok_or_else(|| SfError::Protocol("query result without records".into()))?;
+        Ok(QueryPage {
+            total_size: v["totalSize"].as_u64().unwrap_or(records.len() as u64),
+            next_records_url: v["nextRecordsUrl"].as_str().map(str::to_owned),
+            records,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limit_info_and_errors() {
+        assert_eq!(
+            parse_limit_info("api-usage=10018/100000"),
+            Some((10018, 100000))
+        );
+        assert_eq!(
+            parse_limit_info("api-usage=1/750; api-bursts=1/750"),
+            Some((1, 750))
+        );
+        assert_eq!(parse_limit_info("nonsense"), None);
+        let table: &[(u16, &str, &str, bool)] = &[
+            (
+                401,
+                r#"[{"errorCode":"INVALID_SESSION_ID","message":"Session expired or invalid"}]"#,
+                "INVALID_SESSION_ID",
+                false,
+            ),
+            (
+                403,
+                r#"[{"errorCode":"REQUEST_LIMIT_EXCEEDED","message":"TotalRequests Limit exceeded."}]"#,
+                "REQUEST_LIMIT_EXCEEDED",
+                true,
+            ),
+            (
+                400,
+                r#"[{"errorCode":"UNABLE_TO_LOCK_ROW","message":"unable to obtain exclusive access"}]"#,
+                "UNABLE_TO_LOCK_ROW",
+                true,
+            ),
+            (
+                400,
+                r#"[{"errorCode":"INVALID_FIELD","message":"No such column"}]"#,
+                "INVALID_FIELD",
+                false,
+            ),
+            (
+                400,
+                r#"[{"statusCode":"REQUIRED_FIELD_MISSING","message":"Required fields are missing: [Status]"}]"#,
+                "REQUIRED_FIELD_MISSING",
+                false,
+            ),
+            (
+                503,
+                "<html>Service Unavailable</html>",
+                "SERVER_UNAVAILABLE",
+                true,
+            ),
+            (502, "", "BAD_GATEWAY", true),
+            (
+                400,
+                r#"{"error":"invalid_grant","error_description":"expired access/refresh token"}"#,
+                "invalid_grant",
+                false,
+            ),
+        ];
+        for (status, body, code, retry) in table {
+            let e = api_error(*status, body);
+            assert_eq!(e.code(), Some(*code), "{body}");
+            assert_eq!(e.is_retryable(), *retry, "{body}");
+        }
+        assert!(SfError::Network("reset".into()).is_retryable());
+        assert!(!SfError::SignInNeeded("x".into()).is_retryable());
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let s = Secret::new("00Dxx!AQsecret");
+        assert_eq!(format!("{s:?}"), "Secret([REDACTED])");
+        let t: TokenResponse = serde_json::from_str(r#"{"access_token":"00Dxx!AQ","instance_url":"https://x","id":"https://login/id/00DORG/005USER"}"#).unwrap();
+        assert!(!format!("{t:?}").contains("00Dxx!AQ"));
+        assert_eq!(t.org_and_user(), ("00DORG".into(), "005USER".into()));
+    }
+}

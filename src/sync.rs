@@ -1,0 +1,426 @@
+//! The sync engine: fills the cache from Salesforce and keeps it current with as few API calls
+//! as possible.
+//!
+//! - **Full load** per object: one paged SOQL query (2,000 records per call), streamed into the
+//!   cache's bulk path. Each page is written with the cursor to the next one, so a sync killed
+//!   at any point resumes where it stopped; records the load did not see are removed at the end.
+//! - **Incremental**: one `/composite` call carrying a `queryAll` per object for rows whose
+//!   `SystemModstamp` moved since the watermark (minus an overlap for long transactions).
+//!   `queryAll` returns deleted rows too, so updates and deletes arrive together and an idle
+//!   cycle costs exactly one API call.
+//! - A full resync replaces an incremental one when the watermark is older than the recycle
+//!   bin's 15 days (deleted rows would be missed) or the cache was repaired.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::cache::{Cache, CacheError, Change};
+use crate::lookup::LookupRules;
+use crate::phone::Normalizer;
+use crate::record::{format_sf_datetime, from_sobject, parse_sf_datetime, ObjectKind, RecordId};
+use crate::salesforce::{Client, SfError};
+
+/// Deleted rows stay in the recycle bin (and in `queryAll`) this long.
+const DELETED_WINDOW_DAYS: i64 = 15;
+
+#[derive(Clone, Debug)]
+pub struct SyncSettings {
+    /// Contacts, Accounts and Leads (the second seed's "retrieving contact information").
+    pub contact_retrieval: bool,
+    /// Re-read this much before the watermark (long transactions commit with older stamps).
+    pub overlap: Duration,
+}
+
+impl Default for SyncSettings {
+    fn default() -> Self {
+        SyncSettings {
+            contact_retrieval: true,
+            overlap: Duration::from_secs(120),
+        }
+    }
+}
+
+/// Per-object sync state, stored in the cache atomically with the records it describes.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ObjectState {
+    /// Highest `SystemModstamp` loaded (Salesforce's clock).
+    pub watermark: Option<String>,
+    /// A full load in progress: the next page to fetch.
+    pub resume_url: Option<String>,
+    /// The full load in progress started at this org time (becomes the watermark).
+    pub load_started: Option<String>,
+    pub last_full: Option<String>,
+    pub last_sync: Option<String>,
+    /// The org has person accounts (Account only).
+    #[serde(default)]
+    pub person_accounts: bool,
+}
+
+fn state_key(kind: ObjectKind) -> String {
+    format!("sync:{}", kind.api_name())
+}
+
+pub fn load_state(cache: &Cache, kind: ObjectKind) -> Result<ObjectState, CacheError> {
+    Ok(cache
+        .state(&state_key(kind))?
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default())
+}
+
+/// What a sync did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SyncReport {
+    pub full: Vec<String>,
+    pub upserted: usize,
+    pub deleted: usize,
+    pub api_calls: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Salesforce(#[from] SfError),
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+}
+
+/// Progress for a progress bar: (object, records loaded, records expected).
+pub type Progress<'a> = &'a mut dyn FnMut(ObjectKind, u64, u64);
+
+pub struct SyncEngine<'a> {
+    pub client: &'a Client,
+    pub cache: &'a Cache,
+    pub normalizer: &'a Normalizer,
+    pub rules: &'a LookupRules,
+    pub settings: SyncSettings,
+}
+
+impl SyncEngine<'_> {
+    fn objects(&self) -> Vec<ObjectKind> {
+        let mut v = Vec::new();
+        if self.settings.contact_retrieval {
+            v.extend([ObjectKind::Contact, ObjectKind::Account, ObjectKind::Lead]);
+        }
+        v.push(ObjectKind::User);
+        v
+    }
+
+    /// Fields to select: the standard ones each lookup/Task needs and every configured field.
+    fn fields(&self, kind: ObjectKind, person_accounts: bool) -> Vec<String> {
+        let mut f: Vec<String> = ["Id", "Name", "LastModifiedDate", "SystemModstamp"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let extra: &[&str] = match kind {
+            ObjectKind::Contact => &["AccountId", "Account.Name"],
+            ObjectKind::Account => &[],
+            ObjectKind::Lead => &["Company", "IsConverted"],
+            ObjectKind::User => &["Username", "IsActive"],
+        };
+        f.extend(extra.iter().map(|s| s.to_string()));
+        for p in kind.standard_phone_fields() {
+            let person_only = p.starts_with("Person");
+            if !person_only || person_accounts {
+                f.push(p.to_string());
+            }
+        }
+        if person_accounts && matches!(kind, ObjectKind::Contact | ObjectKind::Account) {
+            f.push("IsPersonAccount".into());
+            if kind == ObjectKind::Account {
+                f.push("PersonContactId".into());
+            }
+        }
+        for c in self.rules.fields(kind) {
+            if !f.contains(c) {
+                f.push(c.clone());
+            }
+        }
+        f
+    }
+
+    fn base_filter(kind: ObjectKind) -> Option<&'static str> {
+        match kind {
+            ObjectKind::Lead => Some("IsConverted = false"),
+            ObjectKind::User => Some("IsActive = true"),
+            _ => None,
+        }
+    }
+
+    /// Runs one sync: full loads where needed (or everywhere with `force_full`), else one
+    /// incremental cycle.
+    pub async fn run(
+        &self,
+        force_full: bool,
+        progress: Progress<'_>,
+    ) -> Result<SyncReport, SyncError> {
+        let calls_before = self.client.calls();
+        let mut report = SyncReport::default();
+        let repaired = self.cache.needs_full_sync()?;
+        let mut incremental = Vec::new();
+        let now = Utc::now();
+        for kind in self.objects() {
+            let st = load_state(self.cache, kind)?;
+            let stale = st
+                .watermark
+                .as_deref()
+                .and_then(parse_sf_datetime)
+                .is_none_or(|w| now - w > chrono::Duration::days(DELETED_WINDOW_DAYS));
+            if force_full || repaired || stale || st.resume_url.is_some() {
+                let n = self.full_load(kind, st, force_full, progress).await?;
+                report.full.push(kind.api_name().into());
+                report.upserted += n.0;
+                report.deleted += n.1;
+            } else {
+                incremental.push((kind, st));
+            }
+        }
+        if repaired {
+            self.cache.set_needs_full_sync(false)?;
+        }
+        if !incremental.is_empty() {
+            let (u, d) = self.incremental(incremental).await?;
+            report.upserted += u;
+            report.deleted += d;
+        }
+        self.cache.flush()?;
+        report.api_calls = self.client.calls() - calls_before;
+        Ok(report)
+    }
+
+    async fn describe_person_accounts(&self) -> Result<bool, SfError> {
+        let d = self
+            .client
+            .get(&self.client.data_path("/sobjects/Account/describe"))
+            .await?;
+        Ok(d["fields"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|x| x["name"] == "IsPersonAccount")))
+    }
+
+    /// Loads every record of `kind`; returns (upserted, deleted).
+    async fn full_load(
+        &self,
+        kind: ObjectKind,
+        mut st: ObjectState,
+        restart: bool,
+        progress: Progress<'_>,
+    ) -> Result<(usize, usize), SyncError> {
+        let key = state_key(kind);
+        let person_accounts = match kind {
+            ObjectKind::Contact | ObjectKind::Account => self.describe_person_accounts().await?,
+            _ => false,
+        };
+        let empty = self.cache.count(kind)? == 0;
+        // Ids present before the load; whatever the load does not see is gone from Salesforce.
+        let mut stale: HashSet<RecordId> = if empty {
+            HashSet::new()
+        } else {
+            self.cache
+                .records()
+                .filter_map(|r| r.ok())
+                .filter(|r| r.kind == kind)
+                .map(|r| r.id)
+                .collect()
+        };
+        let resuming = st.resume_url.is_some() && !restart;
+        let mut page = match st.resume_url.clone().filter(|_| resuming) {
+            Some(url) => match self.client.next_page(&url).await {
+                Ok(p) => p,
+                // The cursor expired (2 days) or is unknown: start this object again.
+                Err(SfError::Api { code, .. }) if code == "INVALID_QUERY_LOCATOR" => {
+                    st.load_started = None;
+                    self.first_page(kind, person_accounts).await?
+                }
+                Err(e) => return Err(e.into()),
+            },
+            None => {
+                st.load_started = None;
+                self.first_page(kind, person_accounts).await?
+            }
+        };
+        let started = st.load_started.clone().unwrap_or_else(|| {
+            format_sf_datetime(
+                Utc::now() - chrono::Duration::from_std(self.settings.overlap).unwrap_or_default(),
+            )
+        });
+        st.load_started = Some(started.clone());
+        st.person_accounts = person_accounts;
+        let total = page.total_size;
+        let mut loaded = 0u64;
+        let mut upserted = 0usize;
+        let mut max_stamp: Option<String> = st.watermark.clone().filter(|_| resuming);
+        loop {
+            let mut changes = Vec::with_capacity(page.records.len());
+            for v in &page.records {
+                match from_sobject(v, Some(kind), self.normalizer, self.rules) {
+                    Ok(r) => {
+                        stale.remove(&r.id);
+                        let stamp = v["SystemModstamp"].as_str().map(str::to_owned);
+                        if stamp > max_stamp {
+                            max_stamp = stamp;
+                        }
+                        changes.push(Change::Upsert(r));
+                    }
+                    Err(e) => {
+                        tracing::warn!(object = %kind, error = %e, "skipping a record Salesforce returned")
+                    }
+                }
+            }
+            loaded += page.records.len() as u64;
+            upserted += changes.len();
+            st.resume_url = page.next_records_url.clone();
+            st.watermark = max_stamp.clone();
+            let state = serde_json::to_vec(&st).unwrap_or_default();
+            if empty {
+                self.cache
+                    .apply_bulk_with_state(&changes, &[(&key, state)])?;
+            } else {
+                self.cache.apply(&changes, &[(&key, state)])?;
+            }
+            progress(kind, loaded, total);
+            match page.next_records_url.clone() {
+                Some(url) => page = self.client.next_page(&url).await?,
+                None => break,
+            }
+        }
+        // Records Salesforce no longer has (or no longer shows us).
+        let gone: Vec<Change> = stale.into_iter().map(Change::Delete).collect();
+        let deleted = gone.len();
+        let now = format_sf_datetime(Utc::now());
+        st.resume_url = None;
+        st.load_started = None;
+        st.last_full = Some(now.clone());
+        st.last_sync = Some(now);
+        // The watermark: the later of the newest stamp seen and the load's start.
+        st.watermark = [max_stamp, Some(started)].into_iter().flatten().max();
+        let state = serde_json::to_vec(&st).unwrap_or_default();
+        if empty {
+            self.cache.finish_bulk()?;
+        }
+        for chunk in gone.chunks(2_000) {
+            self.cache.apply(chunk, &[])?;
+        }
+        self.cache.apply(&[], &[(&key, state)])?;
+        tracing::info!(object = %kind, upserted, deleted, "full load done");
+        Ok((upserted, deleted))
+    }
+
+    async fn first_page(
+        &self,
+        kind: ObjectKind,
+        person_accounts: bool,
+    ) -> Result<crate::salesforce::QueryPage, SfError> {
+        let fields = self.fields(kind, person_accounts).join(", ");
+        let filter = Self::base_filter(kind)
+            .map(|f| format!(" WHERE {f}"))
+            .unwrap_or_default();
+        let soql = format!(
+            "SELECT {fields} FROM {} {filter} ORDER BY Id",
+            kind.api_name()
+        );
+        self.client.query(&soql, false).await
+    }
+
+    /// One cycle for all objects in a single `/composite` call; returns (upserted, deleted).
+    async fn incremental(
+        &self,
+        objects: Vec<(ObjectKind, ObjectState)>,
+    ) -> Result<(usize, usize), SyncError> {
+        let overlap = chrono::Duration::from_std(self.settings.overlap).unwrap_or_default();
+        let mut subs = Vec::new();
+        for (kind, st) in &objects {
+            let since = st
+                .watermark
+                .as_deref()
+                .and_then(parse_sf_datetime)
+                .map(|w| w - overlap)
+                .unwrap_or(DateTime::<Utc>::MIN_UTC);
+            let mut fields = self.fields(*kind, st.person_accounts);
+            fields.push("IsDeleted".into());
+            // Converted leads and deactivated users must arrive to leave the index.
+            if *kind == ObjectKind::Lead && !fields.contains(&"IsConverted".to_string()) {
+                fields.push("IsConverted".into());
+            }
+            let soql = format!(
+                "SELECT {} FROM {} WHERE SystemModstamp >= {} ORDER BY SystemModstamp, Id",
+                fields.join(", "),
+                kind.api_name(),
+                since.format("%Y-%m-%dT%H:%M:%SZ")
+            );
+            let q = url::form_urlencoded::Serializer::new(String::new())
+                .append_pair("q", &soql)
+                .finish();
+            subs.push(json!({
+                "method": "GET",
+                "url": self.client.data_path(&format!("/queryAll?{q}")),
+                "referenceId": kind.api_name(),
+            }));
+        }
+        let body = json!({"allOrNone": false, "compositeRequest": subs});
+        let (_, resp) = self
+            .client
+            .send(
+                reqwest::Method::POST,
+                &self.client.data_path("/composite"),
+                Some(&body),
+            )
+            .await?;
+        let resp = resp.unwrap_or(Value::Null);
+        let results = resp["compositeResponse"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let (mut upserted, mut deleted) = (0, 0);
+        for (kind, mut st) in objects {
+            let Some(r) = results.iter().find(|r| r["referenceId"] == kind.api_name()) else {
+                return Err(SfError::Protocol(format!("composite answer lacks {kind}")).into());
+            };
+            let status = r["httpStatusCode"].as_u64().unwrap_or(0) as u16;
+            if status != 200 {
+                return Err(crate::salesforce::api_error(status, &r["body"].to_string()).into());
+            }
+            let mut page = crate::salesforce::QueryPage::from_value(r["body"].clone())?;
+            loop {
+                let mut changes = Vec::new();
+                for v in &page.records {
+                    let stamp = v["SystemModstamp"].as_str().map(str::to_owned);
+                    if stamp > st.watermark {
+                        st.watermark = stamp;
+                    }
+                    if v["IsDeleted"] == json!(true) {
+                        if let Some(id) = v["Id"].as_str().and_then(RecordId::parse) {
+                            changes.push(Change::Delete(id));
+                            deleted += 1;
+                        }
+                        continue;
+                    }
+                    match from_sobject(v, Some(kind), self.normalizer, self.rules) {
+                        Ok(rec) => {
+                            // Deactivated users and converted leads stay cached but unindexed.
+                            changes.push(Change::Upsert(rec));
+                            upserted += 1;
+                        }
+                        Err(e) => {
+                            tracing::warn!(object = %kind, error = %e, "skipping a record Salesforce returned")
+                        }
+                    }
+                }
+                let next = page.next_records_url.clone();
+                if next.is_none() {
+                    st.last_sync = Some(format_sf_datetime(Utc::now()));
+                }
+                let state = serde_json::to_vec(&st).unwrap_or_default();
+                self.cache.apply(&changes, &[(&state_key(kind), state)])?;
+                match next {
+                    Some(url) => page = self.client.next_page(&url).await?,
+                    None => break,
+                }
+            }
+        }
+        Ok((upserted, deleted))
+    }
+}

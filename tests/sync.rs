@@ -1,0 +1,414 @@
+//! Sign-in and sync end to end against the simulated org: real HTTP on loopback, real sled
+//! files, the test playing the user's browser.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use callsync::auth::{self, AuthStore, FileStore};
+use callsync::cache::{Cache, CacheOptions};
+use callsync::lookup::{self, LookupRules};
+use callsync::phone::Normalizer;
+use callsync::record::ObjectKind;
+use callsync::salesforce::{Client, ClientConfig, SfError};
+use callsync::sim::{Fault, FaultKind, Sim, SimOptions};
+use callsync::sync::{load_state, SyncEngine, SyncSettings};
+use serde_json::{json, Map, Value};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn cfg(sim: &Sim) -> ClientConfig {
+    ClientConfig {
+        login_url: sim.url(),
+        client_id: "callsync-sim-client".into(),
+        api_version: "62.0".into(),
+        timeout: Duration::from_secs(10),
+    }
+}
+
+/// Plays the browser: follows the authorize URL's redirect to the agent's loopback listener.
+fn browser(url: &str) {
+    let url = url.to_owned();
+    tokio::spawn(async move {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let r = http.get(&url).send().await.unwrap();
+        assert_eq!(r.status(), 302, "authorize should redirect");
+        let loc = r.headers()["location"].to_str().unwrap().to_owned();
+        let page = http.get(&loc).send().await.unwrap();
+        assert!(page.status().is_success());
+    });
+}
+
+struct Rig {
+    sim: Sim,
+    dir: tempfile::TempDir,
+    store: Arc<dyn AuthStore>,
+    cache: Cache,
+    n: Normalizer,
+    rules: LookupRules,
+}
+
+impl Rig {
+    async fn new(records: usize, page_size: usize) -> Rig {
+        let sim = Sim::start(
+            SimOptions {
+                records,
+                page_size,
+                seed: 7,
+                ..Default::default()
+            },
+            0,
+        )
+        .await
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn AuthStore> = Arc::new(FileStore::new(dir.path().join("auth.json")));
+        let c = cfg(&sim);
+        let t = auth::sign_in_pkce(&c, free_port(), browser, Duration::from_secs(10))
+            .await
+            .unwrap();
+        store
+            .save(&auth::stored_from(&c, &t, "agent@sim.example.com", "pkce"))
+            .unwrap();
+        let (cache, _) = Cache::open(&dir.path().join("cache"), &CacheOptions::default()).unwrap();
+        Rig {
+            sim,
+            dir,
+            store,
+            cache,
+            n: Normalizer::from_codes("JP", &[]).unwrap(),
+            rules: LookupRules::default(),
+        }
+    }
+
+    fn client(&self) -> Client {
+        Client::from_store(cfg(&self.sim), self.store.clone()).unwrap()
+    }
+
+    async fn sync(
+        &self,
+        client: &Client,
+        full: bool,
+    ) -> Result<callsync::sync::SyncReport, callsync::sync::SyncError> {
+        let engine = SyncEngine {
+            client,
+            cache: &self.cache,
+            normalizer: &self.n,
+            rules: &self.rules,
+            settings: SyncSettings::default(),
+        };
+        engine.run(full, &mut |_, _, _| {}).await
+    }
+
+    fn lookup(&self, number: &str) -> Vec<String> {
+        let r = lookup::lookup(&self.cache, &self.n, &self.rules, number).unwrap();
+        r.best
+            .into_iter()
+            .chain(r.others)
+            .map(|m| m.id.to_string())
+            .collect()
+    }
+
+    fn active_count(&self, object: &str, filter: impl Fn(&Value) -> bool) -> u64 {
+        let rows = self.sim.org().rows(object);
+        rows.iter()
+            .filter(|r| r["IsDeleted"] != json!(true) && filter(r))
+            .count() as u64
+    }
+}
+
+fn fields(v: Value) -> Map<String, Value> {
+    v.as_object().unwrap().clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_then_incremental_sync_keeps_the_cache_exact() {
+    let rig = Rig::new(12_000, 2_000).await;
+    let client = rig.client();
+    let report = rig.sync(&client, false).await.unwrap();
+    assert_eq!(report.full.len(), 4, "{report:?}");
+
+    // Every active record is cached, and nothing else.
+    assert_eq!(
+        rig.cache.count(ObjectKind::Contact).unwrap(),
+        rig.active_count("Contact", |_| true)
+    );
+    assert_eq!(
+        rig.cache.count(ObjectKind::Account).unwrap(),
+        rig.active_count("Account", |_| true)
+    );
+    assert_eq!(
+        rig.cache.count(ObjectKind::Lead).unwrap(),
+        rig.active_count("Lead", |r| r["IsConverted"] != json!(true))
+    );
+    assert_eq!(
+        rig.cache.count(ObjectKind::User).unwrap(),
+        rig.active_count("User", |r| r["IsActive"] == json!(true))
+    );
+    let total: u64 = ObjectKind::ALL
+        .iter()
+        .map(|k| rig.cache.count(*k).unwrap())
+        .sum();
+    assert!(total >= 10_000, "{total}");
+    // ≤ 1 API call per 2,000 records (pages are sometimes smaller, as the real ones).
+    let api = rig.sim.org().api_calls;
+    assert!(api <= total / 1_000 + 10, "{api} calls for {total} records");
+
+    // An idle incremental cycle is one API call.
+    let before = rig.sim.org().api_calls;
+    let idle = rig.sync(&client, false).await.unwrap();
+    assert!(idle.full.is_empty());
+    assert_eq!(rig.sim.org().api_calls - before, 1, "{idle:?}");
+
+    // Changes in Salesforce: a new number, a new contact, a delete, a conversion.
+    let contacts = rig.sim.org().rows("Contact");
+    let c = contacts
+        .iter()
+        .find(|r| r["IsPersonAccount"] != json!(true) && r["Phone"].is_string())
+        .unwrap()
+        .clone();
+    let cid = c["Id"].as_str().unwrap().to_owned();
+    let old = c["Phone"].as_str().unwrap().to_owned();
+    assert!(rig.lookup(&old).contains(&cid));
+    let leads = rig.sim.org().rows("Lead");
+    let lead = leads
+        .iter()
+        .find(|r| r["IsConverted"] == json!(false) && r["Phone"].is_string())
+        .unwrap()
+        .clone();
+    let lid = lead["Id"].as_str().unwrap().to_owned();
+    let lead2 = leads
+        .iter()
+        .find(|r| {
+            r["IsConverted"] == json!(false) && r["Phone"].is_string() && r["Id"] != lead["Id"]
+        })
+        .unwrap()
+        .clone();
+    let lid2 = lead2["Id"].as_str().unwrap().to_owned();
+    let new_id;
+    {
+        let mut org = rig.sim.org();
+        org.admin_upsert(
+            "Contact",
+            fields(json!({"Id": cid, "Phone": "06-6999-0001"})),
+        );
+        new_id = org.admin_upsert("Contact", fields(json!({"Name": "New Person", "Phone": "０６－６９９９－０００２", "AccountId": null})));
+        org.admin_delete("Lead", &lid);
+        org.admin_upsert("Lead", fields(json!({"Id": lid2, "IsConverted": true})));
+    }
+    let before = rig.sim.org().api_calls;
+    let r = rig.sync(&client, false).await.unwrap();
+    assert_eq!(rig.sim.org().api_calls - before, 1, "{r:?}");
+    assert!(!rig.lookup(&old).contains(&cid), "old number still matches");
+    assert_eq!(rig.lookup("06-6999-0001"), [cid.clone()]);
+    assert_eq!(rig.lookup("0669990002"), [new_id]);
+    assert!(
+        !rig.lookup(lead["Phone"].as_str().unwrap()).contains(&lid),
+        "deleted lead still matches"
+    );
+    assert!(
+        !rig.lookup(lead2["Phone"].as_str().unwrap()).contains(&lid2),
+        "converted lead still matches"
+    );
+
+    // Undelete brings it back.
+    rig.sim.org().admin_undelete("Lead", &lid);
+    rig.sync(&client, false).await.unwrap();
+    assert!(rig.lookup(lead["Phone"].as_str().unwrap()).contains(&lid));
+
+    // Person accounts match once, as the account.
+    let accounts = rig.sim.org().rows("Account");
+    let pa = accounts
+        .iter()
+        .find(|r| r["IsPersonAccount"] == json!(true) && r["Phone"].is_string())
+        .unwrap();
+    let matches = rig.lookup(pa["Phone"].as_str().unwrap());
+    assert!(matches.contains(&pa["Id"].as_str().unwrap().to_owned()));
+    assert!(
+        !matches.contains(&pa["PersonContactId"].as_str().unwrap().to_owned()),
+        "{matches:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_sessions_refresh_and_revoked_tokens_ask_for_sign_in() {
+    let rig = Rig::new(3_000, 500).await;
+    let client = rig.client();
+    // The session dies in the middle of a paged load: refresh once, carry on.
+    rig.sim.org().faults = vec![Fault {
+        kind: FaultKind::SessionExpired,
+        method: Some("GET".into()),
+        path_contains: Some("/query/".into()),
+        skip: 1,
+        times: Some(1),
+        latency_ms: 0,
+    }];
+    rig.sync(&client, true).await.unwrap();
+    let expect = rig.active_count("Contact", |_| true);
+    assert_eq!(rig.cache.count(ObjectKind::Contact).unwrap(), expect);
+
+    // Refresh token revoked: a clear "sign in again", the cache untouched.
+    rig.sim.org().faults.clear();
+    rig.sim.org().revoke_refresh_tokens();
+    let e = rig.sync(&client, false).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            callsync::sync::SyncError::Salesforce(SfError::SignInNeeded(_))
+        ),
+        "{e}"
+    );
+    assert_eq!(rig.cache.count(ObjectKind::Contact).unwrap(), expect);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotated_refresh_tokens_are_saved_before_use() {
+    let rig = Rig::new(200, 2_000).await;
+    rig.sim.org().set_rotation(true);
+    let first = rig.store.load().unwrap().unwrap().refresh_token;
+    let client = rig.client();
+    rig.sync(&client, false).await.unwrap();
+    let second = rig.store.load().unwrap().unwrap().refresh_token;
+    assert_ne!(first, second, "the rotated token must be persisted");
+    // A new process (new client) can refresh with what is on disk.
+    rig.sim.org().expire_sessions();
+    let client2 = rig.client();
+    rig.sync(&client2, false).await.unwrap();
+    let _ = rig.dir.path();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_and_outages_are_typed_for_backoff() {
+    let rig = Rig::new(500, 2_000).await;
+    let client = rig.client();
+    rig.sync(&client, false).await.unwrap();
+    for (kind, check) in [
+        (
+            FaultKind::RequestLimitExceeded,
+            (|e: &SfError| e.is_rate_limited() && e.is_retryable()) as fn(&SfError) -> bool,
+        ),
+        (FaultKind::ServiceUnavailable, |e: &SfError| {
+            e.is_retryable() && !e.is_rate_limited()
+        }),
+    ] {
+        rig.sim.org().faults = vec![Fault {
+            kind,
+            method: None,
+            path_contains: None,
+            skip: 0,
+            times: Some(1),
+            latency_ms: 0,
+        }];
+        match rig.sync(&client, false).await {
+            Err(callsync::sync::SyncError::Salesforce(e)) => assert!(check(&e), "{kind:?}: {e}"),
+            other => panic!("{kind:?}: {other:?}"),
+        }
+    }
+    rig.sim.org().faults.clear();
+    rig.sync(&client, false).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_full_load_resumes_where_it_stopped() {
+    let rig = Rig::new(10_000, 1_000).await;
+    let client = rig.client();
+    // The connection drops on the fourth follow-up page of the first object.
+    rig.sim.org().faults = vec![Fault {
+        kind: FaultKind::CommitThenDrop,
+        method: Some("GET".into()),
+        path_contains: Some("/query/".into()),
+        skip: 3,
+        times: Some(1),
+        latency_ms: 0,
+    }];
+    let e = rig.sync(&client, false).await.unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            callsync::sync::SyncError::Salesforce(SfError::Network(_))
+        ),
+        "{e}"
+    );
+    let st = load_state(&rig.cache, ObjectKind::Contact).unwrap();
+    assert!(st.resume_url.is_some(), "{st:?}");
+    // Pages before the drop are stored (counters are only rebuilt when the bulk load ends).
+    let partial = rig
+        .cache
+        .records()
+        .filter(|r| r.as_ref().unwrap().kind == ObjectKind::Contact)
+        .count();
+    assert!(partial >= 3_000, "{partial}");
+
+    rig.sim.org().faults.clear();
+    let before = rig.sim.org().api_calls;
+    rig.sync(&client, false).await.unwrap();
+    let resumed_calls = rig.sim.org().api_calls - before;
+    assert_eq!(
+        rig.cache.count(ObjectKind::Contact).unwrap(),
+        rig.active_count("Contact", |_| true)
+    );
+    // Resuming did not start the contacts over: compare with a clean full sync into a new cache.
+    let other = tempfile::tempdir().unwrap();
+    let (fresh, _) = Cache::open(&other.path().join("cache"), &CacheOptions::default()).unwrap();
+    let engine = SyncEngine {
+        client: &client,
+        cache: &fresh,
+        normalizer: &rig.n,
+        rules: &rig.rules,
+        settings: SyncSettings::default(),
+    };
+    let before = rig.sim.org().api_calls;
+    engine.run(true, &mut |_, _, _| {}).await.unwrap();
+    let clean_calls = rig.sim.org().api_calls - before;
+    // Four contact pages were already stored; pages are sometimes half size, so allow slack.
+    assert!(
+        resumed_calls + 2 <= clean_calls,
+        "resumed {resumed_calls}, clean {clean_calls}"
+    );
+    // Lookups work across the resumed load.
+    let contacts = rig.sim.org().rows("Contact");
+    let c = contacts
+        .iter()
+        .rev()
+        .find(|r| r["Phone"].is_string() && r["IsPersonAccount"] != json!(true))
+        .unwrap();
+    assert!(rig
+        .lookup(c["Phone"].as_str().unwrap())
+        .contains(&c["Id"].as_str().unwrap().to_owned()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocked_apps_explain_the_fix() {
+    let sim = Sim::start(
+        SimOptions {
+            records: 10,
+            ..Default::default()
+        },
+        0,
+    )
+    .await
+    .unwrap();
+    {
+        let mut org = sim.org();
+        org.authorize_error = Some((
+            "OAUTH_APP_BLOCKED".into(),
+            "this app is blocked by admin".into(),
+        ));
+    }
+    let e = auth::sign_in_pkce(&cfg(&sim), free_port(), browser, Duration::from_secs(10))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("OAUTH_APP_BLOCKED") && e.contains("Unblock"),
+        "{e}"
+    );
+}
