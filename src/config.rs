@@ -27,6 +27,8 @@ pub struct Config {
     pub cache: CacheConfig,
     pub logging: LoggingConfig,
     pub salesforce: SalesforceConfig,
+    pub auth: AuthConfig,
+    pub sync: SyncConfig,
     pub policy: PolicyConfig,
 }
 
@@ -132,6 +134,15 @@ pub struct SalesforceConfig {
     pub client_id: String,
     /// REST API version, e.g. `62.0`.
     pub api_version: String,
+    /// Loopback port of the sign-in redirect (`http://localhost:PORT/callback`); the connected
+    /// app's callback URL must match it exactly.
+    pub redirect_port: u16,
+    /// JWT bearer sign-in (IT-managed, no browser): the Salesforce username…
+    pub jwt_username: String,
+    /// …and the RSA private key (PEM) whose certificate the connected app holds.
+    pub jwt_key_file: String,
+    /// Seconds before a request to Salesforce is given up.
+    pub timeout_secs: u64,
 }
 
 impl Default for SalesforceConfig {
@@ -140,6 +151,47 @@ impl Default for SalesforceConfig {
             login_url: "https://login.salesforce.com".into(),
             client_id: String::new(),
             api_version: "62.0".into(),
+            redirect_port: 1717,
+            jwt_username: String::new(),
+            jwt_key_file: String::new(),
+            timeout_secs: 30,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Where the refresh token is kept: `auto` (the OS credential store, else a file readable
+    /// only by the user), `keyring` or `file`.
+    pub store: String,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            store: "auto".into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyncConfig {
+    /// Retrieve Contacts, Accounts and Leads (off: lookups say retrieval is off).
+    pub contact_retrieval: bool,
+    /// Seconds between incremental syncs (the agent adapts around it).
+    pub interval_secs: u64,
+    /// Seconds re-read before the watermark on each cycle.
+    pub overlap_secs: u64,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        SyncConfig {
+            contact_retrieval: true,
+            interval_secs: 300,
+            overlap_secs: 120,
         }
     }
 }
@@ -234,6 +286,33 @@ impl Config {
                 "salesforce.login_url",
                 "must start with https:// (plain http only for a loopback test org)".into(),
             );
+        }
+        if !["auto", "keyring", "file"].contains(&self.auth.store.as_str()) {
+            bad(
+                "auth.store",
+                format!(
+                    "{:?} is not one of \"auto\", \"keyring\", \"file\"",
+                    self.auth.store
+                ),
+            );
+        }
+        if self.salesforce.redirect_port == 0 {
+            bad(
+                "salesforce.redirect_port",
+                "must be a port between 1 and 65535".into(),
+            );
+        }
+        if !(5..=600).contains(&self.salesforce.timeout_secs) {
+            bad(
+                "salesforce.timeout_secs",
+                "must be between 5 and 600".into(),
+            );
+        }
+        if !(30..=86_400).contains(&self.sync.interval_secs) {
+            bad("sync.interval_secs", "must be between 30 and 86400".into());
+        }
+        if self.sync.overlap_secs > 3_600 {
+            bad("sync.overlap_secs", "must be at most 3600".into());
         }
         let v = &self.salesforce.api_version;
         if v.split_once('.')

@@ -8,12 +8,14 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use callsync::app::App;
 use callsync::cache::{Cache, CacheError};
 use callsync::config::{self, Layered, LoadOptions};
 use callsync::import;
 use callsync::logging::{self, Console};
 use callsync::lookup::{self, LookupError, LookupResult, Match};
 use callsync::paths::{self, DataDir};
+use callsync::salesforce::SfError;
 
 /// `println!` that ends the process quietly when stdout is closed (`callsync … | head`).
 macro_rules! outln {
@@ -40,6 +42,10 @@ mod exit {
     pub const FAILURE: u8 = 4;
     /// The cache is in use by another callsync process (the running agent).
     pub const BUSY: u8 = 5;
+    /// Not signed in, or the sign-in expired or was refused: run `callsync connect`.
+    pub const SIGN_IN: u8 = 6;
+    /// Salesforce could not be reached or is failing for now: try again later.
+    pub const UNAVAILABLE: u8 = 7;
 }
 
 #[derive(Parser, Debug)]
@@ -84,6 +90,28 @@ enum Command {
     /// Show the effective configuration or an annotated example.
     #[command(subcommand)]
     Config(ConfigCmd),
+    /// Sign in to Salesforce (browser with PKCE, or JWT bearer when configured).
+    Connect {
+        /// Print the sign-in URL instead of opening a browser.
+        #[arg(long)]
+        no_browser: bool,
+    },
+    /// Sign out: revoke the token at Salesforce and forget it.
+    Disconnect,
+    /// Bring the cache up to date with Salesforce now.
+    Sync {
+        /// Reload everything instead of only what changed.
+        #[arg(long)]
+        full: bool,
+    },
+    /// Signed-in org and user, last sync, records per object, pending work, API usage.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Authentication history.
+    #[command(subcommand)]
+    Auth(AuthCmd),
     /// Run the simulated Salesforce org on loopback (for trying things with curl, and tests).
     Sim {
         #[arg(long, default_value_t = 8900)]
@@ -103,10 +131,10 @@ enum Command {
         #[arg(long, default_value = "callsync-sim-client")]
         client_id: String,
     },
-    /// Try callsync without Salesforce: builds a cache from a generated sample org in a
-    /// temporary folder (or --data-dir) and identifies a few callers.
+    /// Try callsync without Salesforce: a simulated org on loopback, sign-in, sync, lookups
+    /// (in a temporary folder, or --data-dir).
     Demo {
-        /// How many sample records to generate.
+        /// How many records the simulated org holds.
         #[arg(long, default_value_t = 20_000)]
         records: usize,
     },
@@ -123,6 +151,15 @@ enum CacheCmd {
     Import { file: PathBuf },
     /// Delete every cached record (the next sync reloads them).
     Clear,
+}
+
+#[derive(Subcommand, Debug)]
+enum AuthCmd {
+    /// Every sign-in: time, org, user, instance, method.
+    History {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -260,6 +297,10 @@ fn run(command: Command, layered: &Layered, data: &DataDir) -> anyhow::Result<u8
     let cfg = &layered.config;
     match command {
         Command::Lookup { number, json } => {
+            if !cfg.sync.contact_retrieval {
+                eprintln!("callsync: contact retrieval is off (sync.contact_retrieval = false): callers are not identified");
+                return Ok(exit::NO_MATCH);
+            }
             let normalizer = cfg.normalizer()?;
             let cache = open_cache(layered, data)?;
             let result = match lookup::lookup(&cache, &normalizer, &cfg.lookup_rules(), &number) {
@@ -378,6 +419,32 @@ fn run(command: Command, layered: &Layered, data: &DataDir) -> anyhow::Result<u8
             show_config(layered, data, json)?;
             Ok(exit::OK)
         }
+        Command::Connect { no_browser } => runtime()?.block_on(connect(layered, data, no_browser)),
+        Command::Disconnect => runtime()?.block_on(disconnect(layered, data)),
+        Command::Sync { full } => runtime()?.block_on(sync_now(layered, data, full)),
+        Command::Status { json } => status(layered, data, json),
+        Command::Auth(AuthCmd::History { json }) => {
+            let app = App::new(layered.config.clone(), data.clone());
+            let h = callsync::auth::read_history(&app.history_file())?;
+            if json {
+                outln!("{}", serde_json::to_string_pretty(&h)?);
+            } else if h.is_empty() {
+                outln!("no sign-ins yet");
+            } else {
+                for e in h {
+                    outln!(
+                        "{}  org {}  user {} ({})  {}  [{}]",
+                        e.at,
+                        e.org_id,
+                        e.user_id,
+                        e.username,
+                        e.instance_url,
+                        e.method
+                    );
+                }
+            }
+            Ok(exit::OK)
+        }
         Command::Config(ConfigCmd::Example) | Command::Demo { .. } | Command::Sim { .. } => {
             unreachable!("handled before loading the configuration")
         }
@@ -486,69 +553,111 @@ fn show_config(layered: &Layered, data: &DataDir, json: bool) -> anyhow::Result<
     Ok(())
 }
 
-/// The quick-start demo: a sample org, an import with progress, lookups with timings.
+/// The quick-start demo: a simulated org on loopback, a real PKCE sign-in (the demo plays the
+/// browser), a full sync with progress, lookups, a change in Salesforce picked up by one
+/// incremental sync.
 fn demo(g: &Global, records: usize) -> anyhow::Result<()> {
-    use callsync::synth::{self, SynthSpec};
-    use std::io::Write as _;
+    use callsync::sim::{self, Sim, SimOptions};
     use std::time::Instant;
 
     let temp = tempfile::tempdir()?;
     let root = g.data_dir.clone().unwrap_or_else(|| temp.path().to_owned());
     let data = DataDir::new(&root);
-    let layered = config::load(&LoadOptions::default())?;
-    let cfg = &layered.config;
-    let _log = logging::init(&data.logs(), &cfg.logging, Console::Quiet, false)?;
-    outln!("callsync demo: a generated sample org of {records} records (JP/US numbers typed as people type them)");
-    outln!("data folder: {}", root.display());
+    runtime()?.block_on(async {
+        let sim = Sim::start(SimOptions { records, ..Default::default() }, 0).await?;
+        let mut config = config::Config::default();
+        config.salesforce.login_url = sim.url();
+        config.salesforce.client_id = sim.org().opts.client_id.clone();
+        config.salesforce.redirect_port = free_port()?;
+        config.auth.store = "file".into();
+        let _log = logging::init(&data.logs(), &config.logging, Console::Quiet, false)?;
+        let app = App::new(config, data.clone());
+        outln!("callsync demo");
+        outln!("  simulated Salesforce org: {} ({records} generated records: Contacts, Accounts, person accounts, Leads, Users)", sim.url());
+        outln!("  data folder: {}\n", root.display());
 
-    let file = root.join("sample-org.jsonl");
-    let mut out = std::io::BufWriter::new(std::fs::File::create(&file)?);
-    let mut samples = Vec::new();
-    let mut rng = fastrand::Rng::with_seed(7);
-    for (i, r) in synth::generate(&SynthSpec::new(42, records)).enumerate() {
-        writeln!(out, "{}", r.json)?;
-        if i % (records / 5).max(1) == 3 {
-            samples.push(synth::typed_form(&mut rng, &format!("+{}", r.numbers[0])));
-        }
-    }
-    out.flush()?;
-    drop(out);
-    samples.push("0120-000-000".into());
+        outln!("1. Sign in (OAuth web-server flow with PKCE; the demo plays your browser)");
+        let cfg = app.client_config();
+        let token = callsync::auth::sign_in_pkce(
+            &cfg,
+            app.config.salesforce.redirect_port,
+            |url| {
+                tokio::spawn(sim::play_browser(url.to_owned()));
+            },
+            std::time::Duration::from_secs(30),
+        )
+        .await?;
+        let stored = app.complete_sign_in(&token, "pkce").await?;
+        outln!("   connected to org {} as {} ({})\n", stored.org_id, stored.username, stored.user_id);
 
-    let normalizer = cfg.normalizer()?;
-    callsync::phone::Normalizer::warm_up();
-    let cache = open_cache(&layered, &data)?;
-    let bar = if std::io::stderr().is_terminal() {
-        ProgressBar::new(std::fs::metadata(&file)?.len())
-    } else {
-        ProgressBar::hidden()
-    };
-    let t = Instant::now();
-    let report = import::import_jsonl(&file, &cache, &normalizer, &cfg.lookup_rules(), |b| {
-        bar.set_position(b)
-    })?;
-    bar.finish_and_clear();
-    outln!(
-        "\nimported {} records in {:.1} s ({} index entries)\n",
-        report.imported,
-        t.elapsed().as_secs_f64(),
-        cache.stats()?.index_entries
-    );
-    for number in samples {
+        outln!("2. Full sync into the local cache");
+        let client = app.client()?;
+        let (cache, _) = app.open_cache()?;
+        let bar = if std::io::stderr().is_terminal() { ProgressBar::new(0) } else { ProgressBar::hidden() };
+        bar.set_style(
+            ProgressStyle::with_template("   {msg:8} [{bar:30}] {pos}/{len}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
         let t = Instant::now();
-        let r = lookup::lookup(&cache, &normalizer, &cfg.lookup_rules(), &number)?;
-        let took = t.elapsed();
-        print_lookup(&r, false);
-        outln!("  ({:.0} µs)\n", took.as_secs_f64() * 1e6);
-    }
-    outln!(
-        "Try your own: callsync --data-dir {} lookup \"03-1234-5678\"",
-        root.display()
-    );
-    if g.data_dir.is_none() {
-        outln!("(this temporary folder is removed now; pass --data-dir DIR to keep it)");
-    }
-    Ok(())
+        let r = app
+            .sync(&cache, &client, false, &mut |k, done, total| {
+                bar.set_message(k.api_name());
+                bar.set_length(total);
+                bar.set_position(done);
+            })
+            .await?;
+        bar.finish_and_clear();
+        outln!("   {} records in {:.1} s with {} API calls\n", r.upserted, t.elapsed().as_secs_f64(), r.api_calls);
+
+        outln!("3. Who is calling? (offline lookups from the cache)");
+        let normalizer = app.config.normalizer()?;
+        let rules = app.config.lookup_rules();
+        let mut samples: Vec<String> = Vec::new();
+        {
+            let org = sim.org();
+            for object in ["Contact", "Account", "Lead"] {
+                for row in org.rows(object).iter().filter(|r| r["Phone"].is_string()).take(2) {
+                    samples.push(row["Phone"].as_str().unwrap_or_default().to_owned());
+                }
+            }
+        }
+        samples.push("0120-000-000".into());
+        for number in &samples {
+            let t = Instant::now();
+            let r = lookup::lookup(&cache, &normalizer, &rules, number)?;
+            let took = t.elapsed();
+            print_lookup(&r, false);
+            outln!("   ({:.0} µs)", took.as_secs_f64() * 1e6);
+        }
+
+        outln!("\n4. Someone edits Salesforce; one incremental sync picks it up");
+        let id = {
+            let mut org = sim.org();
+            let mut f = serde_json::Map::new();
+            f.insert("Name".into(), serde_json::json!("デモ 太郎"));
+            f.insert("Phone".into(), serde_json::json!("０３－９８７６－５４３２"));
+            org.admin_upsert("Contact", f)
+        };
+        let r = app.sync(&cache, &client, false, &mut |_, _, _| {}).await?;
+        outln!("   new Contact {id}: {} change(s) with {} API call(s)", r.upserted + r.deleted, r.api_calls);
+        print_lookup(&lookup::lookup(&cache, &normalizer, &rules, "03-9876-5432")?, false);
+        outln!();
+        if g.data_dir.is_some() {
+            outln!("Try: callsync --data-dir {} status", root.display());
+        } else {
+            outln!("(the demo's temporary folder is removed now; pass --data-dir DIR to keep it)");
+        }
+        drop(cache);
+        sim.stop().await;
+        Ok::<(), anyhow::Error>(())
+    })
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 fn run_sim(opts: callsync::sim::SimOptions, port: u16) -> anyhow::Result<()> {
@@ -568,4 +677,224 @@ fn run_sim(opts: callsync::sim::SimOptions, port: u16) -> anyhow::Result<()> {
         sim.stop().await;
         Ok(())
     })
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
+
+/// Exit code for a Salesforce error.
+fn sf_exit(e: &SfError) -> u8 {
+    match e {
+        SfError::SignInNeeded(_) | SfError::NotConnected => exit::SIGN_IN,
+        e if e.is_retryable() => exit::UNAVAILABLE,
+        _ => exit::FAILURE,
+    }
+}
+
+async fn connect(layered: &Layered, data: &DataDir, no_browser: bool) -> anyhow::Result<u8> {
+    let app = App::new(layered.config.clone(), data.clone());
+    let cfg = app.client_config();
+    if cfg.client_id.is_empty() {
+        eprintln!("callsync: salesforce.client_id is not set: put the connected app's consumer key in the configuration (IT usually does this in the managed file)");
+        return Ok(exit::USAGE);
+    }
+    let sf = &layered.config.salesforce;
+    let result = if !sf.jwt_username.is_empty() && !sf.jwt_key_file.is_empty() {
+        let key = std::fs::read(&sf.jwt_key_file)
+            .with_context(|| format!("cannot read salesforce.jwt_key_file {}", sf.jwt_key_file))?;
+        outln!(
+            "signing in as {} with the JWT bearer flow…",
+            sf.jwt_username
+        );
+        callsync::auth::sign_in_jwt(&cfg, &sf.jwt_username, &key)
+            .await
+            .map(|t| (t, "jwt"))
+    } else {
+        let open = |url: &str| {
+            if no_browser || webbrowser::open(url).is_err() {
+                outln!("Open this address in your browser to sign in to Salesforce:\n\n  {url}\n");
+            } else {
+                outln!("Your browser is open at the Salesforce sign-in page; waiting for you to allow access…");
+            }
+        };
+        callsync::auth::sign_in_pkce(
+            &cfg,
+            sf.redirect_port,
+            open,
+            std::time::Duration::from_secs(300),
+        )
+        .await
+        .map(|t| (t, "pkce"))
+    };
+    let (token, method) = match result {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("callsync: {e}");
+            return Ok(exit::SIGN_IN);
+        }
+    };
+    let previous = app.auth_store().load().ok().flatten();
+    let stored = app.complete_sign_in(&token, method).await?;
+    outln!(
+        "Connected to org {} as {} ({}) at {}",
+        stored.org_id,
+        if stored.username.is_empty() {
+            &stored.user_id
+        } else {
+            &stored.username
+        },
+        stored.user_id,
+        stored.instance_url
+    );
+    if let Some(p) = previous.filter(|p| p.org_id != stored.org_id) {
+        eprintln!(
+            "callsync: warning: this is a different org than before ({} → {}); the cache will be reloaded at the next sync",
+            p.org_id, stored.org_id
+        );
+        if let Ok((cache, _)) = app.open_cache() {
+            cache.clear()?;
+        }
+    }
+    outln!(
+        "The refresh token is kept in {}.",
+        app.auth_store().describe()
+    );
+    Ok(exit::OK)
+}
+
+async fn disconnect(layered: &Layered, data: &DataDir) -> anyhow::Result<u8> {
+    let app = App::new(layered.config.clone(), data.clone());
+    let store = app.auth_store();
+    match app.client() {
+        Ok(client) => {
+            if let Err(e) = client.revoke().await {
+                eprintln!("callsync: warning: could not revoke the token at Salesforce ({e}); it is forgotten here anyway");
+            }
+        }
+        Err(SfError::NotConnected) => {
+            outln!("not signed in");
+            return Ok(exit::OK);
+        }
+        Err(e) => eprintln!("callsync: warning: {e}"),
+    }
+    store.clear()?;
+    outln!("signed out; the token is revoked and forgotten (the cache is kept)");
+    Ok(exit::OK)
+}
+
+async fn sync_now(layered: &Layered, data: &DataDir, full: bool) -> anyhow::Result<u8> {
+    let app = App::new(layered.config.clone(), data.clone());
+    let client = match app.client() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("callsync: {e}");
+            return Ok(sf_exit(&e));
+        }
+    };
+    let (cache, _) = app.open_cache()?;
+    let bar = if std::io::stderr().is_terminal() {
+        ProgressBar::new(0)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} {msg:8} [{bar:30}] {pos}/{len} records ({per_sec})",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    let mut progress = |kind: callsync::record::ObjectKind, done: u64, total: u64| {
+        bar.set_message(kind.api_name());
+        bar.set_length(total);
+        bar.set_position(done);
+    };
+    let t = std::time::Instant::now();
+    let result = app.sync(&cache, &client, full, &mut progress).await;
+    bar.finish_and_clear();
+    match result {
+        Ok(r) => {
+            let what = if r.full.is_empty() {
+                "incremental".to_owned()
+            } else {
+                format!("full load of {}", r.full.join(", "))
+            };
+            outln!(
+                "synced in {:.1} s ({what}): {} records updated, {} removed, {} API calls",
+                t.elapsed().as_secs_f64(),
+                r.upserted,
+                r.deleted,
+                r.api_calls
+            );
+            if let Some((used, max)) = client.api_usage() {
+                outln!(
+                    "org API usage: {used} of {max} daily calls ({:.1} %)",
+                    used as f64 * 100.0 / max.max(1) as f64
+                );
+            }
+            Ok(exit::OK)
+        }
+        Err(callsync::sync::SyncError::Salesforce(e)) => {
+            eprintln!("callsync: sync failed: {e}");
+            if matches!(e, SfError::SignInNeeded(_)) {
+                eprintln!("run `callsync connect` to sign in again; the cache is kept and still answers lookups");
+            } else if e.is_rate_limited() {
+                eprintln!("the org's daily API limit is used up; callsync will try again later");
+            }
+            Ok(sf_exit(&e))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn status(layered: &Layered, data: &DataDir, json: bool) -> anyhow::Result<u8> {
+    let app = App::new(layered.config.clone(), data.clone());
+    let (cache, _) = app.open_cache()?;
+    let st = app.status(&cache)?;
+    if json {
+        outln!("{}", serde_json::to_string_pretty(&st)?);
+        return Ok(exit::OK);
+    }
+    match &st.signed_in {
+        Some(s) => outln!(
+            "signed in: {} ({}) in org {} at {} since {} [{}]",
+            s.username,
+            s.user_id,
+            s.org_id,
+            s.instance_url,
+            s.since,
+            s.method
+        ),
+        None => outln!("not signed in: run `callsync connect`"),
+    }
+    if !st.contact_retrieval {
+        outln!("contact retrieval is off");
+    }
+    for o in &st.records {
+        outln!(
+            "  {:<8} {:>9} records   last sync {}{}",
+            o.object,
+            o.records,
+            o.last_sync.as_deref().unwrap_or("never"),
+            if o.load_in_progress {
+                "  (full load interrupted; resumes at next sync)"
+            } else {
+                ""
+            }
+        );
+    }
+    outln!("  numbers  {:>9} index entries", st.index_entries);
+    outln!("  pending  {:>9} Tasks to send", st.pending_tasks);
+    if let Some(u) = st.api_usage {
+        outln!(
+            "  org API usage at last sync: {} of {} daily calls",
+            u.used,
+            u.max
+        );
+    }
+    Ok(exit::OK)
 }

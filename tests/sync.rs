@@ -208,7 +208,7 @@ async fn full_then_incremental_sync_keeps_the_cache_exact() {
     let r = rig.sync(&client, false).await.unwrap();
     assert_eq!(rig.sim.org().api_calls - before, 1, "{r:?}");
     assert!(!rig.lookup(&old).contains(&cid), "old number still matches");
-    assert_eq!(rig.lookup("06-6999-0001"), [cid.clone()]);
+    assert_eq!(rig.lookup("06-6999-0001"), vec![cid.clone()]);
     assert_eq!(rig.lookup("0669990002"), [new_id]);
     assert!(
         !rig.lookup(lead["Phone"].as_str().unwrap()).contains(&lid),

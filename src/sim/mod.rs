@@ -73,6 +73,31 @@ impl Sim {
     }
 }
 
+/// Plays the user's browser against the simulated org: opens the authorize URL and follows its
+/// redirect to the agent's loopback listener (demo and tests; the org signs in its login user).
+pub async fn play_browser(authorize_url: String) -> Result<(), String> {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| e.to_string())?;
+    let r = http
+        .get(&authorize_url)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let location = r
+        .headers()
+        .get(header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or("the authorize step did not redirect")?
+        .to_owned();
+    http.get(&location)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
 fn lock(org: &Shared) -> MutexGuard<'_, Org> {
     org.lock().unwrap_or_else(|p| p.into_inner())
 }

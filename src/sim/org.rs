@@ -1356,20 +1356,20 @@ impl Org {
                         ));
                     }
                 }
-                FieldType::Picklist if !pick.is_empty() => {
-                    if !v.as_str().is_some_and(|s| pick.contains(&s)) {
-                        return Err((
-                            400,
-                            err(
-                                "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
-                                &format!(
-                                    "{k}: bad value for restricted picklist field: {}",
-                                    v.as_str().unwrap_or_default()
-                                ),
-                                &[k],
+                FieldType::Picklist
+                    if !pick.is_empty() && !v.as_str().is_some_and(|s| pick.contains(&s)) =>
+                {
+                    return Err((
+                        400,
+                        err(
+                            "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
+                            &format!(
+                                "{k}: bad value for restricted picklist field: {}",
+                                v.as_str().unwrap_or_default()
                             ),
-                        ));
-                    }
+                            &[k],
+                        ),
+                    ));
                 }
                 FieldType::Int if !v.is_i64() => {
                     return Err((
@@ -1382,7 +1382,7 @@ impl Org {
                     ));
                 }
                 FieldType::Datetime
-                    if !v.as_str().is_some_and(|s| parse_sf_datetime(s).is_some()) =>
+                    if v.as_str().is_none_or(|s| parse_sf_datetime(s).is_none()) =>
                 {
                     return Err((
                         400,

@@ -149,9 +149,14 @@ impl Parser {
     }
 
     fn ident(&mut self) -> Result<String, String> {
+        const RESERVED: [&str; 13] = [
+            "SELECT", "FROM", "WHERE", "ORDER", "BY", "LIMIT", "AND", "OR", "NOT", "IN", "LIKE",
+            "ASC", "DESC",
+        ];
         match self.toks.get(self.pos) {
             Some(Tok::Word(w))
-                if w.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+                if !RESERVED.iter().any(|r| r.eq_ignore_ascii_case(w))
+                    && w.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
                     && w.chars()
                         .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.') =>
             {

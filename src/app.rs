@@ -1,0 +1,196 @@
+//! What the CLI and the agent share: the configuration and data directory turned into stores,
+//! a Salesforce client, the sync engine and a status report.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::auth::{self, AuthStore, HistoryEntry, SignInError, StoredAuth};
+use crate::cache::{Cache, CacheError, OpenReport};
+use crate::config::Config;
+use crate::paths::DataDir;
+use crate::record::ObjectKind;
+use crate::salesforce::{Client, ClientConfig, SfError, TokenResponse};
+use crate::sync::{self, SyncEngine, SyncReport, SyncSettings};
+
+pub struct App {
+    pub config: Config,
+    pub data: DataDir,
+}
+
+/// `callsync status`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Status {
+    pub signed_in: Option<SignedIn>,
+    pub contact_retrieval: bool,
+    pub records: Vec<ObjectStatus>,
+    pub index_entries: u64,
+    /// Calls queued for Salesforce (the outbox arrives with the activity stage).
+    pub pending_tasks: u64,
+    pub api_usage: Option<ApiUsage>,
+    pub data_dir: PathBuf,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SignedIn {
+    pub org_id: String,
+    pub user_id: String,
+    pub username: String,
+    pub instance_url: String,
+    pub method: String,
+    pub since: String,
+    pub token_store: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ObjectStatus {
+    pub object: String,
+    pub records: u64,
+    pub last_sync: Option<String>,
+    pub last_full: Option<String>,
+    pub load_in_progress: bool,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, serde::Deserialize)]
+pub struct ApiUsage {
+    pub used: u64,
+    pub max: u64,
+}
+
+const STATE_API_USAGE: &str = "api_usage";
+
+impl App {
+    pub fn new(config: Config, data: DataDir) -> App {
+        App { config, data }
+    }
+
+    pub fn auth_file(&self) -> PathBuf {
+        self.data.root().join("auth.json")
+    }
+
+    pub fn history_file(&self) -> PathBuf {
+        self.data.root().join("auth-history.jsonl")
+    }
+
+    pub fn auth_store(&self) -> Arc<dyn AuthStore> {
+        auth::open_store(&self.config.auth.store, &self.auth_file())
+    }
+
+    pub fn client_config(&self) -> ClientConfig {
+        let s = &self.config.salesforce;
+        ClientConfig {
+            login_url: s.login_url.trim_end_matches('/').to_owned(),
+            client_id: s.client_id.clone(),
+            api_version: s.api_version.clone(),
+            timeout: Duration::from_secs(s.timeout_secs),
+        }
+    }
+
+    pub fn open_cache(&self) -> Result<(Cache, OpenReport), CacheError> {
+        Cache::open(&self.data.cache(), &self.config.cache_options())
+    }
+
+    pub fn client(&self) -> Result<Client, SfError> {
+        Client::from_store(self.client_config(), self.auth_store())
+    }
+
+    /// Stores a fresh sign-in and records it in the history; returns what was stored.
+    pub async fn complete_sign_in(
+        &self,
+        t: &TokenResponse,
+        method: &str,
+    ) -> Result<StoredAuth, SignInError> {
+        let cfg = self.client_config();
+        let username = auth::identity(&cfg, t)
+            .await
+            .ok()
+            .and_then(|v| v["username"].as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let stored = auth::stored_from(&cfg, t, &username, method);
+        self.auth_store()
+            .save(&stored)
+            .map_err(|e| SfError::Store(e.to_string()))?;
+        let entry = HistoryEntry {
+            at: stored.connected_at.clone(),
+            org_id: stored.org_id.clone(),
+            user_id: stored.user_id.clone(),
+            username: stored.username.clone(),
+            instance_url: stored.instance_url.clone(),
+            method: method.into(),
+        };
+        if let Err(e) = auth::append_history(&self.history_file(), &entry) {
+            tracing::warn!(error = %e, "could not append to the authentication history");
+        }
+        tracing::info!(org = %stored.org_id, user = %stored.user_id, method, "signed in");
+        Ok(stored)
+    }
+
+    /// One sync (full where needed); records API usage for `status`.
+    pub async fn sync(
+        &self,
+        cache: &Cache,
+        client: &Client,
+        full: bool,
+        progress: sync::Progress<'_>,
+    ) -> Result<SyncReport, sync::SyncError> {
+        let normalizer = self
+            .config
+            .normalizer()
+            .map_err(|e| SfError::Protocol(e.to_string()))?;
+        let rules = self.config.lookup_rules();
+        let engine = SyncEngine {
+            client,
+            cache,
+            normalizer: &normalizer,
+            rules: &rules,
+            settings: SyncSettings {
+                contact_retrieval: self.config.sync.contact_retrieval,
+                overlap: Duration::from_secs(self.config.sync.overlap_secs),
+            },
+        };
+        let report = engine.run(full, progress).await;
+        if let Some((used, max)) = client.api_usage() {
+            let v = serde_json::to_vec(&ApiUsage { used, max }).unwrap_or_default();
+            cache.apply(&[], &[(STATE_API_USAGE, v)])?;
+        }
+        report
+    }
+
+    pub fn status(&self, cache: &Cache) -> Result<Status, CacheError> {
+        let store = self.auth_store();
+        let signed_in = store.load().ok().flatten().map(|a| SignedIn {
+            org_id: a.org_id,
+            user_id: a.user_id,
+            username: a.username,
+            instance_url: a.instance_url,
+            method: a.method,
+            since: a.connected_at,
+            token_store: store.describe(),
+        });
+        let mut records = Vec::new();
+        for kind in ObjectKind::ALL {
+            let st = sync::load_state(cache, kind)?;
+            records.push(ObjectStatus {
+                object: kind.api_name().into(),
+                records: cache.count(kind)?,
+                last_sync: st.last_sync,
+                last_full: st.last_full,
+                load_in_progress: st.resume_url.is_some(),
+            });
+        }
+        let api_usage = cache
+            .state(STATE_API_USAGE)?
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        Ok(Status {
+            signed_in,
+            contact_retrieval: self.config.sync.contact_retrieval,
+            records,
+            index_entries: cache.stats()?.index_entries,
+            pending_tasks: 0,
+            api_usage,
+            data_dir: self.data.root().to_owned(),
+        })
+    }
+}
