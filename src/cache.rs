@@ -561,6 +561,34 @@ impl Cache {
         self.flush()
     }
 
+    /// Ids of cached `kind` records with `after < id <= upto` (either bound open).
+    pub fn ids_between(
+        &self,
+        kind: ObjectKind,
+        after: Option<&str>,
+        upto: Option<&str>,
+    ) -> Result<Vec<RecordId>, CacheError> {
+        use std::ops::Bound;
+        let lo = match after {
+            Some(a) => Bound::Excluded(key(P_RECORD, a.as_bytes())),
+            None => Bound::Included(vec![P_RECORD]),
+        };
+        let hi = match upto {
+            Some(u) => Bound::Included(key(P_RECORD, u.as_bytes())),
+            None => Bound::Excluded(vec![P_RECORD + 1]),
+        };
+        let mut out = Vec::new();
+        for item in self.db.range::<Vec<u8>, _>((lo, hi)) {
+            let (_, v) = item.map_err(storage(&self.path))?;
+            if let Some(r) = decode::<CachedRecord>(RECORD_FORMAT, &v) {
+                if r.kind == kind {
+                    out.push(r.id);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Rebuilds the phone index and counters from the records, inserting index entries in key
     /// order (sorted on disk, so memory stays flat whatever the cache's size).
     pub fn reindex(&self) -> Result<(), CacheError> {

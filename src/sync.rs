@@ -58,6 +58,10 @@ pub struct ObjectState {
     /// The org has person accounts (Account only).
     #[serde(default)]
     pub person_accounts: bool,
+    /// A full load in progress: the last Id of the last stored page (pages come in Id order,
+    /// so cached Ids up to here that the load did not return are gone from Salesforce).
+    #[serde(default)]
+    pub swept_to: Option<String>,
 }
 
 fn state_key(kind: ObjectKind) -> String {
@@ -215,24 +219,17 @@ impl SyncEngine<'_> {
             _ => false,
         };
         let empty = self.cache.count(kind)? == 0;
-        // Ids present before the load; whatever the load does not see is gone from Salesforce.
-        let mut stale: HashSet<RecordId> = if empty {
-            HashSet::new()
-        } else {
-            self.cache
-                .records()
-                .filter_map(|r| r.ok())
-                .filter(|r| r.kind == kind)
-                .map(|r| r.id)
-                .collect()
-        };
         let resuming = st.resume_url.is_some() && !restart;
+        if !resuming {
+            st.swept_to = None;
+        }
         let mut page = match st.resume_url.clone().filter(|_| resuming) {
             Some(url) => match self.client.next_page(&url).await {
                 Ok(p) => p,
                 // The cursor expired (2 days) or is unknown: start this object again.
                 Err(SfError::Api { code, .. }) if code == "INVALID_QUERY_LOCATOR" => {
                     st.load_started = None;
+                    st.swept_to = None;
                     self.first_page(kind, person_accounts).await?
                 }
                 Err(e) => return Err(e.into()),
@@ -252,13 +249,17 @@ impl SyncEngine<'_> {
         let total = page.total_size;
         let mut loaded = 0u64;
         let mut upserted = 0usize;
+        let mut deleted = 0usize;
         let mut max_stamp: Option<String> = st.watermark.clone().filter(|_| resuming);
         loop {
             let mut changes = Vec::with_capacity(page.records.len());
+            let mut seen: HashSet<String> = HashSet::with_capacity(page.records.len());
             for v in &page.records {
+                if let Some(id) = v["Id"].as_str() {
+                    seen.insert(id.to_owned());
+                }
                 match from_sobject(v, Some(kind), self.normalizer, self.rules) {
                     Ok(r) => {
-                        stale.remove(&r.id);
                         let stamp = v["SystemModstamp"].as_str().map(str::to_owned);
                         if stamp > max_stamp {
                             max_stamp = stamp;
@@ -272,6 +273,29 @@ impl SyncEngine<'_> {
             }
             loaded += page.records.len() as u64;
             upserted += changes.len();
+            // Sweep this page's Id range: cached records Salesforce no longer returns.
+            let upto = if page.next_records_url.is_some() {
+                page.records
+                    .last()
+                    .and_then(|v| v["Id"].as_str())
+                    .map(str::to_owned)
+            } else {
+                None
+            };
+            if !empty || resuming {
+                for id in self
+                    .cache
+                    .ids_between(kind, st.swept_to.as_deref(), upto.as_deref())?
+                {
+                    if !seen.contains(id.as_str()) {
+                        changes.push(Change::Delete(id));
+                        deleted += 1;
+                    }
+                }
+            }
+            if upto.is_some() {
+                st.swept_to = upto;
+            }
             st.resume_url = page.next_records_url.clone();
             st.watermark = max_stamp.clone();
             let state = serde_json::to_vec(&st).unwrap_or_default();
@@ -287,12 +311,10 @@ impl SyncEngine<'_> {
                 None => break,
             }
         }
-        // Records Salesforce no longer has (or no longer shows us).
-        let gone: Vec<Change> = stale.into_iter().map(Change::Delete).collect();
-        let deleted = gone.len();
         let now = format_sf_datetime(Utc::now());
         st.resume_url = None;
         st.load_started = None;
+        st.swept_to = None;
         st.last_full = Some(now.clone());
         st.last_sync = Some(now);
         // The watermark: the later of the newest stamp seen and the load's start.
@@ -300,9 +322,6 @@ impl SyncEngine<'_> {
         let state = serde_json::to_vec(&st).unwrap_or_default();
         if empty {
             self.cache.finish_bulk()?;
-        }
-        for chunk in gone.chunks(2_000) {
-            self.cache.apply(chunk, &[])?;
         }
         self.cache.apply(&[], &[(&key, state)])?;
         tracing::info!(object = %kind, upserted, deleted, "full load done");

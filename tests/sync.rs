@@ -412,3 +412,39 @@ async fn blocked_apps_explain_the_fix() {
         "{e}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_past_the_recycle_bin_window_means_a_full_resync_that_sweeps() {
+    let rig = Rig::new(4_000, 500).await;
+    let client = rig.client();
+    rig.sync(&client, false).await.unwrap();
+    // A contact is deleted and purged from the recycle bin while the agent is away (the org
+    // no longer returns it at all, not even to queryAll).
+    let rows = rig.sim.org().rows("Contact");
+    let gone = rows
+        .iter()
+        .find(|r| r["Phone"].is_string() && r["IsPersonAccount"] != json!(true))
+        .unwrap()
+        .clone();
+    let gone_id = gone["Id"].as_str().unwrap().to_owned();
+    assert!(rig
+        .lookup(gone["Phone"].as_str().unwrap())
+        .contains(&gone_id));
+    rig.sim.org().admin_purge("Contact", &gone_id);
+    // Sixteen days offline: the watermark is older than the deleted-records window.
+    let mut st = load_state(&rig.cache, ObjectKind::Contact).unwrap();
+    st.watermark = Some("2020-01-01T00:00:00.000+0000".into());
+    rig.cache
+        .apply(&[], &[("sync:Contact", serde_json::to_vec(&st).unwrap())])
+        .unwrap();
+    let r = rig.sync(&client, false).await.unwrap();
+    assert!(r.full.contains(&"Contact".to_string()), "{r:?}");
+    assert!(r.deleted >= 1, "{r:?}");
+    assert!(!rig
+        .lookup(gone["Phone"].as_str().unwrap())
+        .contains(&gone_id));
+    assert_eq!(
+        rig.cache.count(ObjectKind::Contact).unwrap(),
+        rig.active_count("Contact", |_| true)
+    );
+}

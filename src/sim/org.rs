@@ -617,6 +617,15 @@ impl Org {
         true
     }
 
+    /// Removes a record for good (the recycle bin was emptied): no API returns it any more.
+    pub fn admin_purge(&mut self, object: &str, id: &str) -> bool {
+        self.deleted_log
+            .retain(|(o, i, _)| !(o == object && i == id));
+        self.objects
+            .get_mut(object)
+            .is_some_and(|t| t.remove(id).is_some())
+    }
+
     pub fn admin_undelete(&mut self, object: &str, id: &str) -> bool {
         let stamp = format_sf_datetime(self.stamp());
         let Some(row) = self.objects.get_mut(object).and_then(|t| t.get_mut(id)) else {

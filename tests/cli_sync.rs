@@ -1,0 +1,213 @@
+//! The CLI against the simulated org with real processes: `callsync connect` (the test plays the
+//! browser), `callsync sync` killed with SIGKILL in the middle of a full load and run again,
+//! `callsync status`, `callsync lookup`, `callsync disconnect`.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use callsync::sim::{Fault, FaultKind, Sim, SimOptions};
+use serde_json::{json, Value};
+
+fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_callsync"))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn cmd(dir: &Path) -> Command {
+    let mut c = Command::new(bin());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("CALLSYNC_") || k == "RUST_LOG" {
+            c.env_remove(k);
+        }
+    }
+    c.env("CALLSYNC_DATA_DIR", dir.join("data"))
+        .env("CALLSYNC_CONFIG", dir.join("user.toml"))
+        .env("CALLSYNC_MANAGED_CONFIG", dir.join("managed.toml"));
+    c
+}
+
+fn status(dir: &Path) -> Value {
+    let out = cmd(dir).args(["status", "--json"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn records(st: &Value, object: &str) -> (u64, bool) {
+    let o = st["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["object"] == object)
+        .unwrap();
+    (
+        o["records"].as_u64().unwrap(),
+        o["load_in_progress"].as_bool().unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_sync_killed_midway_resume_status_lookup_disconnect() {
+    let sim = Sim::start(
+        SimOptions {
+            records: 20_000,
+            page_size: 500,
+            seed: 3,
+            ..Default::default()
+        },
+        0,
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_owned();
+    std::fs::write(
+        d.join("user.toml"),
+        format!(
+            "[salesforce]\nlogin_url = \"{}\"\nclient_id = \"callsync-sim-client\"\nredirect_port = {}\n[auth]\nstore = \"file\"\n",
+            sim.url(),
+            free_port()
+        ),
+    )
+    .unwrap();
+
+    // Not signed in yet: a clear exit code.
+    let out = cmd(&d).arg("sync").output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(6),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // connect --no-browser prints the address; the test is the browser.
+    let mut child = cmd(&d)
+        .args(["connect", "--no-browser"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let url = tokio::task::spawn_blocking(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        let url = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .find_map(|l| l.trim().starts_with("http").then(|| l.trim().to_owned()))
+            .unwrap();
+        // Keep draining so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        url
+    })
+    .await
+    .unwrap();
+    assert!(url.contains("code_challenge_method=S256"), "{url}");
+    callsync::sim::play_browser(url).await.unwrap();
+    let st = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(st.success());
+    let auth = std::fs::read_to_string(d.join("data/auth.json")).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(d.join("data/auth.json"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "the token file must be private");
+    }
+    assert!(auth.contains("refresh_token"));
+    let h = cmd(&d)
+        .args(["auth", "history", "--json"])
+        .output()
+        .unwrap();
+    let h: Value = serde_json::from_slice(&h.stdout).unwrap();
+    assert_eq!(h.as_array().unwrap().len(), 1);
+    assert_eq!(h[0]["org_id"], "00DSIM000000001AAA");
+
+    // Slow pages, so that the kill lands in the middle of the contacts' full load.
+    sim.org().faults = vec![Fault {
+        kind: FaultKind::Latency,
+        method: Some("GET".into()),
+        path_contains: Some("/query/".into()),
+        skip: 0,
+        times: None,
+        latency_ms: 150,
+    }];
+    let mut sync = cmd(&d)
+        .arg("sync")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    // Wait until a few pages are in (the cache is locked by the child; watch the sim instead).
+    while sim.org().api_calls < 6 && t.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    sync.kill().unwrap(); // SIGKILL
+    sync.wait().unwrap();
+
+    let st = status(&d);
+    let (partial, in_progress) = records(&st, "Contact");
+    assert!(
+        in_progress,
+        "the interrupted load should be resumable: {st:#}"
+    );
+    let _ = partial;
+
+    sim.org().faults.clear();
+    let out = cmd(&d).arg("sync").output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let st = status(&d);
+    let contacts = sim.org().count("Contact") as u64;
+    assert_eq!(records(&st, "Contact"), (contacts, false), "{st:#}");
+    assert_eq!(st["signed_in"]["org_id"], "00DSIM000000001AAA");
+    assert!(st["api_usage"]["used"].as_u64().unwrap() > 0);
+
+    // The last contact's number identifies it.
+    let rows = sim.org().rows("Contact");
+    let c = rows
+        .iter()
+        .rev()
+        .find(|r| r["Phone"].is_string() && r["IsPersonAccount"] != json!(true))
+        .unwrap();
+    let out = cmd(&d)
+        .args(["lookup", "--json", c["Phone"].as_str().unwrap()])
+        .output()
+        .unwrap();
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ids: Vec<&str> = std::iter::once(&r["best"])
+        .chain(r["others"].as_array().unwrap())
+        .filter_map(|m| m["id"].as_str())
+        .collect();
+    assert!(ids.contains(&c["Id"].as_str().unwrap()), "{r:#}");
+
+    // Disconnect revokes at Salesforce and forgets locally; the cache stays.
+    let out = cmd(&d).arg("disconnect").output().unwrap();
+    assert!(out.status.success());
+    assert!(!d.join("data/auth.json").exists());
+    let st = status(&d);
+    assert!(st["signed_in"].is_null());
+    assert_eq!(records(&st, "Contact").0, contacts);
+    let out = cmd(&d).arg("sync").output().unwrap();
+    assert_eq!(out.status.code(), Some(6));
+}
