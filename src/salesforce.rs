@@ -185,8 +185,20 @@ struct Live {
     access_token: Option<Secret>,
 }
 
-/// A signed-in connection to one org.
+/// A signed-in connection to one org. Cloning is cheap and shares the session.
+#[derive(Clone)]
 pub struct Client {
+    inner: Arc<Inner>,
+}
+
+impl std::ops::Deref for Client {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.inner
+    }
+}
+
+pub struct Inner {
     http: reqwest::Client,
     cfg: ClientConfig,
     store: Arc<dyn AuthStore>,
@@ -217,20 +229,24 @@ impl Client {
             .map_err(|e| SfError::Store(e.to_string()))?
             .ok_or(SfError::NotConnected)?;
         Ok(Client {
-            http: http_client(cfg.timeout)?,
-            live: Mutex::new(Live {
-                instance_url: auth.instance_url.clone(),
-                access_token: None,
+            inner: Arc::new(Inner {
+                http: http_client(cfg.timeout)?,
+                live: Mutex::new(Live {
+                    instance_url: auth.instance_url.clone(),
+                    access_token: None,
+                }),
+                cfg,
+                store,
+                auth,
+                api_used: AtomicU64::new(0),
+                api_max: AtomicU64::new(0),
+                calls: AtomicU64::new(0),
             }),
-            cfg,
-            store,
-            auth,
-            api_used: AtomicU64::new(0),
-            api_max: AtomicU64::new(0),
-            calls: AtomicU64::new(0),
         })
     }
+}
 
+impl Inner {
     pub fn auth(&self) -> &StoredAuth {
         &self.auth
     }

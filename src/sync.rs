@@ -252,6 +252,11 @@ impl SyncEngine<'_> {
         let mut deleted = 0usize;
         let mut max_stamp: Option<String> = st.watermark.clone().filter(|_| resuming);
         loop {
+            // Fetch the next page while this one is converted and stored.
+            let prefetch = page.next_records_url.clone().map(|url| {
+                let client = self.client.clone();
+                tokio::spawn(async move { client.next_page(&url).await })
+            });
             let mut changes = Vec::with_capacity(page.records.len());
             let mut seen: HashSet<String> = HashSet::with_capacity(page.records.len());
             for v in &page.records {
@@ -306,8 +311,12 @@ impl SyncEngine<'_> {
                 self.cache.apply(&changes, &[(&key, state)])?;
             }
             progress(kind, loaded, total);
-            match page.next_records_url.clone() {
-                Some(url) => page = self.client.next_page(&url).await?,
+            match prefetch {
+                Some(next) => {
+                    page = next
+                        .await
+                        .map_err(|e| SfError::Protocol(format!("page fetch stopped: {e}")))??
+                }
                 None => break,
             }
         }
