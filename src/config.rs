@@ -184,6 +184,8 @@ pub struct SyncConfig {
     pub interval_secs: u64,
     /// Seconds re-read before the watermark on each cycle.
     pub overlap_secs: u64,
+    /// Above this share of the org's daily API limit (percent), sync slows down.
+    pub api_usage_limit_percent: u8,
 }
 
 impl Default for SyncConfig {
@@ -192,6 +194,7 @@ impl Default for SyncConfig {
             contact_retrieval: true,
             interval_secs: 300,
             overlap_secs: 120,
+            api_usage_limit_percent: 50,
         }
     }
 }
@@ -310,6 +313,12 @@ impl Config {
         }
         if !(30..=86_400).contains(&self.sync.interval_secs) {
             bad("sync.interval_secs", "must be between 30 and 86400".into());
+        }
+        if !(1..=99).contains(&self.sync.api_usage_limit_percent) {
+            bad(
+                "sync.api_usage_limit_percent",
+                "must be between 1 and 99".into(),
+            );
         }
         if self.sync.overlap_secs > 3_600 {
             bad("sync.overlap_secs", "must be at most 3600".into());

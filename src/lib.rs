@@ -17,6 +17,7 @@ pub mod paths;
 pub mod phone;
 pub mod record;
 pub mod salesforce;
+pub mod schedule;
 pub mod sim;
 pub mod sync;
 pub mod synth;

@@ -103,6 +103,9 @@ enum Command {
         /// Reload everything instead of only what changed.
         #[arg(long)]
         full: bool,
+        /// Keep syncing on the adaptive schedule until Ctrl-C (the agent does this itself).
+        #[arg(long, conflicts_with = "full")]
+        watch: bool,
     },
     /// Signed-in org and user, last sync, records per object, pending work, API usage.
     Status {
@@ -421,7 +424,11 @@ fn run(command: Command, layered: &Layered, data: &DataDir) -> anyhow::Result<u8
         }
         Command::Connect { no_browser } => runtime()?.block_on(connect(layered, data, no_browser)),
         Command::Disconnect => runtime()?.block_on(disconnect(layered, data)),
-        Command::Sync { full } => runtime()?.block_on(sync_now(layered, data, full)),
+        Command::Sync {
+            full: _,
+            watch: true,
+        } => runtime()?.block_on(sync_watch(layered, data)),
+        Command::Sync { full, watch: false } => runtime()?.block_on(sync_now(layered, data, full)),
         Command::Status { json } => status(layered, data, json),
         Command::Auth(AuthCmd::History { json }) => {
             let app = App::new(layered.config.clone(), data.clone());
@@ -897,4 +904,70 @@ fn status(layered: &Layered, data: &DataDir, json: bool) -> anyhow::Result<u8> {
         );
     }
     Ok(exit::OK)
+}
+
+/// Syncs on the adaptive schedule until Ctrl-C; failures back off and never stop the loop
+/// (except a sign-in that must be renewed).
+async fn sync_watch(layered: &Layered, data: &DataDir) -> anyhow::Result<u8> {
+    use callsync::schedule::{next_delay, ScheduleInput};
+    let app = App::new(layered.config.clone(), data.clone());
+    let client = match app.client() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("callsync: {e}");
+            return Ok(sf_exit(&e));
+        }
+    };
+    let (cache, _) = app.open_cache()?;
+    let mut failures = 0u32;
+    let mut rng = fastrand::Rng::new();
+    loop {
+        let rate_limited = match app.sync(&cache, &client, false, &mut |_, _, _| {}).await {
+            Ok(r) => {
+                failures = 0;
+                tracing::info!(
+                    upserted = r.upserted,
+                    deleted = r.deleted,
+                    api_calls = r.api_calls,
+                    "sync"
+                );
+                outln!(
+                    "{} synced: {} updated, {} removed, {} API call(s)",
+                    chrono::Local::now().format("%H:%M:%S"),
+                    r.upserted,
+                    r.deleted,
+                    r.api_calls
+                );
+                false
+            }
+            Err(callsync::sync::SyncError::Salesforce(e)) if !e.is_retryable() => {
+                eprintln!("callsync: {e}");
+                return Ok(sf_exit(&e));
+            }
+            Err(e) => {
+                failures += 1;
+                tracing::warn!(error = %e, failures, "sync failed; backing off");
+                eprintln!("callsync: sync failed ({e}); retrying later");
+                matches!(&e, callsync::sync::SyncError::Salesforce(s) if s.is_rate_limited())
+            }
+        };
+        let delay = next_delay(ScheduleInput {
+            base: std::time::Duration::from_secs(app.config.sync.interval_secs),
+            calls_flowing: false,
+            idle: false,
+            api_share: client.api_usage().map(|(u, m)| u as f64 / m.max(1) as f64),
+            api_threshold: f64::from(app.config.sync.api_usage_limit_percent) / 100.0,
+            failures,
+            rate_limited,
+            jitter: rng.f64(),
+        });
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = tokio::signal::ctrl_c() => {
+                cache.flush()?;
+                outln!("stopped");
+                return Ok(exit::OK);
+            }
+        }
+    }
 }
