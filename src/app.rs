@@ -108,7 +108,11 @@ impl App {
             .ok()
             .and_then(|v| v["username"].as_str().map(str::to_owned))
             .unwrap_or_default();
-        let stored = auth::stored_from(&cfg, t, &username, method);
+        let mut stored = auth::stored_from(&cfg, t, &username, method);
+        if method == "jwt" {
+            stored.username = self.config.salesforce.jwt_username.clone();
+            stored.jwt_key_file = Some(self.config.salesforce.jwt_key_file.clone());
+        }
         self.auth_store()
             .save(&stored)
             .map_err(|e| SfError::Store(e.to_string()))?;

@@ -28,6 +28,9 @@ pub struct StoredAuth {
     /// `pkce` or `jwt`.
     pub method: String,
     pub connected_at: String,
+    /// JWT sign-ins renew by signing a new assertion with this key (its path, not the key).
+    #[serde(default)]
+    pub jwt_key_file: Option<String>,
 }
 
 /// Where the sign-in is kept.
@@ -436,6 +439,7 @@ pub fn stored_from(
         refresh_token: t.refresh_token.clone().unwrap_or_default(),
         method: method.into(),
         connected_at: crate::record::format_sf_datetime(chrono::Utc::now()),
+        jwt_key_file: None,
     }
 }
 
@@ -454,6 +458,7 @@ mod tests {
             refresh_token: Secret::new("5Aep-secret"),
             method: "pkce".into(),
             connected_at: "2026-11-21T00:00:00.000+0000".into(),
+            jwt_key_file: None,
         }
     }
 

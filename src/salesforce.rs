@@ -279,6 +279,23 @@ impl Inner {
             .load()
             .map_err(|e| SfError::Store(e.to_string()))?
             .ok_or(SfError::NotConnected)?;
+        if current.method == "jwt" {
+            // No refresh token with JWT: sign a new assertion with the deployed key.
+            let path = current.jwt_key_file.clone().unwrap_or_default();
+            let key = std::fs::read(&path).map_err(|e| {
+                SfError::SignInNeeded(format!("cannot read the JWT key {path}: {e}"))
+            })?;
+            self.calls.fetch_add(1, Ordering::Relaxed);
+            let tr = crate::auth::sign_in_jwt(&self.cfg, &current.username, &key)
+                .await
+                .map_err(|e| match e {
+                    crate::auth::SignInError::Salesforce(s) => s,
+                    other => SfError::SignInNeeded(other.to_string()),
+                })?;
+            live.instance_url = tr.instance_url;
+            live.access_token = Some(tr.access_token);
+            return Ok(());
+        }
         let form = [
             ("grant_type", "refresh_token"),
             ("refresh_token", current.refresh_token.expose()),

@@ -448,3 +448,60 @@ async fn offline_past_the_recycle_bin_window_means_a_full_resync_that_sweeps() {
         rig.active_count("Contact", |_| true)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwt_bearer_signs_in_without_a_browser() {
+    let sim = Sim::start(
+        SimOptions {
+            records: 50,
+            ..Default::default()
+        },
+        0,
+    )
+    .await
+    .unwrap();
+    // A throwaway key made for this test (tests/fixtures); the org checks the claims.
+    let key = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/jwt-test-key.pem"
+    ))
+    .unwrap();
+    let c = cfg(&sim);
+    let t = auth::sign_in_jwt(&c, "agent@sim.example.com", &key)
+        .await
+        .unwrap();
+    assert!(
+        t.refresh_token.is_none(),
+        "JWT grants carry no refresh token"
+    );
+    assert_eq!(t.org_and_user().1, "005SIM000000001AAA");
+    // A JWT install renews its session by signing a new assertion (no refresh token exists).
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn AuthStore> = Arc::new(FileStore::new(dir.path().join("auth.json")));
+    let mut stored = auth::stored_from(&c, &t, "agent@sim.example.com", "jwt");
+    stored.jwt_key_file = Some(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/jwt-test-key.pem"
+        )
+        .into(),
+    );
+    store.save(&stored).unwrap();
+    let client = Client::from_store(c.clone(), store).unwrap();
+    client.get(&client.data_path("/limits")).await.unwrap();
+    sim.org().expire_sessions();
+    client.get(&client.data_path("/limits")).await.unwrap();
+    let e = auth::sign_in_jwt(&c, "nobody@sim.example.com", &key)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("approved") && e.contains("pre-authorized"),
+        "{e}"
+    );
+    let e = auth::sign_in_jwt(&c, "agent@sim.example.com", b"not a key")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not an RSA private key"), "{e}");
+}
