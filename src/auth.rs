@@ -12,7 +12,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::salesforce::{api_error, http_client, ClientConfig, Secret, SfError, TokenResponse};
+use crate::salesforce::{
+    api_error, http_client, read, ClientConfig, Secret, SfError, TokenResponse,
+};
 
 /// What callsync keeps about a sign-in.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -378,20 +380,11 @@ async fn token_request(
     form: &[(&str, &str)],
 ) -> Result<TokenResponse, SignInError> {
     let http = http_client(cfg.timeout)?;
-    let r = http
-        .post(format!(
-            "{}/services/oauth2/token",
-            cfg.login_url.trim_end_matches('/')
-        ))
-        .form(form)
-        .send()
-        .await
-        .map_err(|e| SfError::Network(e.to_string()))?;
-    let status = r.status().as_u16();
-    let text = r
-        .text()
-        .await
-        .map_err(|e| SfError::Network(e.to_string()))?;
+    let url = format!(
+        "{}/services/oauth2/token",
+        cfg.login_url.trim_end_matches('/')
+    );
+    let (status, text) = read(http.post(url).form(form)).await?;
     if status != 200 {
         return Err(match api_error(status, &text) {
             SfError::Api { code, message, .. } => explain(&code, &message),
@@ -404,17 +397,7 @@ async fn token_request(
 /// Fetches the identity (username) for a fresh token.
 pub async fn identity(cfg: &ClientConfig, t: &TokenResponse) -> Result<Value, SfError> {
     let http = http_client(cfg.timeout)?;
-    let r = http
-        .get(&t.id)
-        .bearer_auth(t.access_token.expose())
-        .send()
-        .await
-        .map_err(|e| SfError::Network(e.to_string()))?;
-    let status = r.status().as_u16();
-    let text = r
-        .text()
-        .await
-        .map_err(|e| SfError::Network(e.to_string()))?;
+    let (status, text) = read(http.get(&t.id).bearer_auth(t.access_token.expose())).await?;
     if status != 200 {
         return Err(api_error(status, &text));
     }

@@ -693,6 +693,14 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
+/// The client for the stored sign-in, or the exit code that explains why there is none.
+fn signed_in_client(app: &App) -> Result<callsync::salesforce::Client, u8> {
+    app.client().map_err(|e| {
+        eprintln!("callsync: {e}");
+        sf_exit(&e)
+    })
+}
+
 /// Exit code for a Salesforce error.
 fn sf_exit(e: &SfError) -> u8 {
     match e {
@@ -795,12 +803,9 @@ async fn disconnect(layered: &Layered, data: &DataDir) -> anyhow::Result<u8> {
 
 async fn sync_now(layered: &Layered, data: &DataDir, full: bool) -> anyhow::Result<u8> {
     let app = App::new(layered.config.clone(), data.clone());
-    let client = match app.client() {
+    let client = match signed_in_client(&app) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("callsync: {e}");
-            return Ok(sf_exit(&e));
-        }
+        Err(code) => return Ok(code),
     };
     let (cache, _) = app.open_cache()?;
     let bar = if std::io::stderr().is_terminal() {
@@ -911,12 +916,9 @@ fn status(layered: &Layered, data: &DataDir, json: bool) -> anyhow::Result<u8> {
 async fn sync_watch(layered: &Layered, data: &DataDir) -> anyhow::Result<u8> {
     use callsync::schedule::{next_delay, ScheduleInput};
     let app = App::new(layered.config.clone(), data.clone());
-    let client = match app.client() {
+    let client = match signed_in_client(&app) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("callsync: {e}");
-            return Ok(sf_exit(&e));
-        }
+        Err(code) => return Ok(code),
     };
     let (cache, _) = app.open_cache()?;
     let mut failures = 0u32;

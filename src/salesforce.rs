@@ -160,7 +160,15 @@ pub fn api_error(status: u16, body: &str) -> SfError {
     }
 }
 
-fn network(e: reqwest::Error) -> SfError {
+/// Sends a request and reads the whole answer: (status, body text).
+pub(crate) async fn read(rb: reqwest::RequestBuilder) -> Result<(u16, String), SfError> {
+    let r = rb.send().await.map_err(network)?;
+    let status = r.status().as_u16();
+    let text = r.text().await.map_err(network)?;
+    Ok((status, text))
+}
+
+pub(crate) fn network(e: reqwest::Error) -> SfError {
     let mut msg = e.to_string();
     let mut src = std::error::Error::source(&e);
     while let Some(s) = src {
@@ -302,18 +310,11 @@ impl Inner {
             ("client_id", &self.cfg.client_id),
         ];
         self.calls.fetch_add(1, Ordering::Relaxed);
-        let r = self
-            .http
-            .post(format!(
-                "{}/services/oauth2/token",
-                current.login_url.trim_end_matches('/')
-            ))
-            .form(&form)
-            .send()
-            .await
-            .map_err(network)?;
-        let status = r.status().as_u16();
-        let text = r.text().await.map_err(network)?;
+        let url = format!(
+            "{}/services/oauth2/token",
+            current.login_url.trim_end_matches('/')
+        );
+        let (status, text) = read(self.http.post(url).form(&form)).await?;
         if status != 200 {
             let e = api_error(status, &text);
             if let SfError::Api { code, message, .. } = &e {
@@ -429,22 +430,18 @@ impl Inner {
 
     /// Revokes the refresh token (and its sessions) at Salesforce.
     pub async fn revoke(&self) -> Result<(), SfError> {
-        let r = self
+        let url = format!(
+            "{}/services/oauth2/revoke",
+            self.auth.login_url.trim_end_matches('/')
+        );
+        let rb = self
             .http
-            .post(format!(
-                "{}/services/oauth2/revoke",
-                self.auth.login_url.trim_end_matches('/')
-            ))
-            .form(&[("token", self.auth.refresh_token.expose())])
-            .send()
-            .await
-            .map_err(network)?;
-        let status = r.status().as_u16();
-        if status == 200 {
-            return Ok(());
+            .post(url)
+            .form(&[("token", self.auth.refresh_token.expose())]);
+        match read(rb).await? {
+            (200, _) => Ok(()),
+            (status, text) => Err(api_error(status, &text)),
         }
-        let text = r.text().await.map_err(network)?;
-        Err(api_error(status, &text))
     }
 
     fn note_usage(&self, headers: &reqwest::header::HeaderMap) {

@@ -1653,25 +1653,10 @@ impl Org {
 
     /// Collections: one result per record, `statusCode` in errors, always 200 when well-formed.
     fn collection(&mut self, req: &Request, update_key: Option<&str>) -> Response {
-        let Some(records) = req
-            .body
-            .as_ref()
-            .and_then(|b| b.get("records"))
-            .and_then(Value::as_array)
-            .cloned()
-        else {
-            return resp(400, err("JSON_PARSER_ERROR", "records is required", &[]));
+        let records = match collection_records(req) {
+            Ok(r) => r,
+            Err(e) => return e,
         };
-        if records.len() > 200 {
-            return resp(
-                400,
-                err(
-                    "EXCEEDED_MAX_SEMIJOIN_SUBSELECTS",
-                    "Exceeded max limit of 200 records",
-                    &[],
-                ),
-            );
-        }
         let all_or_none = req
             .body
             .as_ref()
@@ -1715,25 +1700,10 @@ impl Org {
     }
 
     fn collection_upsert(&mut self, req: &Request, object: &str, field: &str) -> Response {
-        let Some(records) = req
-            .body
-            .as_ref()
-            .and_then(|b| b.get("records"))
-            .and_then(Value::as_array)
-            .cloned()
-        else {
-            return resp(400, err("JSON_PARSER_ERROR", "records is required", &[]));
+        let records = match collection_records(req) {
+            Ok(r) => r,
+            Err(e) => return e,
         };
-        if records.len() > 200 {
-            return resp(
-                400,
-                err(
-                    "EXCEEDED_MAX_SEMIJOIN_SUBSELECTS",
-                    "Exceeded max limit of 200 records",
-                    &[],
-                ),
-            );
-        }
         let mut out = Vec::new();
         for r in &records {
             let mut body = r.as_object().cloned().unwrap_or_default();
@@ -1822,6 +1792,28 @@ impl Org {
     pub fn set_rotation(&mut self, on: bool) {
         self.opts.rotate_refresh_tokens = on;
     }
+}
+
+/// The `records` of a Collections request (at most 200).
+fn collection_records(req: &Request) -> Result<Vec<Value>, Response> {
+    let records = req
+        .body
+        .as_ref()
+        .and_then(|b| b.get("records"))
+        .and_then(Value::as_array)
+        .cloned()
+        .ok_or_else(|| resp(400, err("JSON_PARSER_ERROR", "records is required", &[])))?;
+    if records.len() > 200 {
+        return Err(resp(
+            400,
+            err(
+                "EXCEEDED_MAX_SEMIJOIN_SUBSELECTS",
+                "Exceeded max limit of 200 records",
+                &[],
+            ),
+        ));
+    }
+    Ok(records)
 }
 
 fn collection_result(r: Response) -> Value {
