@@ -224,6 +224,22 @@ fn bad_lines_are_reported_with_their_number_and_the_rest_loads() {
 }
 
 #[test]
+fn lookups_say_when_contact_retrieval_is_off() {
+    let env = Env::new();
+    env.import(&env.write_jsonl("r.jsonl", &sample()));
+    env.cmd()
+        .args([
+            "lookup",
+            "0312345678",
+            "--set",
+            "sync.contact_retrieval=false",
+        ])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("contact retrieval is off"));
+}
+
+#[test]
 fn clear_empties_the_cache() {
     let env = Env::new();
     env.import(&env.write_jsonl("r.jsonl", &sample()));

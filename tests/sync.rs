@@ -505,3 +505,25 @@ async fn jwt_bearer_signs_in_without_a_browser() {
         .to_string();
     assert!(e.contains("not an RSA private key"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contact_retrieval_off_loads_only_users() {
+    let rig = Rig::new(1_000, 2_000).await;
+    let client = rig.client();
+    let engine = SyncEngine {
+        client: &client,
+        cache: &rig.cache,
+        normalizer: &rig.n,
+        rules: &rig.rules,
+        settings: SyncSettings {
+            contact_retrieval: false,
+            ..SyncSettings::default()
+        },
+    };
+    let r = engine.run(false, &mut |_, _, _| {}).await.unwrap();
+    assert_eq!(r.full, ["User"]);
+    for kind in [ObjectKind::Contact, ObjectKind::Account, ObjectKind::Lead] {
+        assert_eq!(rig.cache.count(kind).unwrap(), 0);
+    }
+    assert!(rig.cache.count(ObjectKind::User).unwrap() > 0);
+}

@@ -1864,3 +1864,257 @@ fn prune(row: Value, fields: &[String]) -> Value {
     m.retain(|k, _| k == "attributes" || keep.iter().any(|f| f.eq_ignore_ascii_case(k)));
     Value::Object(m)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn org() -> Org {
+        Org::new(
+            SimOptions {
+                records: 200,
+                ..Default::default()
+            },
+            "http://127.0.0.1:1",
+        )
+    }
+
+    fn req(method: &str, path: &str, body: Value) -> Request {
+        Request {
+            method: method.into(),
+            path: path.into(),
+            query: HashMap::new(),
+            body: Some(body),
+            user_id: "005SIM000000001AAA".into(),
+            version: "62.0".into(),
+        }
+    }
+
+    fn first_id(org: &Org, object: &str, pred: impl Fn(&Value) -> bool) -> String {
+        org.rows(object).into_iter().find(|r| pred(r)).unwrap()["Id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    #[test]
+    fn task_validation_table() {
+        let mut o = org();
+        let contact = first_id(&o, "Contact", |_| true);
+        let account = first_id(&o, "Account", |_| true);
+        let lead = first_id(&o, "Lead", |_| true);
+        let ok = json!({"Subject": "Call", "Status": "Completed", "TaskSubtype": "Call", "CallType": "Inbound"});
+        let with = |extra: Value| {
+            let mut b = ok.clone();
+            for (k, v) in extra.as_object().unwrap() {
+                b[k] = v.clone();
+            }
+            b
+        };
+        let table: Vec<(&str, Value, u16, &str)> = vec![
+            (
+                "valid",
+                with(json!({"WhoId": contact, "WhatId": account, "CallDurationInSeconds": 42})),
+                201,
+                "",
+            ),
+            (
+                "bad CallType",
+                with(json!({"CallType": "Incoming"})),
+                400,
+                "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
+            ),
+            (
+                "bad TaskSubtype",
+                with(json!({"TaskSubtype": "Phone"})),
+                400,
+                "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
+            ),
+            (
+                "Account in WhoId",
+                with(json!({"WhoId": account})),
+                400,
+                "FIELD_INTEGRITY_EXCEPTION",
+            ),
+            (
+                "Contact in WhatId",
+                with(json!({"WhatId": contact})),
+                400,
+                "MALFORMED_ID",
+            ),
+            (
+                "Lead with WhatId",
+                with(json!({"WhoId": lead, "WhatId": account})),
+                400,
+                "FIELD_INTEGRITY_EXCEPTION",
+            ),
+            (
+                "unknown field",
+                with(json!({"Colour__c": "red"})),
+                400,
+                "INVALID_FIELD",
+            ),
+            (
+                "read-only field",
+                with(json!({"IsClosed": true})),
+                400,
+                "INVALID_FIELD_FOR_INSERT_UPDATE",
+            ),
+            (
+                "subject too long",
+                with(json!({"Subject": "x".repeat(256)})),
+                400,
+                "STRING_TOO_LONG",
+            ),
+            (
+                "missing status",
+                json!({"Subject": "Call"}),
+                400,
+                "REQUIRED_FIELD_MISSING",
+            ),
+            (
+                "deleted who",
+                with(json!({"WhoId": "003000999999999AAA"})),
+                400,
+                "ENTITY_IS_DELETED",
+            ),
+            (
+                "bad datetime",
+                with(json!({"Call_Start__c": "yesterday"})),
+                400,
+                "JSON_PARSER_ERROR",
+            ),
+            (
+                "custom fields",
+                with(
+                    json!({"Call_Start__c": "2026-11-21T10:00:00.000+0000", "Call_Memo__c": "A;B"}),
+                ),
+                201,
+                "",
+            ),
+        ];
+        for (name, body, status, code) in table {
+            let r = o.dispatch(&req("POST", "/sobjects/Task", body));
+            assert_eq!(r.status, status, "{name}: {:?}", r.body);
+            if !code.is_empty() {
+                assert_eq!(r.body.unwrap()[0]["errorCode"], code, "{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn upsert_collections_and_composite_shapes() {
+        let mut o = org();
+        let body = json!({"Subject": "Call", "Status": "Completed"});
+        let r = o.dispatch(&req(
+            "PATCH",
+            "/sobjects/Task/Call_Id__c/abc-1",
+            body.clone(),
+        ));
+        assert_eq!(
+            (r.status, r.body.as_ref().unwrap()["created"].clone()),
+            (201, json!(true))
+        );
+        let r = o.dispatch(&req(
+            "PATCH",
+            "/sobjects/Task/Call_Id__c/abc-1",
+            json!({"Description": "memo"}),
+        ));
+        assert_eq!(
+            (r.status, r.body.as_ref().unwrap()["created"].clone()),
+            (200, json!(false))
+        );
+        assert_eq!(o.count("Task"), 1);
+        // Two Tasks with one external id: 300 with both URLs.
+        o.admin_upsert(
+            "Task",
+            json!({"Call_Id__c": "dup", "Status": "Completed"})
+                .as_object()
+                .unwrap()
+                .clone(),
+        );
+        o.admin_upsert(
+            "Task",
+            json!({"Call_Id__c": "dup", "Status": "Completed"})
+                .as_object()
+                .unwrap()
+                .clone(),
+        );
+        let r = o.dispatch(&req("PATCH", "/sobjects/Task/Call_Id__c/dup", body.clone()));
+        assert_eq!(r.status, 300);
+        assert_eq!(r.body.unwrap().as_array().unwrap().len(), 2);
+        let r = o.dispatch(&req("PATCH", "/sobjects/Task/Nope__c/x", body.clone()));
+        assert_eq!(r.status, 404);
+
+        // Collections: 200 with one result per record; errors use statusCode.
+        let r = o.dispatch(&req(
+            "POST",
+            "/composite/sobjects",
+            json!({"allOrNone": false, "records": [
+                {"attributes": {"type": "Task"}, "Subject": "a", "Status": "Completed"},
+                {"attributes": {"type": "Task"}, "Subject": "b", "CallType": "Sideways", "Status": "Completed"},
+            ]}),
+        ));
+        assert_eq!(r.status, 200);
+        let b = r.body.unwrap();
+        assert_eq!(b[0]["success"], true);
+        assert_eq!(
+            b[1]["errors"][0]["statusCode"],
+            "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST"
+        );
+        let too_many: Vec<Value> = (0..201)
+            .map(|_| json!({"attributes": {"type": "Task"}, "Status": "Completed"}))
+            .collect();
+        assert_eq!(
+            o.dispatch(&req(
+                "POST",
+                "/composite/sobjects",
+                json!({"records": too_many})
+            ))
+            .status,
+            400
+        );
+
+        // Composite: always 200, sub-statuses inside.
+        let r = o.dispatch(&req(
+            "POST",
+            "/composite",
+            json!({"compositeRequest": [
+                {"method": "POST", "url": "/services/data/v62.0/sobjects/Task", "referenceId": "t1", "body": {"Status": "Completed"}},
+                {"method": "GET", "url": "/services/data/v62.0/sobjects/Task/00T000000000000AAA", "referenceId": "t2"},
+            ]}),
+        ));
+        assert_eq!(r.status, 200);
+        let b = r.body.unwrap();
+        assert_eq!(b["compositeResponse"][0]["httpStatusCode"], 201);
+        assert_eq!(b["compositeResponse"][1]["httpStatusCode"], 404);
+    }
+
+    #[test]
+    fn replication_windows() {
+        let mut o = org();
+        let id = first_id(&o, "Lead", |_| true);
+        o.admin_delete("Lead", &id);
+        let now = o.now() + Duration::seconds(1);
+        let q = |start: chrono::DateTime<Utc>| {
+            let mut m = HashMap::new();
+            m.insert("start".to_string(), format_sf_datetime(start));
+            m.insert("end".to_string(), format_sf_datetime(now));
+            m
+        };
+        let mut r = req("GET", "/sobjects/Lead/deleted", Value::Null);
+        r.query = q(now - Duration::days(1));
+        let d = o.dispatch(&r);
+        assert_eq!(d.body.unwrap()["deletedRecords"][0]["id"], json!(id));
+        r.query = q(now - Duration::days(16));
+        assert_eq!(
+            o.dispatch(&r).body.unwrap()[0]["errorCode"],
+            "INVALID_REPLICATION_DATE"
+        );
+        let mut r = req("GET", "/sobjects/Lead/updated", Value::Null);
+        r.query = q(now - Duration::days(31));
+        assert_eq!(o.dispatch(&r).status, 400);
+        r.query = q(now - Duration::days(29));
+        assert_eq!(o.dispatch(&r).status, 200);
+    }
+}
