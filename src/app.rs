@@ -152,6 +152,8 @@ impl App {
             settings: SyncSettings {
                 contact_retrieval: self.config.sync.contact_retrieval,
                 overlap: Duration::from_secs(self.config.sync.overlap_secs),
+                bulk_threshold: self.config.sync.bulk_threshold,
+                ..SyncSettings::default()
             },
         };
         let report = engine.run(full, progress).await;
@@ -176,12 +178,13 @@ impl App {
         let mut records = Vec::new();
         for kind in ObjectKind::ALL {
             let st = sync::load_state(cache, kind)?;
+            let load_in_progress = st.load_in_progress();
             records.push(ObjectStatus {
                 object: kind.api_name().into(),
                 records: cache.count(kind)?,
                 last_sync: st.last_sync,
                 last_full: st.last_full,
-                load_in_progress: st.resume_url.is_some(),
+                load_in_progress,
             });
         }
         let api_usage = cache

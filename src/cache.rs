@@ -555,6 +555,14 @@ impl Cache {
         Ok(summary)
     }
 
+    /// Ends bulk loads if any left the index to build (see [`Cache::apply_bulk`]).
+    pub fn finish_bulk_if_pending(&self) -> Result<(), CacheError> {
+        if self.meta_flag(META_NEEDS_REINDEX)? {
+            self.finish_bulk()?;
+        }
+        Ok(())
+    }
+
     /// Ends a bulk load: rebuilds the index and counters.
     pub fn finish_bulk(&self) -> Result<(), CacheError> {
         self.reindex()?;

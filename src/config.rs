@@ -186,6 +186,8 @@ pub struct SyncConfig {
     pub overlap_secs: u64,
     /// Above this share of the org's daily API limit (percent), sync slows down.
     pub api_usage_limit_percent: u8,
+    /// First loads of objects larger than this use Bulk API 2.0 (0: never).
+    pub bulk_threshold: u64,
 }
 
 impl Default for SyncConfig {
@@ -195,6 +197,7 @@ impl Default for SyncConfig {
             interval_secs: 300,
             overlap_secs: 120,
             api_usage_limit_percent: 50,
+            bulk_threshold: 20_000,
         }
     }
 }
@@ -318,6 +321,12 @@ impl Config {
             bad(
                 "sync.api_usage_limit_percent",
                 "must be between 1 and 99".into(),
+            );
+        }
+        if self.sync.bulk_threshold != 0 && self.sync.bulk_threshold < 2_000 {
+            bad(
+                "sync.bulk_threshold",
+                "must be 0 (never) or at least 2000".into(),
             );
         }
         if self.sync.overlap_secs > 3_600 {

@@ -351,6 +351,22 @@ impl Inner {
         path: &str,
         body: Option<&Value>,
     ) -> Result<(u16, Option<Value>), SfError> {
+        let (status, _, text) = self.send_raw(method, path, body).await?;
+        let v = if text.trim().is_empty() {
+            None
+        } else {
+            Some(serde_json::from_str(&text).map_err(|e| SfError::Protocol(e.to_string()))?)
+        };
+        Ok((status, v))
+    }
+
+    /// As [`Inner::send`], answering the raw text and headers (Bulk API results are CSV).
+    pub async fn send_raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(u16, reqwest::header::HeaderMap, String), SfError> {
         let mut refreshed = false;
         loop {
             let (url, token) = {
@@ -386,17 +402,10 @@ impl Inner {
                 refreshed = true;
                 continue;
             }
+            let headers = r.headers().clone();
             let text = r.text().await.map_err(network)?;
             if status.is_success() || status.as_u16() == 300 {
-                let v = if text.trim().is_empty() {
-                    None
-                } else {
-                    Some(
-                        serde_json::from_str(&text)
-                            .map_err(|e| SfError::Protocol(e.to_string()))?,
-                    )
-                };
-                return Ok((status.as_u16(), v));
+                return Ok((status.as_u16(), headers, text));
             }
             let e = api_error(status.as_u16(), &text);
             if status == StatusCode::UNAUTHORIZED {
@@ -426,6 +435,80 @@ impl Inner {
 
     pub async fn next_page(&self, next_url: &str) -> Result<QueryPage, SfError> {
         QueryPage::from_value(self.get(next_url).await?)
+    }
+
+    /// Starts a Bulk API 2.0 query job; returns its id.
+    pub async fn bulk_query_start(&self, soql: &str) -> Result<String, SfError> {
+        let body = serde_json::json!({
+            "operation": "query", "query": soql, "contentType": "CSV",
+            "columnDelimiter": "COMMA", "lineEnding": "LF",
+        });
+        let (_, v) = self
+            .send(Method::POST, &self.data_path("/jobs/query"), Some(&body))
+            .await?;
+        v.and_then(|v| v["id"].as_str().map(str::to_owned))
+            .ok_or_else(|| SfError::Protocol("bulk job without id".into()))
+    }
+
+    /// Waits for a Bulk query job to complete (polling 0.2 s, doubling to 5 s, for up to
+    /// 15 minutes).
+    pub async fn bulk_wait(&self, job: &str) -> Result<(), SfError> {
+        let mut delay = Duration::from_millis(200);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(900);
+        loop {
+            let v = self
+                .get(&self.data_path(&format!("/jobs/query/{job}")))
+                .await?;
+            match v["state"].as_str().unwrap_or_default() {
+                "JobComplete" => return Ok(()),
+                "Failed" | "Aborted" => {
+                    return Err(SfError::Api {
+                        status: 200,
+                        code: "BULK_JOB_FAILED".into(),
+                        message: v["errorMessage"]
+                            .as_str()
+                            .unwrap_or("the bulk query job failed")
+                            .into(),
+                        fields: Vec::new(),
+                    })
+                }
+                _ if tokio::time::Instant::now() > deadline => {
+                    return Err(SfError::Protocol(format!(
+                        "bulk job {job} still running after 15 minutes"
+                    )))
+                }
+                _ => {
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    /// One page of a completed Bulk query job's results, as REST-shaped records of `object`.
+    pub async fn bulk_results(
+        &self,
+        job: &str,
+        object: &str,
+        locator: Option<&str>,
+        max_records: usize,
+    ) -> Result<BulkPage, SfError> {
+        let mut path = format!("/jobs/query/{job}/results?maxRecords={max_records}");
+        if let Some(l) = locator {
+            path.push_str(&format!("&locator={l}"));
+        }
+        let (_, headers, text) = self
+            .send_raw(Method::GET, &self.data_path(&path), None)
+            .await?;
+        let next = headers
+            .get("Sforce-Locator")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty() && *v != "null")
+            .map(str::to_owned);
+        Ok(BulkPage {
+            records: csv_records(&text, object)?,
+            next_locator: next,
+        })
     }
 
     /// Revokes the refresh token (and its sessions) at Salesforce.
@@ -466,6 +549,55 @@ pub fn parse_limit_info(v: &str) -> Option<(u64, u64)> {
         .find_map(|p| p.strip_prefix("api-usage="))?;
     let (used, max) = usage.split_once('/')?;
     Some((used.trim().parse().ok()?, max.trim().parse().ok()?))
+}
+
+/// One page of Bulk API results.
+#[derive(Clone, Debug)]
+pub struct BulkPage {
+    pub records: Vec<Value>,
+    pub next_locator: Option<String>,
+}
+
+/// Bulk CSV → records shaped as the REST API returns them: `Account.Name` columns become nested
+/// objects, empty cells null, `Is…` columns booleans.
+pub fn csv_records(text: &str, object: &str) -> Result<Vec<Value>, SfError> {
+    let mut r = csv::ReaderBuilder::new().from_reader(text.as_bytes());
+    let headers = r
+        .headers()
+        .map_err(|e| SfError::Protocol(format!("bulk CSV: {e}")))?
+        .clone();
+    let mut out = Vec::new();
+    for row in r.records() {
+        let row = row.map_err(|e| SfError::Protocol(format!("bulk CSV: {e}")))?;
+        let mut m = serde_json::Map::new();
+        m.insert("attributes".into(), serde_json::json!({"type": object}));
+        for (h, cell) in headers.iter().zip(row.iter()) {
+            let leaf = h.rsplit('.').next().unwrap_or(h);
+            let v = if cell.is_empty() {
+                Value::Null
+            } else if leaf.starts_with("Is") && (cell == "true" || cell == "false") {
+                Value::Bool(cell == "true")
+            } else {
+                Value::String(cell.to_owned())
+            };
+            match h.split_once('.') {
+                Some((rel, field)) => {
+                    let e = m.entry(rel.to_owned()).or_insert(Value::Null);
+                    if !v.is_null() {
+                        if e.is_null() {
+                            *e = serde_json::json!({});
+                        }
+                        e[field] = v;
+                    }
+                }
+                None => {
+                    m.insert(h.to_owned(), v);
+                }
+            }
+        }
+        out.push(Value::Object(m));
+    }
+    Ok(out)
 }
 
 /// One page of query results.
@@ -557,6 +689,18 @@ mod tests {
         }
         assert!(SfError::Network("reset".into()).is_retryable());
         assert!(!SfError::SignInNeeded("x".into()).is_retryable());
+    }
+
+    #[test]
+    fn bulk_csv_becomes_rest_shaped_records() {
+        let csv = "Id,Name,Account.Name,IsPersonAccount,Phone\n003A,\"Doe, Jane\",Acme,false,03-1234-5678\n003B,Solo,,true,\n";
+        let r = csv_records(csv, "Contact").unwrap();
+        assert_eq!(r[0]["Name"], "Doe, Jane");
+        assert_eq!(r[0]["Account"]["Name"], "Acme");
+        assert_eq!(r[0]["IsPersonAccount"], false);
+        assert_eq!(r[0]["attributes"]["type"], "Contact");
+        assert!(r[1]["Account"].is_null() && r[1]["Phone"].is_null());
+        assert_eq!(r[1]["IsPersonAccount"], true);
     }
 
     #[test]

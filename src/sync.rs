@@ -33,6 +33,12 @@ pub struct SyncSettings {
     pub contact_retrieval: bool,
     /// Re-read this much before the watermark (long transactions commit with older stamps).
     pub overlap: Duration,
+    /// First loads larger than this use Bulk API 2.0 (50,000 records per call instead of
+    /// 2,000); 0 never does.
+    pub bulk_threshold: u64,
+    /// Records per Bulk results request (10,000: 5× fewer calls than REST pages, and memory
+    /// stays flat; 50,000 measured 863 MiB peak RSS).
+    pub bulk_page: usize,
 }
 
 impl Default for SyncSettings {
@@ -40,6 +46,8 @@ impl Default for SyncSettings {
         SyncSettings {
             contact_retrieval: true,
             overlap: Duration::from_secs(120),
+            bulk_threshold: 20_000,
+            bulk_page: 10_000,
         }
     }
 }
@@ -62,6 +70,17 @@ pub struct ObjectState {
     /// so cached Ids up to here that the load did not return are gone from Salesforce).
     #[serde(default)]
     pub swept_to: Option<String>,
+    /// A Bulk API first load in progress: its job and the next results locator.
+    #[serde(default)]
+    pub bulk_job: Option<String>,
+    #[serde(default)]
+    pub bulk_locator: Option<String>,
+}
+
+impl ObjectState {
+    pub fn load_in_progress(&self) -> bool {
+        self.resume_url.is_some() || self.bulk_job.is_some()
+    }
 }
 
 fn state_key(kind: ObjectKind) -> String {
@@ -173,7 +192,7 @@ impl SyncEngine<'_> {
                 .as_deref()
                 .and_then(parse_sf_datetime)
                 .is_none_or(|w| now - w > chrono::Duration::days(DELETED_WINDOW_DAYS));
-            if force_full || repaired || stale || st.resume_url.is_some() {
+            if force_full || repaired || stale || st.load_in_progress() {
                 let n = self.full_load(kind, st, force_full, progress).await?;
                 report.full.push(kind.api_name().into());
                 report.upserted += n.0;
@@ -181,6 +200,11 @@ impl SyncEngine<'_> {
             } else {
                 incremental.push((kind, st));
             }
+        }
+        if !report.full.is_empty() {
+            // One ordered index build for every object loaded in bulk mode (a no-op when the
+            // loads went through the normal path).
+            self.cache.finish_bulk_if_pending()?;
         }
         if repaired {
             self.cache.set_needs_full_sync(false)?;
@@ -219,6 +243,13 @@ impl SyncEngine<'_> {
             _ => false,
         };
         let empty = self.cache.count(kind)? == 0;
+        if st.bulk_job.is_some() && !restart {
+            return self
+                .bulk_load(kind, st, person_accounts, empty, true, progress)
+                .await;
+        }
+        st.bulk_job = None;
+        st.bulk_locator = None;
         let resuming = st.resume_url.is_some() && !restart;
         if !resuming {
             st.swept_to = None;
@@ -239,12 +270,14 @@ impl SyncEngine<'_> {
                 self.first_page(kind, person_accounts).await?
             }
         };
-        let started = st.load_started.clone().unwrap_or_else(|| {
-            format_sf_datetime(
-                Utc::now() - chrono::Duration::from_std(self.settings.overlap).unwrap_or_default(),
-            )
-        });
-        st.load_started = Some(started.clone());
+        let big =
+            self.settings.bulk_threshold > 0 && page.total_size > self.settings.bulk_threshold;
+        if empty && !resuming && big {
+            return self
+                .bulk_load(kind, st, person_accounts, empty, false, progress)
+                .await;
+        }
+        let started = self.load_start(&mut st);
         st.person_accounts = person_accounts;
         let total = page.total_size;
         let mut loaded = 0u64;
@@ -263,19 +296,8 @@ impl SyncEngine<'_> {
                 if let Some(id) = v["Id"].as_str() {
                     seen.insert(id.to_owned());
                 }
-                match from_sobject(v, Some(kind), self.normalizer, self.rules) {
-                    Ok(r) => {
-                        let stamp = v["SystemModstamp"].as_str().map(str::to_owned);
-                        if stamp > max_stamp {
-                            max_stamp = stamp;
-                        }
-                        changes.push(Change::Upsert(r));
-                    }
-                    Err(e) => {
-                        tracing::warn!(object = %kind, error = %e, "skipping a record Salesforce returned")
-                    }
-                }
             }
+            changes.extend(self.convert(kind, &page.records, &mut max_stamp));
             loaded += page.records.len() as u64;
             upserted += changes.len();
             // Sweep this page's Id range: cached records Salesforce no longer returns.
@@ -320,21 +342,160 @@ impl SyncEngine<'_> {
                 None => break,
             }
         }
+        self.finish_full(kind, st, max_stamp, started, empty)?;
+        tracing::info!(object = %kind, upserted, deleted, "full load done");
+        Ok((upserted, deleted))
+    }
+
+    /// Converts a page of records (in parallel: normalization is the CPU cost) and moves
+    /// `max_stamp` to the newest `SystemModstamp` among them.
+    fn convert(
+        &self,
+        kind: ObjectKind,
+        records: &[Value],
+        max_stamp: &mut Option<String>,
+    ) -> Vec<Change> {
+        use rayon::prelude::*;
+        let newest = records
+            .iter()
+            .filter_map(|v| v["SystemModstamp"].as_str())
+            .max()
+            .map(str::to_owned);
+        if newest > *max_stamp {
+            *max_stamp = newest;
+        }
+        records
+            .par_iter()
+            .filter_map(|v| match from_sobject(v, Some(kind), self.normalizer, self.rules) {
+                Ok(r) => Some(Change::Upsert(r)),
+                Err(e) => {
+                    tracing::warn!(object = %kind, error = %e, "skipping a record Salesforce returned");
+                    None
+                }
+            })
+            .collect()
+    }
+
+    /// When this load started (minus the overlap), kept across a resume: the watermark after it.
+    fn load_start(&self, st: &mut ObjectState) -> String {
+        let started = st.load_started.clone().unwrap_or_else(|| {
+            format_sf_datetime(
+                Utc::now() - chrono::Duration::from_std(self.settings.overlap).unwrap_or_default(),
+            )
+        });
+        st.load_started = Some(started.clone());
+        started
+    }
+
+    fn finish_full(
+        &self,
+        kind: ObjectKind,
+        mut st: ObjectState,
+        max_stamp: Option<String>,
+        started: String,
+        empty: bool,
+    ) -> Result<(), CacheError> {
         let now = format_sf_datetime(Utc::now());
         st.resume_url = None;
         st.load_started = None;
         st.swept_to = None;
+        st.bulk_job = None;
+        st.bulk_locator = None;
         st.last_full = Some(now.clone());
         st.last_sync = Some(now);
         // The watermark: the later of the newest stamp seen and the load's start.
         st.watermark = [max_stamp, Some(started)].into_iter().flatten().max();
         let state = serde_json::to_vec(&st).unwrap_or_default();
-        if empty {
-            self.cache.finish_bulk()?;
+        // A bulk-written object's index is built once for the whole sync, in `run`.
+        let _ = empty;
+        self.cache
+            .apply(&[], &[(&state_key(kind), state)])
+            .map(|_| ())
+    }
+
+    /// A first load through Bulk API 2.0: one job, results in pages of 10,000 (the next one
+    /// fetched while the current one is stored), the job and locator saved with every page.
+    /// Only for objects the cache did not hold when the load began, so nothing needs sweeping.
+    async fn bulk_load(
+        &self,
+        kind: ObjectKind,
+        mut st: ObjectState,
+        person_accounts: bool,
+        empty: bool,
+        resuming: bool,
+        progress: Progress<'_>,
+    ) -> Result<(usize, usize), SyncError> {
+        let page_size = self.settings.bulk_page.max(1);
+        let key = state_key(kind);
+        let started = self.load_start(&mut st);
+        st.person_accounts = person_accounts;
+        st.resume_url = None;
+        st.swept_to = None;
+        let job = match st.bulk_job.clone().filter(|_| resuming) {
+            Some(j) => j,
+            None => {
+                let j = self
+                    .client
+                    .bulk_query_start(&self.soql(kind, person_accounts, false))
+                    .await?;
+                st.bulk_locator = None;
+                j
+            }
+        };
+        self.client.bulk_wait(&job).await?;
+        st.bulk_job = Some(job.clone());
+        let object = kind.api_name();
+        let mut max_stamp = st.watermark.clone().filter(|_| resuming);
+        let mut page = self
+            .client
+            .bulk_results(&job, object, st.bulk_locator.as_deref(), page_size)
+            .await?;
+        let (mut loaded, mut upserted) = (0u64, 0usize);
+        loop {
+            let prefetch = page.next_locator.clone().map(|locator| {
+                let client = self.client.clone();
+                let job = job.clone();
+                tokio::spawn(async move {
+                    client
+                        .bulk_results(&job, object, Some(&locator), page_size)
+                        .await
+                })
+            });
+            let changes = self.convert(kind, &page.records, &mut max_stamp);
+            loaded += page.records.len() as u64;
+            upserted += changes.len();
+            st.bulk_locator = page.next_locator.clone();
+            st.watermark = max_stamp.clone();
+            let state = serde_json::to_vec(&st).unwrap_or_default();
+            if empty {
+                self.cache
+                    .apply_bulk_with_state(&changes, &[(&key, state)])?;
+            } else {
+                self.cache.apply(&changes, &[(&key, state)])?;
+            }
+            progress(kind, loaded, loaded);
+            match prefetch {
+                Some(next) => {
+                    page = next
+                        .await
+                        .map_err(|e| SfError::Protocol(format!("page fetch stopped: {e}")))??
+                }
+                None => break,
+            }
         }
-        self.cache.apply(&[], &[(&key, state)])?;
-        tracing::info!(object = %kind, upserted, deleted, "full load done");
-        Ok((upserted, deleted))
+        self.finish_full(kind, st, max_stamp, started, empty)?;
+        tracing::info!(object = %kind, upserted, "bulk first load done");
+        Ok((upserted, 0))
+    }
+
+    fn soql(&self, kind: ObjectKind, person_accounts: bool, ordered: bool) -> String {
+        let fields = self.fields(kind, person_accounts).join(", ");
+        let filter = Self::base_filter(kind)
+            .map(|f| format!(" WHERE {f}"))
+            .unwrap_or_default();
+        // Bulk queries go unordered (ORDER BY disables PK chunking).
+        let order = if ordered { " ORDER BY Id" } else { "" };
+        format!("SELECT {fields} FROM {}{filter}{order}", kind.api_name())
     }
 
     async fn first_page(
@@ -342,15 +503,9 @@ impl SyncEngine<'_> {
         kind: ObjectKind,
         person_accounts: bool,
     ) -> Result<crate::salesforce::QueryPage, SfError> {
-        let fields = self.fields(kind, person_accounts).join(", ");
-        let filter = Self::base_filter(kind)
-            .map(|f| format!(" WHERE {f}"))
-            .unwrap_or_default();
-        let soql = format!(
-            "SELECT {fields} FROM {} {filter} ORDER BY Id",
-            kind.api_name()
-        );
-        self.client.query(&soql, false).await
+        self.client
+            .query(&self.soql(kind, person_accounts, true), false)
+            .await
     }
 
     /// One cycle for all objects in a single `/composite` call; returns (upserted, deleted).

@@ -527,3 +527,69 @@ async fn contact_retrieval_off_loads_only_users() {
     }
     assert!(rig.cache.count(ObjectKind::User).unwrap() > 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn big_first_loads_use_bulk_api_and_resume_after_a_drop() {
+    let rig = Rig::new(12_000, 2_000).await;
+    let client = rig.client();
+    let settings = SyncSettings {
+        bulk_threshold: 2_000,
+        bulk_page: 1_500,
+        ..SyncSettings::default()
+    };
+    let engine = SyncEngine {
+        client: &client,
+        cache: &rig.cache,
+        normalizer: &rig.n,
+        rules: &rig.rules,
+        settings: settings.clone(),
+    };
+    // The connection drops on the third results page of the first object.
+    rig.sim.org().faults = vec![Fault {
+        kind: FaultKind::CommitThenDrop,
+        method: Some("GET".into()),
+        path_contains: Some("/results".into()),
+        skip: 2,
+        times: Some(1),
+        latency_ms: 0,
+    }];
+    let e = engine.run(false, &mut |_, _, _| {}).await.unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            callsync::sync::SyncError::Salesforce(SfError::Network(_))
+        ),
+        "{e}"
+    );
+    let st = load_state(&rig.cache, ObjectKind::Contact).unwrap();
+    assert!(st.bulk_job.is_some() && st.bulk_locator.is_some(), "{st:?}");
+
+    rig.sim.org().faults.clear();
+    engine.run(false, &mut |_, _, _| {}).await.unwrap();
+    for (kind, object) in [
+        (ObjectKind::Contact, "Contact"),
+        (ObjectKind::Account, "Account"),
+    ] {
+        assert_eq!(
+            rig.cache.count(kind).unwrap(),
+            rig.active_count(object, |_| true),
+            "{object}"
+        );
+    }
+    assert_eq!(
+        rig.cache.count(ObjectKind::Lead).unwrap(),
+        rig.active_count("Lead", |r| r["IsConverted"] != json!(true))
+    );
+    // Person accounts and relationship fields survive the CSV round trip.
+    let accounts = rig.sim.org().rows("Account");
+    let pa = accounts
+        .iter()
+        .find(|r| r["IsPersonAccount"] == json!(true) && r["Phone"].is_string())
+        .unwrap();
+    assert_eq!(
+        rig.lookup(pa["Phone"].as_str().unwrap())[0],
+        pa["Id"].as_str().unwrap()
+    );
+    let st = load_state(&rig.cache, ObjectKind::Contact).unwrap();
+    assert!(!st.load_in_progress() && st.watermark.is_some(), "{st:?}");
+}

@@ -277,6 +277,25 @@ async fn rest(
         // The write is done; the client never hears about it.
         std::panic::panic_any(DROP_MARKER);
     }
+    if let Some((text, headers)) = r.raw {
+        let mut out = (
+            StatusCode::from_u16(r.status).unwrap_or(StatusCode::OK),
+            text,
+        )
+            .into_response();
+        for (k, v) in headers
+            .into_iter()
+            .chain([("Sforce-Limit-Info".to_owned(), info)])
+        {
+            if let (Ok(k), Ok(v)) = (
+                header::HeaderName::try_from(k),
+                header::HeaderValue::try_from(v),
+            ) {
+                out.headers_mut().insert(k, v);
+            }
+        }
+        return out;
+    }
     json_response(r.status, r.body, Some(info))
 }
 

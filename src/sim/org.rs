@@ -101,6 +101,12 @@ pub enum FaultAction {
     Delay(u64),
 }
 
+struct BulkJob {
+    polls: u32,
+    fields: Vec<String>,
+    rows: Vec<Value>,
+}
+
 struct PendingCode {
     challenge: String,
     redirect_uri: String,
@@ -116,6 +122,8 @@ pub struct Org {
     /// Extra fields an admin added (object → field → type).
     custom_fields: BTreeMap<String, BTreeMap<String, FieldType>>,
     deleted_log: Vec<(String, String, DateTime<Utc>)>,
+    /// Bulk API 2.0 query jobs: id → (polls so far, fields, rows).
+    bulk_jobs: HashMap<String, BulkJob>,
     /// Query id → its rows, for paging.
     cursors: HashMap<u64, Vec<Value>>,
     cursor_seq: u64,
@@ -351,12 +359,23 @@ pub struct Request {
 pub struct Response {
     pub status: u16,
     pub body: Option<Value>,
+    /// A non-JSON body (Bulk API CSV results) with extra headers.
+    pub raw: Option<(String, Vec<(String, String)>)>,
 }
 
 fn resp(status: u16, body: Value) -> Response {
     Response {
         status,
         body: Some(body),
+        raw: None,
+    }
+}
+
+fn no_content() -> Response {
+    Response {
+        status: 204,
+        body: None,
+        raw: None,
     }
 }
 
@@ -378,6 +397,7 @@ impl Org {
             custom_fields: BTreeMap::new(),
             deleted_log: Vec::new(),
             cursors: HashMap::new(),
+            bulk_jobs: HashMap::new(),
             cursor_seq: 0,
             id_seq: 0,
             clock_offset: Duration::zero(),
@@ -976,10 +996,7 @@ impl Org {
             ("PATCH", ["sobjects", object, id]) => self.update(object, id, req.body.as_ref()),
             ("DELETE", ["sobjects", object, id]) => {
                 if self.admin_delete(object, id) {
-                    Response {
-                        status: 204,
-                        body: None,
-                    }
+                    no_content()
                 } else {
                     resp(
                         404,
@@ -996,6 +1013,9 @@ impl Org {
                 self.collection_upsert(req, object, field)
             }
             ("POST", ["composite"]) => self.composite(req),
+            ("POST", ["jobs", "query"]) => self.bulk_create(req),
+            ("GET", ["jobs", "query", id]) => self.bulk_status(id),
+            ("GET", ["jobs", "query", id, "results"]) => self.bulk_results(id, &req.query),
             _ => resp(
                 404,
                 err("NOT_FOUND", "The requested resource does not exist", &[]),
@@ -1563,10 +1583,7 @@ impl Org {
             return resp(s, e);
         }
         self.write_row(object, Some(id), body, "");
-        Response {
-            status: 204,
-            body: None,
-        }
+        no_content()
     }
 
     fn find_by(&self, object: &str, field: &str, value: &str) -> Vec<String> {
@@ -1769,6 +1786,130 @@ impl Org {
             out.push(json!({"body": r.body.unwrap_or(Value::Null), "httpHeaders": {}, "httpStatusCode": r.status, "referenceId": reference}));
         }
         resp(200, json!({"compositeResponse": out}))
+    }
+
+    fn bulk_create(&mut self, req: &Request) -> Response {
+        let body = req.body.clone().unwrap_or(Value::Null);
+        let Some(q) = body["query"].as_str().map(str::to_owned) else {
+            return resp(400, err("INVALIDJOB", "query is required", &[]));
+        };
+        let all = body["operation"] == "queryAll";
+        let parsed = match soql::parse(&q) {
+            Ok(p) => p,
+            Err(e) => return resp(400, err("INVALIDJOB", &e, &[])),
+        };
+        let r = self.query(Some(&q), all);
+        if r.status != 200 {
+            return r;
+        }
+        // The whole result, not a page: the cursor the query made holds it.
+        let qid = self.cursor_seq;
+        let rows = self.cursors.remove(&qid).unwrap_or_else(|| {
+            r.body
+                .as_ref()
+                .and_then(|b| b["records"].as_array().cloned())
+                .unwrap_or_default()
+        });
+        self.id_seq += 1;
+        let id = format!("750SIM{:09}AAA", self.id_seq);
+        self.bulk_jobs.insert(
+            id.clone(),
+            BulkJob {
+                polls: 0,
+                fields: parsed.fields.clone(),
+                rows,
+            },
+        );
+        resp(200, self.bulk_info(&id, "UploadComplete", &parsed.object))
+    }
+
+    fn bulk_info(&self, id: &str, state: &str, object: &str) -> Value {
+        let n = self.bulk_jobs.get(id).map(|j| j.rows.len()).unwrap_or(0);
+        json!({
+            "id": id, "operation": "query", "object": object, "createdById": self.login_user,
+            "createdDate": format_sf_datetime(self.now()), "systemModstamp": format_sf_datetime(self.now()),
+            "state": state, "concurrencyMode": "Parallel", "contentType": "CSV",
+            "apiVersion": self.opts.api_version.parse::<f64>().unwrap_or(62.0),
+            "lineEnding": "LF", "columnDelimiter": "COMMA",
+            "numberRecordsProcessed": if state == "JobComplete" { n } else { 0 },
+        })
+    }
+
+    fn bulk_status(&mut self, id: &str) -> Response {
+        let Some(job) = self.bulk_jobs.get_mut(id) else {
+            return resp(
+                404,
+                err("NOT_FOUND", "The requested resource does not exist", &[]),
+            );
+        };
+        // The first poll finds the job still running, as a real one usually is.
+        job.polls += 1;
+        let state = if job.polls < 2 {
+            "InProgress"
+        } else {
+            "JobComplete"
+        };
+        resp(200, self.bulk_info(id, state, ""))
+    }
+
+    fn bulk_results(&mut self, id: &str, q: &HashMap<String, String>) -> Response {
+        let Some(job) = self.bulk_jobs.get(id) else {
+            return resp(
+                404,
+                err("NOT_FOUND", "The requested resource does not exist", &[]),
+            );
+        };
+        if job.polls < 2 {
+            return resp(412, err("JOB_NOT_COMPLETE", "The job is not complete", &[]));
+        }
+        let offset: usize = match q.get("locator").map(String::as_str) {
+            None | Some("") => 0,
+            Some(l) => match l.parse() {
+                Ok(n) => n,
+                Err(_) => return resp(400, err("INVALID_LOCATOR", "invalid locator", &[])),
+            },
+        };
+        let max: usize = q
+            .get("maxRecords")
+            .and_then(|m| m.parse().ok())
+            .unwrap_or(50_000)
+            .max(1);
+        let end = (offset + max).min(job.rows.len());
+        let mut w = csv::WriterBuilder::new().from_writer(Vec::new());
+        let _ = w.write_record(&job.fields);
+        for row in &job.rows[offset.min(end)..end] {
+            let cells: Vec<String> = job
+                .fields
+                .iter()
+                .map(|f| match soql::field(row, f) {
+                    None | Some(Value::Null) => String::new(),
+                    Some(Value::String(s)) => s.clone(),
+                    Some(v) => v.to_string(),
+                })
+                .collect();
+            let _ = w.write_record(&cells);
+        }
+        let text = String::from_utf8(w.into_inner().unwrap_or_default()).unwrap_or_default();
+        let locator = if end < job.rows.len() {
+            end.to_string()
+        } else {
+            "null".into()
+        };
+        Response {
+            status: 200,
+            body: None,
+            raw: Some((
+                text,
+                vec![
+                    ("Sforce-Locator".into(), locator),
+                    (
+                        "Sforce-NumberOfRecords".into(),
+                        (end - offset.min(end)).to_string(),
+                    ),
+                    ("Content-Type".into(), "text/csv".into()),
+                ],
+            )),
+        }
     }
 
     /// Snapshot for `/__sim/state`.
