@@ -211,3 +211,104 @@ async fn connect_sync_killed_midway_resume_status_lookup_disconnect() {
     let out = cmd(&d).arg("sync").output().unwrap();
     assert_eq!(out.status.code(), Some(6));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_backs_off_when_the_org_limit_is_exhausted_and_stops_cleanly() {
+    let sim = Sim::start(
+        SimOptions {
+            records: 300,
+            seed: 5,
+            ..Default::default()
+        },
+        0,
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_owned();
+    std::fs::write(
+        d.join("user.toml"),
+        format!(
+            "[salesforce]\nlogin_url = \"{}\"\nclient_id = \"callsync-sim-client\"\nredirect_port = {}\n[auth]\nstore = \"file\"\n[sync]\ninterval_secs = 30\n",
+            sim.url(),
+            free_port()
+        ),
+    )
+    .unwrap();
+    // Sign in through the library (the CLI sign-in is covered above).
+    let cfg = callsync::salesforce::ClientConfig {
+        login_url: sim.url(),
+        client_id: "callsync-sim-client".into(),
+        api_version: "62.0".into(),
+        timeout: Duration::from_secs(10),
+    };
+    let port = free_port();
+    let t = callsync::auth::sign_in_pkce(
+        &cfg,
+        port,
+        |u| {
+            tokio::spawn(callsync::sim::play_browser(u.to_owned()));
+        },
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    use callsync::auth::AuthStore as _;
+    callsync::auth::FileStore::new(d.join("data/auth.json"))
+        .save(&callsync::auth::stored_from(
+            &cfg,
+            &t,
+            "agent@sim.example.com",
+            "pkce",
+        ))
+        .unwrap();
+
+    // The org's daily limit is used up.
+    {
+        let mut org = sim.org();
+        org.opts.api_daily_max = 0;
+    }
+    let mut watch = cmd(&d)
+        .args(["sync", "--watch"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // It is still running (a limit is not fatal) and did not retry in a hot loop.
+    assert!(
+        watch.try_wait().unwrap().is_none(),
+        "watch exited on a rate limit"
+    );
+    let refused = {
+        let o = sim.org();
+        o.api_calls
+    };
+    assert_eq!(refused, 0, "no call may succeed past the limit");
+    #[cfg(unix)]
+    {
+        // SIGINT: a graceful stop.
+        let pid = watch.id().to_string();
+        Command::new("kill").args(["-INT", &pid]).status().unwrap();
+        let out = tokio::task::spawn_blocking(move || watch.wait_with_output())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("REQUEST_LIMIT_EXCEEDED") && err.contains("retrying later"),
+            "{err}"
+        );
+        assert_eq!(
+            err.matches("retrying later").count(),
+            1,
+            "backed off, not a loop: {err}"
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("stopped"));
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = watch.kill();
+    }
+}
