@@ -8,6 +8,7 @@
 pub mod app;
 pub mod auth;
 pub mod cache;
+pub mod calllog;
 pub mod config;
 pub mod fsutil;
 pub mod import;

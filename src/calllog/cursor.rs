@@ -1,0 +1,118 @@
+//! Where each call-log source stopped reading, persisted so that a restart resumes exactly.
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// How many recent event keys / row digests a cursor remembers (a safety net against
+/// re-emitting after truncation, replacement or a rewritten history).
+const MEMORY: usize = 5_000;
+
+/// A file's identity: a renamed (rotated) file keeps it, a replaced one gets a new one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileId {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl FileId {
+    pub fn of(meta: &std::fs::Metadata) -> FileId {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            FileId {
+                dev: meta.dev(),
+                ino: meta.ino(),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            // Windows/others: creation time stands in for the file index.
+            let created = meta
+                .created()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0);
+            FileId {
+                dev: 0,
+                ino: created,
+            }
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    /// Appended files: the file being read…
+    #[serde(default)]
+    pub file: Option<FileId>,
+    /// …the byte offset of the next unread line…
+    #[serde(default)]
+    pub offset: u64,
+    /// …and its line number (for error messages).
+    #[serde(default)]
+    pub line: u64,
+    /// SQLite histories: the last row id read.
+    #[serde(default)]
+    pub last_row: i64,
+    /// Recently emitted event keys / row digests, oldest first.
+    #[serde(default)]
+    pub seen: VecDeque<String>,
+}
+
+impl Cursor {
+    pub fn has_seen(&self, key: &str) -> bool {
+        self.seen.iter().any(|k| k == key)
+    }
+
+    pub fn remember(&mut self, key: String) {
+        self.seen.push_back(key);
+        while self.seen.len() > MEMORY {
+            self.seen.pop_front();
+        }
+    }
+
+    /// A set view for bulk checks.
+    pub fn seen_set(&self) -> HashSet<&str> {
+        self.seen.iter().map(String::as_str).collect()
+    }
+}
+
+/// All sources' cursors in one small JSON file, replaced atomically.
+pub struct CursorStore {
+    path: PathBuf,
+}
+
+impl CursorStore {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        CursorStore { path: path.into() }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn load(&self) -> io::Result<BTreeMap<String, Cursor>> {
+        match std::fs::read(&self.path) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{}: {e}", self.path.display()),
+                )
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn save(&self, cursors: &BTreeMap<String, Cursor>) -> io::Result<()> {
+        if let Some(dir) = self.path.parent() {
+            crate::fsutil::create_private_dir(dir)?;
+        }
+        let bytes = serde_json::to_vec(cursors).map_err(io::Error::other)?;
+        crate::fsutil::write_private_atomic(&self.path, &bytes)
+    }
+}

@@ -1,0 +1,299 @@
+//! The native call-event log: JSON Lines appended by a softphone or plugin
+//! (`docs/call-log-format.md`). Only whole lines are read (a partial last line waits for its
+//! newline); a rotated file is found again by its identity and read to its end before the new
+//! one; truncation and replacement restart at the beginning, with event keys as the guard
+//! against repeats.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use chrono::DateTime;
+use serde_json::Value;
+
+use super::cursor::{Cursor, FileId};
+use super::{CallEvent, CallInfo, EventKind, Poll, Source, SourceProblem};
+
+/// Event names the format defines; anything else is logged and skipped (later versions may add
+/// events).
+const KNOWN: [&str; 7] = [
+    "dialing",
+    "ringing",
+    "answered",
+    "ended",
+    "transferred",
+    "memo",
+    "speech",
+];
+
+pub struct NativeSource {
+    name: String,
+    path: PathBuf,
+}
+
+impl NativeSource {
+    pub fn new(name: impl Into<String>, path: impl Into<PathBuf>) -> Self {
+        NativeSource {
+            name: name.into(),
+            path: path.into(),
+        }
+    }
+}
+
+/// Parses one line of the native format.
+pub fn parse_line(source: &str, line: &str) -> Result<Option<CallEvent>, String> {
+    let v: Value = serde_json::from_str(line).map_err(|e| format!("malformed JSON: {e}"))?;
+    if !v.is_object() {
+        return Err("not a JSON object".into());
+    }
+    if let Some(ver) = v.get("v") {
+        if ver.as_u64() != Some(1) {
+            return Err(format!(
+                "format version {ver} is not supported (this callsync reads v1)"
+            ));
+        }
+    }
+    let call_id = v["call_id"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .ok_or("missing call_id")?
+        .to_owned();
+    let event = v["event"].as_str().ok_or("missing event")?;
+    if !KNOWN.contains(&event) {
+        return Ok(None);
+    }
+    let at = v["at"].as_str().ok_or("missing at")?;
+    let at = DateTime::parse_from_rfc3339(at).map_err(|e| {
+        format!("bad timestamp {at:?} (RFC 3339 with offset, e.g. 2026-11-21T10:00:00+09:00): {e}")
+    })?;
+    let kind: EventKind =
+        serde_json::from_value(v.clone()).map_err(|e| format!("bad {event} event: {e}"))?;
+    let info = if v.get("direction").is_some() {
+        Some(
+            serde_json::from_value::<CallInfo>(v.clone())
+                .map_err(|e| format!("bad call details: {e}"))?,
+        )
+    } else {
+        None
+    };
+    Ok(Some(CallEvent {
+        source: source.to_owned(),
+        call_id,
+        at,
+        kind,
+        info,
+    }))
+}
+
+/// Looks for a file with identity `id` next to `path` (a rotated log: `calls.log.1`, …).
+fn find_rotated(path: &Path, id: FileId) -> Option<PathBuf> {
+    let dir = path.parent()?;
+    std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p != path
+                && std::fs::metadata(p)
+                    .map(|m| FileId::of(&m) == id)
+                    .unwrap_or(false)
+        })
+}
+
+impl NativeSource {
+    /// Reads whole lines of `file` from `cursor.offset`, advancing the cursor past them.
+    fn read_from(&self, file: &Path, cursor: &mut Cursor, out: &mut Poll) {
+        let mut f = match std::fs::File::open(file) {
+            Ok(f) => f,
+            Err(e) => {
+                out.problems
+                    .push(self.problem(None, format!("cannot read: {e}")));
+                return;
+            }
+        };
+        let mut buf = Vec::new();
+        if f.seek(SeekFrom::Start(cursor.offset)).is_err() || f.read_to_end(&mut buf).is_err() {
+            out.problems
+                .push(self.problem(None, "cannot read the new lines".into()));
+            out.retry_soon = true;
+            return;
+        }
+        let mut start = 0;
+        while let Some(nl) = buf[start..].iter().position(|b| *b == b'\n') {
+            let raw = &buf[start..start + nl];
+            start += nl + 1;
+            cursor.offset += (nl + 1) as u64;
+            cursor.line += 1;
+            let line = match std::str::from_utf8(raw) {
+                Ok(l) => l.trim(),
+                Err(_) => {
+                    out.problems
+                        .push(self.problem(Some(cursor.line), "not UTF-8 text".into()));
+                    continue;
+                }
+            };
+            if line.is_empty() {
+                continue;
+            }
+            match parse_line(&self.name, line) {
+                Ok(Some(ev)) => {
+                    let key = ev.key();
+                    if !cursor.has_seen(&key) {
+                        cursor.remember(key);
+                        out.events.push(ev);
+                    }
+                }
+                Ok(None) => {
+                    let name = serde_json::from_str::<Value>(line)
+                        .ok()
+                        .and_then(|v| v["event"].as_str().map(str::to_owned))
+                        .unwrap_or_default();
+                    tracing::info!(source = %self.name, line = cursor.line, "skipping unknown event {name:?}");
+                }
+                Err(reason) => out.problems.push(self.problem(Some(cursor.line), reason)),
+            }
+        }
+    }
+
+    fn problem(&self, line: Option<u64>, reason: String) -> SourceProblem {
+        SourceProblem {
+            source: self.name.clone(),
+            file: self.path.display().to_string(),
+            line,
+            reason,
+        }
+    }
+}
+
+impl Source for NativeSource {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn poll(&mut self, cursor: &Cursor) -> Poll {
+        let mut next = cursor.clone();
+        let mut out = Poll::default();
+        let meta = match std::fs::metadata(&self.path) {
+            Ok(m) => m,
+            // Not there yet (or rotated away and not recreated): nothing to read.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if let Some(old) = next.file.and_then(|id| find_rotated(&self.path, id)) {
+                    self.read_from(&old, &mut next, &mut out);
+                }
+                out.next = next;
+                return out;
+            }
+            Err(e) => {
+                out.problems
+                    .push(self.problem(None, format!("cannot read: {e}")));
+                out.next = next;
+                return out;
+            }
+        };
+        let id = FileId::of(&meta);
+        if next.file != Some(id) {
+            // Rotated: finish the old file first, wherever it went.
+            if let Some(old) = next.file.and_then(|old| find_rotated(&self.path, old)) {
+                self.read_from(&old, &mut next, &mut out);
+            }
+            next.file = Some(id);
+            next.offset = 0;
+            next.line = 0;
+        } else if meta.len() < next.offset {
+            // Truncated in place: start again (keys keep already-emitted events out).
+            tracing::info!(source = %self.name, "call log truncated; reading it again from the start");
+            next.offset = 0;
+            next.line = 0;
+        }
+        self.read_from(&self.path.clone(), &mut next, &mut out);
+        out.next = next;
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::calllog::{Direction, Outcome, TransferKind};
+
+    #[test]
+    fn parses_every_event() {
+        let lines = [
+            r#"{"v":1,"call_id":"c1","event":"dialing","at":"2026-11-21T10:00:00+09:00","direction":"outbound","remote":"03-1234-5678","agent":"taro","origin":"click_to_call","record_id":"003000000000001AAA"}"#,
+            r#"{"call_id":"c1","event":"answered","at":"2026-11-21T10:00:05+09:00"}"#,
+            r#"{"call_id":"c1","event":"transferred","at":"2026-11-21T10:01:00+09:00","kind":"auto_forward","to":"100"}"#,
+            r#"{"call_id":"c1","event":"ended","at":"2026-11-21T10:02:00+09:00","outcome":"answered","duration_s":115}"#,
+            r#"{"call_id":"c1","event":"memo","at":"2026-11-21T10:03:00+09:00","items":["Quote","Callback"],"comment":"wants a quote","edited":false}"#,
+            r#"{"call_id":"c1","event":"speech","at":"2026-11-21T10:05:00+09:00","transcript":"hello","summary":"greeting"}"#,
+        ];
+        let evs: Vec<CallEvent> = lines
+            .iter()
+            .map(|l| parse_line("n", l).unwrap().unwrap())
+            .collect();
+        let info = evs[0].info.as_ref().unwrap();
+        assert_eq!(info.direction, Direction::Outbound);
+        assert_eq!(info.record_id.as_deref(), Some("003000000000001AAA"));
+        assert_eq!(
+            evs[2].kind,
+            EventKind::Transferred {
+                kind: TransferKind::AutoForward,
+                to: "100".into()
+            }
+        );
+        assert_eq!(
+            evs[3].kind,
+            EventKind::Ended {
+                outcome: Outcome::Answered,
+                duration_s: Some(115)
+            }
+        );
+        assert!(matches!(&evs[4].kind, EventKind::Memo { items, .. } if items.len() == 2));
+    }
+
+    #[test]
+    fn bad_lines_say_why_and_unknown_events_are_skipped() {
+        let table = [
+            ("{not json", "malformed JSON"),
+            ("[1]", "not a JSON object"),
+            (
+                r#"{"event":"ringing","at":"2026-11-21T10:00:00Z"}"#,
+                "missing call_id",
+            ),
+            (
+                r#"{"call_id":"c","event":"ringing","at":"yesterday"}"#,
+                "bad timestamp",
+            ),
+            (
+                r#"{"call_id":"c","event":"ringing","at":"2026-11-21T10:00:00"}"#,
+                "bad timestamp",
+            ),
+            (
+                r#"{"call_id":"c","event":"ended","at":"2026-11-21T10:00:00Z","outcome":"exploded"}"#,
+                "bad ended event",
+            ),
+            (
+                r#"{"call_id":"c","event":"ringing","at":"2026-11-21T10:00:00Z","direction":"sideways","remote":"1"}"#,
+                "bad call details",
+            ),
+            (
+                r#"{"v":2,"call_id":"c","event":"ringing","at":"2026-11-21T10:00:00Z"}"#,
+                "version",
+            ),
+        ];
+        for (line, want) in table {
+            let e = parse_line("n", line).unwrap_err();
+            assert!(e.contains(want), "{line}: {e}");
+        }
+        assert_eq!(
+            parse_line(
+                "n",
+                r#"{"call_id":"c","event":"hold","at":"2026-11-21T10:00:00Z"}"#
+            )
+            .unwrap(),
+            None
+        );
+    }
+}

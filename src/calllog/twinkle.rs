@@ -1,0 +1,208 @@
+//! twinkle's call history (`~/.twinkle/twinkle.ch`): pipe-separated, oldest first, capped at 50
+//! rows, rewritten whole (truncate + write) at every call end. Each poll re-reads the file and
+//! emits rows it has not seen (by digest); a read during a rewrite can see a partial file, so
+//! only complete rows count.
+
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, FixedOffset, TimeZone, Utc};
+use sha2::{Digest, Sha256};
+
+use super::cursor::Cursor;
+use super::{
+    history_events, sip_user, CallInfo, Direction, Origin, Outcome, Poll, Source, SourceProblem,
+};
+
+const FIELDS: usize = 20;
+
+pub struct TwinkleSource {
+    name: String,
+    path: PathBuf,
+}
+
+impl TwinkleSource {
+    pub fn new(name: impl Into<String>, path: impl Into<PathBuf>) -> Self {
+        TwinkleSource {
+            name: name.into(),
+            path: path.into(),
+        }
+    }
+}
+
+fn epoch(s: &str) -> Option<DateTime<FixedOffset>> {
+    let n: i64 = s.trim().parse().ok()?;
+    Utc.timestamp_opt(n, 0).single().map(|d| d.fixed_offset())
+}
+
+fn digest(s: &str) -> String {
+    let d = Sha256::digest(s.as_bytes());
+    d.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// SIP final response → outcome for a call that was not answered.
+fn unanswered(code: &str) -> Outcome {
+    match code.trim() {
+        "486" | "600" => Outcome::Busy,
+        "603" | "403" => Outcome::Rejected,
+        _ => Outcome::NoAnswer,
+    }
+}
+
+impl Source for TwinkleSource {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn poll(&mut self, cursor: &Cursor) -> Poll {
+        let mut out = Poll {
+            next: cursor.clone(),
+            ..Poll::default()
+        };
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return out,
+            Err(e) => {
+                out.retry_soon = true;
+                out.problems.push(SourceProblem {
+                    source: self.name.clone(),
+                    file: self.path.display().to_string(),
+                    line: None,
+                    reason: format!("cannot read: {e}"),
+                });
+                return out;
+            }
+        };
+        // Only newline-terminated lines: the last one may still be being written.
+        let complete = match text.rfind('\n') {
+            Some(i) => &text[..=i],
+            None => "",
+        };
+        for (i, line) in complete.lines().enumerate() {
+            if line.starts_with('#') || line.trim().is_empty() {
+                continue;
+            }
+            let f: Vec<&str> = line.split('|').collect();
+            if f.len() != FIELDS {
+                out.problems.push(SourceProblem {
+                    source: self.name.clone(),
+                    file: self.path.display().to_string(),
+                    line: Some(i as u64 + 1),
+                    reason: format!("expected {FIELDS} |-separated fields, found {}", f.len()),
+                });
+                continue;
+            }
+            let key = digest(line);
+            if out.next.has_seen(&key) {
+                continue;
+            }
+            let (Some(start), Some(end)) = (epoch(f[0]), epoch(f[2])) else {
+                out.problems.push(SourceProblem {
+                    source: self.name.clone(),
+                    file: self.path.display().to_string(),
+                    line: Some(i as u64 + 1),
+                    reason: "bad start or end time".into(),
+                });
+                continue;
+            };
+            let answered = epoch(f[1]).filter(|a| a.timestamp() > 0);
+            let direction = if f[3] == "out" {
+                Direction::Outbound
+            } else {
+                Direction::Inbound
+            };
+            let (local, remote) = match direction {
+                Direction::Outbound => (f[5], f[8]),
+                _ => (f[8], f[5]),
+            };
+            let outcome = if answered.is_some() {
+                Outcome::Answered
+            } else {
+                unanswered(f[16])
+            };
+            // twinkle records no Call-ID: a stable id from what identifies the call.
+            let call_id = format!(
+                "twinkle-{}",
+                digest(&format!("{}|{}|{}", f[0], f[3], remote))
+            );
+            let info = CallInfo {
+                direction,
+                remote: sip_user(remote),
+                local: Some(sip_user(local)),
+                agent: Some(f[19].to_owned()).filter(|a| !a.is_empty()),
+                origin: Origin::Manual,
+                record_id: None,
+            };
+            out.next.remember(key);
+            out.events.extend(history_events(
+                &self.name, call_id, info, start, answered, end, outcome,
+            ));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::calllog::EventKind;
+
+    #[test]
+    fn the_recorded_history_and_rewrites() {
+        let fixture = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shared/fixtures/softphones/twinkle.ch"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("twinkle.ch");
+        std::fs::copy(fixture, &path).unwrap();
+        let mut src = TwinkleSource::new("twinkle", &path);
+        let p = src.poll(&Cursor::default());
+        assert!(p.problems.is_empty(), "{:?}", p.problems);
+        let ended: Vec<(Direction, Outcome, String)> = p
+            .events
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EventKind::Ended { outcome, .. } => Some((
+                    e.info.as_ref().unwrap().direction,
+                    *outcome,
+                    e.info.as_ref().unwrap().remote.clone(),
+                )),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            ended,
+            vec![
+                (Direction::Outbound, Outcome::Answered, "bob".into()),
+                (Direction::Inbound, Outcome::NoAnswer, "bob".into()),
+                (Direction::Inbound, Outcome::Answered, "bob".into()),
+            ]
+        );
+        // Rewritten with one more call (and the same three): only the new one comes out.
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text.push_str("1795277700|0|1795277705|out|Tom|sip:tom@127.0.0.1|||sip:0312345678@127.0.0.1|||||||failure|486|Busy Here||tom\n");
+        std::fs::write(&path, &text).unwrap();
+        let p2 = src.poll(&p.next);
+        let ends: Vec<&EventKind> = p2
+            .events
+            .iter()
+            .map(|e| &e.kind)
+            .filter(|k| matches!(k, EventKind::Ended { .. }))
+            .collect();
+        assert_eq!(
+            ends,
+            vec![&EventKind::Ended {
+                outcome: Outcome::Busy,
+                duration_s: Some(0)
+            }]
+        );
+        assert_eq!(p2.events[0].info.as_ref().unwrap().remote, "0312345678");
+        // A partial rewrite (no final newline yet) emits nothing broken.
+        std::fs::write(&path, &text[..text.len() - 30]).unwrap();
+        assert!(src.poll(&p2.next).events.is_empty());
+    }
+}
