@@ -29,6 +29,7 @@ pub struct Config {
     pub salesforce: SalesforceConfig,
     pub auth: AuthConfig,
     pub sync: SyncConfig,
+    pub calllog: CallLogConfig,
     pub policy: PolicyConfig,
 }
 
@@ -202,6 +203,64 @@ impl Default for SyncConfig {
     }
 }
 
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CallLogConfig {
+    /// The call logs to follow: `{ kind = "native" | "linphone" | "twinkle", path = "…" }`
+    /// (linphone and twinkle have default paths).
+    pub sources: Vec<CallLogSource>,
+    /// Seconds between checks when the filesystem sends no events (network shares).
+    pub poll_secs: u64,
+}
+
+impl Default for CallLogConfig {
+    fn default() -> Self {
+        CallLogConfig {
+            sources: Vec::new(),
+            poll_secs: 2,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallLogSource {
+    pub kind: String,
+    #[serde(default)]
+    pub path: String,
+    /// Defaults to the kind.
+    #[serde(default)]
+    pub name: String,
+}
+
+impl CallLogSource {
+    /// The file, with `~` expanded and the softphone's default where none is given.
+    pub fn resolved_path(&self) -> Option<PathBuf> {
+        let home = directories::BaseDirs::new().map(|b| b.home_dir().to_owned());
+        let raw = if self.path.is_empty() {
+            match self.kind.as_str() {
+                "linphone" => "~/.local/share/linphone/call-history.db",
+                "twinkle" => "~/.twinkle/twinkle.ch",
+                _ => return None,
+            }
+        } else {
+            &self.path
+        };
+        match raw.strip_prefix("~/") {
+            Some(rest) => home.map(|h| h.join(rest)),
+            None => Some(PathBuf::from(raw)),
+        }
+    }
+
+    pub fn display_name(&self) -> String {
+        if self.name.is_empty() {
+            self.kind.clone()
+        } else {
+            self.name.clone()
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PolicyConfig {
@@ -331,6 +390,35 @@ impl Config {
         }
         if self.sync.overlap_secs > 3_600 {
             bad("sync.overlap_secs", "must be at most 3600".into());
+        }
+        let mut names = BTreeSet::new();
+        for src in &self.calllog.sources {
+            if !["native", "linphone", "twinkle"].contains(&src.kind.as_str()) {
+                bad(
+                    "calllog.sources",
+                    format!(
+                        "{:?} is not one of \"native\", \"linphone\", \"twinkle\"",
+                        src.kind
+                    ),
+                );
+            } else if src.resolved_path().is_none() {
+                bad(
+                    "calllog.sources",
+                    format!("a {} source needs a path", src.kind),
+                );
+            }
+            if !names.insert(src.display_name()) {
+                bad(
+                    "calllog.sources",
+                    format!(
+                        "two sources are named {:?}: give them names",
+                        src.display_name()
+                    ),
+                );
+            }
+        }
+        if !(1..=3_600).contains(&self.calllog.poll_secs) {
+            bad("calllog.poll_secs", "must be between 1 and 3600".into());
         }
         let v = &self.salesforce.api_version;
         if v.split_once('.')

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod cache;
 pub mod calllog;
 pub mod config;
+pub mod errorlog;
 pub mod fsutil;
 pub mod import;
 pub mod logging;

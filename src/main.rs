@@ -115,6 +115,14 @@ enum Command {
     /// Authentication history.
     #[command(subcommand)]
     Auth(AuthCmd),
+    /// Softphone call logs: follow them or read one.
+    #[command(subcommand)]
+    Calls(CallsCmd),
+    /// The integration error log: inputs callsync could not use, and why.
+    Errors {
+        #[arg(long)]
+        json: bool,
+    },
     /// Run the simulated Salesforce org on loopback (for trying things with curl, and tests).
     Sim {
         #[arg(long, default_value_t = 8900)]
@@ -154,6 +162,30 @@ enum CacheCmd {
     Import { file: PathBuf },
     /// Delete every cached record (the next sync reloads them).
     Clear,
+}
+
+#[derive(Subcommand, Debug)]
+enum CallsCmd {
+    /// Follow the call logs and print each call event as it happens (Ctrl-C stops).
+    Tail {
+        /// Follow this log instead of the configured ones: KIND=PATH (native, linphone, twinkle).
+        #[arg(long = "source", value_name = "KIND=PATH")]
+        sources: Vec<String>,
+        /// Print JSON Lines.
+        #[arg(long)]
+        json: bool,
+        /// Start again from the beginning of every log.
+        #[arg(long)]
+        from_start: bool,
+    },
+    /// Read one call log file and print its events.
+    Import {
+        file: PathBuf,
+        #[arg(long, default_value = "native", value_parser = ["native", "linphone", "twinkle"])]
+        format: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -430,6 +462,33 @@ fn run(command: Command, layered: &Layered, data: &DataDir) -> anyhow::Result<u8
         } => runtime()?.block_on(sync_watch(layered, data)),
         Command::Sync { full, watch: false } => runtime()?.block_on(sync_now(layered, data, full)),
         Command::Status { json } => status(layered, data, json),
+        Command::Calls(CallsCmd::Tail {
+            sources,
+            json,
+            from_start,
+        }) => calls_tail(layered, data, &sources, json, from_start),
+        Command::Calls(CallsCmd::Import { file, format, json }) => {
+            calls_import(data, &file, &format, json)
+        }
+        Command::Errors { json } => {
+            let log = callsync::errorlog::ErrorLog::new(data.root().join("errors.jsonl"));
+            let entries = log.read()?;
+            if json {
+                outln!("{}", serde_json::to_string_pretty(&entries)?);
+            } else if entries.is_empty() {
+                outln!("no integration errors");
+            } else {
+                for e in &entries {
+                    let place = match (&e.file, e.line) {
+                        (Some(f), Some(l)) => format!("{f}:{l}"),
+                        (Some(f), None) => f.clone(),
+                        _ => e.source.clone(),
+                    };
+                    outln!("{}  [{}] {place}: {}", e.at, e.area, e.reason);
+                }
+            }
+            Ok(exit::OK)
+        }
         Command::Auth(AuthCmd::History { json }) => {
             let app = App::new(layered.config.clone(), data.clone());
             let h = callsync::auth::read_history(&app.history_file())?;
@@ -972,4 +1031,250 @@ async fn sync_watch(layered: &Layered, data: &DataDir) -> anyhow::Result<u8> {
             }
         }
     }
+}
+
+fn make_source(
+    kind: &str,
+    name: &str,
+    path: PathBuf,
+) -> anyhow::Result<Box<dyn callsync::calllog::Source>> {
+    use callsync::calllog::{
+        linphone::LinphoneSource, native::NativeSource, twinkle::TwinkleSource,
+    };
+    Ok(match kind {
+        "native" => Box::new(NativeSource::new(name, path)),
+        "linphone" => Box::new(LinphoneSource::new(name, path)),
+        "twinkle" => Box::new(TwinkleSource::new(name, path)),
+        other => anyhow::bail!("unknown call log kind {other:?} (native, linphone, twinkle)"),
+    })
+}
+
+/// One line for a person.
+fn describe_event(
+    e: &callsync::calllog::CallEvent,
+    call_type: Option<callsync::calllog::CallType>,
+) -> String {
+    use callsync::calllog::EventKind;
+    let who = e
+        .info
+        .as_ref()
+        .map(|i| {
+            format!(" {:?} {}", i.direction, callsync::phone::Masked(&i.remote)).to_lowercase()
+        })
+        .unwrap_or_default();
+    let detail = match &e.kind {
+        EventKind::Ended {
+            outcome,
+            duration_s,
+        } => format!(
+            " {outcome:?}{}{}",
+            duration_s.map(|d| format!(", {d} s")).unwrap_or_default(),
+            call_type
+                .map(|t| format!(
+                    " → {t:?}{}",
+                    if t.is_integrated() {
+                        ""
+                    } else {
+                        " (not integrated)"
+                    }
+                ))
+                .unwrap_or_default()
+        ),
+        EventKind::Transferred { kind, to } => {
+            format!(" {kind:?} to {}", callsync::phone::Masked(to))
+        }
+        EventKind::Memo {
+            items,
+            comment,
+            edited,
+        } => format!(
+            " {items:?} {}{}",
+            comment.clone().unwrap_or_default(),
+            if *edited { " (edited)" } else { "" }
+        ),
+        EventKind::Speech { summary, .. } => format!(" summary: {summary}"),
+        _ => String::new(),
+    };
+    format!(
+        "{} {:<8} {:<12} {:<11}{who}{detail}",
+        e.at.format("%Y-%m-%d %H:%M:%S%:z"),
+        e.source,
+        e.call_id,
+        e.kind.name()
+    )
+}
+
+fn calls_tail(
+    layered: &Layered,
+    data: &DataDir,
+    overrides: &[String],
+    json: bool,
+    from_start: bool,
+) -> anyhow::Result<u8> {
+    use callsync::calllog::{
+        classify,
+        cursor::CursorStore,
+        watch::{Follower, Waker},
+        CallInfo, Direction, EventKind, TransferKind,
+    };
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let mut sources = Vec::new();
+    if overrides.is_empty() {
+        for s in &layered.config.calllog.sources {
+            let path = s
+                .resolved_path()
+                .context("call log source without a path")?;
+            sources.push(make_source(&s.kind, &s.display_name(), path)?);
+        }
+    } else {
+        for o in overrides {
+            let (kind, path) = o.split_once('=').context("--source takes KIND=PATH")?;
+            sources.push(make_source(kind, kind, PathBuf::from(path))?);
+        }
+    }
+    if sources.is_empty() {
+        eprintln!("callsync: no call logs configured: add [calllog] sources (see `callsync config example`) or pass --source KIND=PATH");
+        return Ok(exit::USAGE);
+    }
+    let store = CursorStore::new(data.root().join("calllog").join("tail-cursors.json"));
+    if from_start {
+        let _ = std::fs::remove_file(store.path());
+    }
+    let mut follower = Follower::new(sources, store)?;
+    let mut waker = Waker::new(follower.dirs(), std::time::Duration::from_millis(20))?;
+    let errors = callsync::errorlog::ErrorLog::new(data.root().join("errors.jsonl"));
+    // Screen pops come from the cache when it is free (the agent may hold it).
+    let app = App::new(layered.config.clone(), data.clone());
+    let cache = app.open_cache().ok().map(|(c, _)| c);
+    let normalizer = layered.config.normalizer()?;
+    let rules = layered.config.lookup_rules();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let rt = runtime()?;
+    {
+        let stop = stop.clone();
+        let wake = waker.handle();
+        rt.spawn(async move {
+            let _ = tokio::signal::ctrl_c().await;
+            stop.store(true, Ordering::SeqCst);
+            let _ = wake.send(());
+        });
+    }
+    let mut calls: HashMap<String, (CallInfo, Option<TransferKind>)> = HashMap::new();
+    let backstop = std::time::Duration::from_secs(layered.config.calllog.poll_secs);
+    while !stop.load(Ordering::SeqCst) {
+        let (batches, retry) = follower.poll();
+        for b in &batches {
+            for p in &b.problems {
+                eprintln!(
+                    "callsync: {}{}: {}",
+                    p.file,
+                    p.line.map(|l| format!(":{l}")).unwrap_or_default(),
+                    p.reason
+                );
+                let _ = errors.calllog(p);
+            }
+            for e in &b.events {
+                if let Some(i) = &e.info {
+                    calls
+                        .entry(e.call_id.clone())
+                        .or_insert_with(|| (i.clone(), None));
+                }
+                if let EventKind::Transferred { kind, .. } = &e.kind {
+                    if let Some(c) = calls.get_mut(&e.call_id) {
+                        c.1 = Some(*kind);
+                    }
+                }
+                let call_type = match &e.kind {
+                    EventKind::Ended { outcome, .. } => calls
+                        .get(&e.call_id)
+                        .map(|(i, t)| classify(i.direction, *outcome, *t)),
+                    _ => None,
+                };
+                if json {
+                    outln!("{}", serde_json::to_string(e)?);
+                } else {
+                    outln!("{}", describe_event(e, call_type));
+                }
+                // Screen pop: an incoming call starts ringing.
+                let ringing_in = matches!(e.kind, EventKind::Ringing)
+                    && e.info
+                        .as_ref()
+                        .is_some_and(|i| i.direction == Direction::Inbound);
+                if ringing_in && !json {
+                    if let (Some(cache), Some(info)) = (&cache, &e.info) {
+                        match lookup::lookup(cache, &normalizer, &rules, &info.remote) {
+                            Ok(r) => match &r.best {
+                                Some(m) => outln!(
+                                    "    screen pop: {} ({}){}",
+                                    m.display.one_line(),
+                                    m.kind_label(),
+                                    if r.others.is_empty() {
+                                        String::new()
+                                    } else {
+                                        format!(" + {} more", r.others.len())
+                                    }
+                                ),
+                                None => {
+                                    outln!("    screen pop: unknown caller {}", r.key.display())
+                                }
+                            },
+                            Err(err) => outln!("    screen pop: {err}"),
+                        }
+                    }
+                }
+            }
+            follower.ack(b)?;
+        }
+        let wait = if retry {
+            std::time::Duration::from_millis(100)
+        } else {
+            backstop
+        };
+        waker.wait(wait);
+    }
+    outln!("stopped");
+    Ok(exit::OK)
+}
+
+fn calls_import(
+    data: &DataDir,
+    file: &std::path::Path,
+    format: &str,
+    json: bool,
+) -> anyhow::Result<u8> {
+    if !file.exists() {
+        eprintln!("callsync: cannot read {}: no such file", file.display());
+        return Ok(exit::FAILURE);
+    }
+    let mut src = make_source(format, format, file.to_owned())?;
+    let p = src.poll(&Default::default());
+    let errors = callsync::errorlog::ErrorLog::new(data.root().join("errors.jsonl"));
+    for e in &p.events {
+        if json {
+            outln!("{}", serde_json::to_string(e)?);
+        } else {
+            outln!("{}", describe_event(e, None));
+        }
+    }
+    for pr in &p.problems {
+        eprintln!(
+            "{}{}: {}",
+            pr.file,
+            pr.line.map(|l| format!(":{l}")).unwrap_or_default(),
+            pr.reason
+        );
+        let _ = errors.calllog(pr);
+    }
+    if !json {
+        outln!("{} events; {} problem(s)", p.events.len(), p.problems.len());
+    }
+    Ok(if p.problems.is_empty() {
+        exit::OK
+    } else {
+        exit::PARTIAL
+    })
 }

@@ -52,9 +52,13 @@ pub struct Cursor {
     /// …the byte offset of the next unread line…
     #[serde(default)]
     pub offset: u64,
-    /// …and its line number (for error messages).
+    /// …and its line number (for error messages)…
     #[serde(default)]
     pub line: u64,
+    /// …and a digest of the bytes just before the offset: a file truncated and grown back
+    /// past the offset between two reads looks unchanged by size alone.
+    #[serde(default)]
+    pub tail: Option<String>,
     /// SQLite histories: the last row id read.
     #[serde(default)]
     pub last_row: i64,

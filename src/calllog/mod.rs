@@ -10,6 +10,7 @@ pub mod cursor;
 pub mod linphone;
 pub mod native;
 pub mod twinkle;
+pub mod watch;
 
 use chrono::{DateTime, FixedOffset};
 use serde::{Deserialize, Serialize};

@@ -99,6 +99,26 @@ fn find_rotated(path: &Path, id: FileId) -> Option<PathBuf> {
         })
 }
 
+/// Bytes before the offset that the fingerprint covers.
+const TAIL: u64 = 64;
+
+/// Digest of the `TAIL` bytes before `offset` in `file`.
+fn tail_digest(file: &Path, offset: u64) -> Option<String> {
+    use sha2::{Digest, Sha256};
+    let mut f = std::fs::File::open(file).ok()?;
+    let start = offset.saturating_sub(TAIL);
+    f.seek(SeekFrom::Start(start)).ok()?;
+    let mut buf = vec![0u8; (offset - start) as usize];
+    f.read_exact(&mut buf).ok()?;
+    Some(
+        Sha256::digest(&buf)
+            .iter()
+            .take(8)
+            .map(|b| format!("{b:02x}"))
+            .collect(),
+    )
+}
+
 impl NativeSource {
     /// Reads whole lines of `file` from `cursor.offset`, advancing the cursor past them.
     fn read_from(&self, file: &Path, cursor: &mut Cursor, out: &mut Poll) {
@@ -152,6 +172,7 @@ impl NativeSource {
                 Err(reason) => out.problems.push(self.problem(Some(cursor.line), reason)),
             }
         }
+        cursor.tail = tail_digest(file, cursor.offset);
     }
 
     fn problem(&self, line: Option<u64>, reason: String) -> SourceProblem {
@@ -202,8 +223,11 @@ impl Source for NativeSource {
             next.file = Some(id);
             next.offset = 0;
             next.line = 0;
-        } else if meta.len() < next.offset {
-            // Truncated in place: start again (keys keep already-emitted events out).
+        } else if meta.len() < next.offset
+            || (next.offset > 0 && tail_digest(&self.path, next.offset) != next.tail)
+        {
+            // Truncated or rewritten in place: start again (keys keep already-emitted events
+            // out).
             tracing::info!(source = %self.name, "call log truncated; reading it again from the start");
             next.offset = 0;
             next.line = 0;

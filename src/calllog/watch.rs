@@ -1,0 +1,165 @@
+//! Following call logs: a [`Follower`] polls every source from its acknowledged cursor, and a
+//! [`Waker`] says when to poll: a (debounced) change in a source's directory, or the polling
+//! backstop for filesystems that send no events (network shares). Directories are watched, not
+//! files: logs get created late, replaced and rotated.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use notify_debouncer_full::notify::RecursiveMode;
+
+use super::cursor::{Cursor, CursorStore};
+use super::{CallEvent, Source, SourceProblem};
+
+/// What one source produced since the last acknowledged batch.
+#[derive(Debug)]
+pub struct Batch {
+    pub source: String,
+    pub events: Vec<CallEvent>,
+    pub problems: Vec<SourceProblem>,
+}
+
+pub struct Follower {
+    sources: Vec<Box<dyn Source>>,
+    store: CursorStore,
+    /// Saved: what consumers have acknowledged.
+    acked: BTreeMap<String, Cursor>,
+    /// In memory: after the batches handed out but not yet acknowledged.
+    pending: BTreeMap<String, Cursor>,
+}
+
+impl Follower {
+    pub fn new(sources: Vec<Box<dyn Source>>, store: CursorStore) -> io::Result<Follower> {
+        let acked = store.load()?;
+        Ok(Follower {
+            sources,
+            store,
+            pending: acked.clone(),
+            acked,
+        })
+    }
+
+    /// Directories to watch.
+    pub fn dirs(&self) -> Vec<PathBuf> {
+        let mut d: Vec<PathBuf> = self
+            .sources
+            .iter()
+            .filter_map(|s| s.path().parent().map(Path::to_owned))
+            .collect();
+        d.sort();
+        d.dedup();
+        d
+    }
+
+    /// Polls every source; returns the non-empty batches and whether a source asked to be
+    /// polled again soon (file busy).
+    pub fn poll(&mut self) -> (Vec<Batch>, bool) {
+        let mut out = Vec::new();
+        let mut retry = false;
+        for s in &mut self.sources {
+            let name = s.name().to_owned();
+            let from = self.pending.get(&name).cloned().unwrap_or_default();
+            let p = s.poll(&from);
+            retry |= p.retry_soon;
+            let moved = p.next != from;
+            self.pending.insert(name.clone(), p.next);
+            if !p.events.is_empty() || !p.problems.is_empty() {
+                out.push(Batch {
+                    source: name,
+                    events: p.events,
+                    problems: p.problems,
+                });
+            } else if moved {
+                // Only the position moved (blank lines, a rotation): nothing to hand out, so
+                // nothing can be lost by saving it.
+                self.acked.insert(name.clone(), self.pending[&name].clone());
+                let _ = self.store.save(&self.acked);
+            }
+        }
+        (out, retry)
+    }
+
+    /// The consumer has durably handled `batch`: its source's cursor is saved. Until then a
+    /// restart hands the same events out again.
+    pub fn ack(&mut self, batch: &Batch) -> io::Result<()> {
+        if let Some(c) = self.pending.get(&batch.source) {
+            self.acked.insert(batch.source.clone(), c.clone());
+        }
+        self.store.save(&self.acked)
+    }
+}
+
+/// Wakes the follower on filesystem events, debounced.
+pub struct Waker {
+    rx: mpsc::Receiver<()>,
+    tx: mpsc::Sender<()>,
+    debouncer: notify_debouncer_full::Debouncer<
+        notify_debouncer_full::notify::RecommendedWatcher,
+        notify_debouncer_full::RecommendedCache,
+    >,
+    dirs: Vec<PathBuf>,
+    watching: Vec<PathBuf>,
+}
+
+impl Waker {
+    pub fn new(
+        dirs: Vec<PathBuf>,
+        debounce: Duration,
+    ) -> notify_debouncer_full::notify::Result<Waker> {
+        let (tx, rx) = mpsc::channel();
+        let t = tx.clone();
+        let debouncer = notify_debouncer_full::new_debouncer(
+            debounce,
+            None,
+            move |res: notify_debouncer_full::DebounceEventResult| {
+                if res.is_ok() {
+                    let _ = t.send(());
+                }
+            },
+        )?;
+        let mut w = Waker {
+            rx,
+            tx,
+            debouncer,
+            dirs,
+            watching: Vec::new(),
+        };
+        w.watch_new_dirs();
+        Ok(w)
+    }
+
+    /// Starts watching directories that exist now (a softphone's data folder may appear late).
+    fn watch_new_dirs(&mut self) {
+        for d in self.dirs.clone() {
+            if !self.watching.contains(&d)
+                && d.is_dir()
+                && self
+                    .debouncer
+                    .watch(&d, RecursiveMode::NonRecursive)
+                    .is_ok()
+            {
+                tracing::debug!(dir = %d.display(), "watching");
+                self.watching.push(d.clone());
+                // It may have been created with a log already in it.
+                let _ = self.tx.send(());
+            }
+        }
+    }
+
+    /// Waits for a change or `timeout` (the backstop); true if something changed.
+    pub fn wait(&mut self, timeout: Duration) -> bool {
+        self.watch_new_dirs();
+        let woke = self.rx.recv_timeout(timeout).is_ok();
+        // Coalesce a burst.
+        while self.rx.try_recv().is_ok() {}
+        woke
+    }
+
+    /// A handle that wakes the follower from elsewhere (stop requests, tests).
+    pub fn handle(&self) -> mpsc::Sender<()> {
+        self.tx.clone()
+    }
+}

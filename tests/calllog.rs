@@ -1,0 +1,256 @@
+//! Following call logs with real files: half-written lines, rotation, truncation, replacement,
+//! a log that appears late, a restart mid-file, and a real softphone (linphone) making calls.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use callsync::calllog::cursor::CursorStore;
+use callsync::calllog::linphone::LinphoneSource;
+use callsync::calllog::native::NativeSource;
+use callsync::calllog::watch::{Follower, Waker};
+use callsync::calllog::{CallEvent, Direction, EventKind, Outcome, Source};
+
+fn line(call: &str, event: &str, secs: u32) -> String {
+    let extra = match event {
+        "ringing" => r#","direction":"inbound","remote":"03-1234-5678""#,
+        "ended" => r#","outcome":"answered","duration_s":5"#,
+        _ => "",
+    };
+    format!("{{\"call_id\":\"{call}\",\"event\":\"{event}\",\"at\":\"2026-11-21T10:00:{secs:02}+09:00\"{extra}}}\n")
+}
+
+fn append(path: &Path, text: &str) {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+    f.sync_all().unwrap();
+}
+
+fn follower(log: &Path, store: &Path) -> Follower {
+    let sources: Vec<Box<dyn Source>> = vec![Box::new(NativeSource::new("native", log))];
+    Follower::new(sources, CursorStore::new(store)).unwrap()
+}
+
+/// Polls and acknowledges everything; returns event keys.
+fn drain(f: &mut Follower) -> Vec<String> {
+    let (batches, _) = f.poll();
+    let mut keys = Vec::new();
+    for b in &batches {
+        keys.extend(
+            b.events
+                .iter()
+                .map(|e| format!("{}:{}", e.call_id, e.kind.name())),
+        );
+        f.ack(b).unwrap();
+    }
+    keys
+}
+
+#[test]
+fn half_lines_wait_and_a_late_log_is_picked_up() {
+    let d = tempfile::tempdir().unwrap();
+    let log = d.path().join("calls.jsonl");
+    let mut f = follower(&log, &d.path().join("cur.json"));
+    assert!(drain(&mut f).is_empty(), "no file yet");
+    let full = line("a", "ringing", 0);
+    let (head, tail) = full.split_at(30);
+    append(&log, head);
+    assert!(drain(&mut f).is_empty(), "a partial line must wait");
+    append(&log, tail);
+    append(&log, &line("a", "answered", 1)[..10]);
+    assert_eq!(drain(&mut f), ["a:ringing"]);
+    append(&log, &line("a", "answered", 1)[10..]);
+    assert_eq!(drain(&mut f), ["a:answered"]);
+}
+
+#[test]
+fn rotation_truncation_and_replacement_never_lose_or_repeat() {
+    let d = tempfile::tempdir().unwrap();
+    let log = d.path().join("calls.jsonl");
+    let mut f = follower(&log, &d.path().join("cur.json"));
+    append(&log, &line("a", "ringing", 0));
+    assert_eq!(drain(&mut f), ["a:ringing"]);
+
+    // Rotation: a line lands in the old file after our last read, then it is renamed and a
+    // new file starts.
+    append(&log, &line("a", "ended", 9));
+    std::fs::rename(&log, d.path().join("calls.jsonl.1")).unwrap();
+    append(&log, &line("b", "ringing", 10));
+    assert_eq!(drain(&mut f), ["a:ended", "b:ringing"]);
+
+    // Truncation in place, then new lines: nothing old again.
+    std::fs::write(&log, "").unwrap();
+    append(&log, &line("c", "ringing", 20));
+    assert_eq!(drain(&mut f), ["c:ringing"]);
+
+    // Replacement (write elsewhere, rename over) with old and new content: only the new.
+    let tmp = d.path().join("calls.tmp");
+    std::fs::write(&tmp, line("c", "ringing", 20) + &line("c", "ended", 29)).unwrap();
+    std::fs::rename(&tmp, &log).unwrap();
+    assert_eq!(drain(&mut f), ["c:ended"]);
+    assert!(drain(&mut f).is_empty());
+}
+
+#[test]
+fn a_restart_resumes_from_what_was_acknowledged() {
+    let d = tempfile::tempdir().unwrap();
+    let log = d.path().join("calls.jsonl");
+    let store = d.path().join("cur.json");
+    for i in 0..5 {
+        append(&log, &line(&format!("c{i}"), "ringing", i));
+    }
+    {
+        let mut f = follower(&log, &store);
+        assert_eq!(drain(&mut f).len(), 5);
+        append(&log, &line("c5", "ringing", 5));
+        // Handed out but never acknowledged: the process dies here.
+        let (batches, _) = f.poll();
+        assert_eq!(batches[0].events.len(), 1);
+    }
+    append(&log, &line("c6", "ringing", 6));
+    let mut f = follower(&log, &store);
+    // The unacknowledged event comes again (once), then the new one; nothing acknowledged does.
+    assert_eq!(drain(&mut f), ["c5:ringing", "c6:ringing"]);
+    assert!(drain(&mut f).is_empty());
+}
+
+#[test]
+fn bad_lines_are_reported_with_their_line_and_the_rest_goes_on() {
+    let d = tempfile::tempdir().unwrap();
+    let log = d.path().join("calls.jsonl");
+    append(&log, &line("a", "ringing", 0));
+    append(&log, "{oops\n");
+    append(
+        &log,
+        "{\"call_id\":\"a\",\"event\":\"hold\",\"at\":\"2026-11-21T10:00:01Z\"}\n",
+    );
+    append(
+        &log,
+        "{\"call_id\":\"a\",\"event\":\"ended\",\"at\":\"not a time\",\"outcome\":\"answered\"}\n",
+    );
+    append(&log, &line("a", "ended", 9));
+    let mut f = follower(&log, &d.path().join("cur.json"));
+    let (batches, _) = f.poll();
+    let b = &batches[0];
+    assert_eq!(b.events.len(), 2);
+    let lines: Vec<Option<u64>> = b.problems.iter().map(|p| p.line).collect();
+    assert_eq!(lines, [Some(2), Some(4)], "{:?}", b.problems);
+    assert!(b.problems[1].reason.contains("bad timestamp"));
+}
+
+#[test]
+fn the_waker_fires_on_a_change_in_the_directory() {
+    let d = tempfile::tempdir().unwrap();
+    let log = d.path().join("calls.jsonl");
+    let mut w = Waker::new(vec![d.path().to_owned()], Duration::from_millis(20)).unwrap();
+    w.wait(Duration::from_millis(50)); // the initial wake for a newly watched directory
+    let writer = std::thread::spawn({
+        let log = log.clone();
+        move || {
+            std::thread::sleep(Duration::from_millis(100));
+            append(&log, &line("a", "ringing", 0));
+        }
+    });
+    let t = Instant::now();
+    assert!(w.wait(Duration::from_secs(10)), "no filesystem event");
+    assert!(t.elapsed() < Duration::from_secs(5));
+    writer.join().unwrap();
+}
+
+/// A real softphone: `shared/tools/make_calls.sh` runs two linphonec instances on loopback
+/// while the follower watches the history being written. Needs linphone-cli (`.ci/run`
+/// installs it and sets CALLSYNC_REQUIRE_SOFTPHONE=1 so that a missing one fails).
+#[test]
+fn a_real_linphone_history_followed_live() {
+    let script = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/tools/make_calls.sh"
+    ));
+    let have = std::process::Command::new("sh")
+        .args(["-c", "command -v linphonec"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !have || !script.exists() {
+        assert!(
+            std::env::var("CALLSYNC_REQUIRE_SOFTPHONE").is_err(),
+            "linphonec or make_calls.sh missing"
+        );
+        eprintln!("skipping: linphonec not installed");
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("calls");
+    let db = out.join("alice/.local/share/linphone/call-history.db");
+    let sources: Vec<Box<dyn Source>> = vec![Box::new(LinphoneSource::new("linphone", &db))];
+    let mut f = Follower::new(sources, CursorStore::new(d.path().join("cur.json"))).unwrap();
+    let mut child = std::process::Command::new("bash")
+        .arg(&script)
+        .arg(&out)
+        .env("TALK", "2")
+        .env("RING", "2")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut events: Vec<CallEvent> = Vec::new();
+    let t = Instant::now();
+    let mut done_at = None;
+    loop {
+        let (batches, _) = f.poll();
+        for b in &batches {
+            assert!(b.problems.is_empty(), "{:?}", b.problems);
+            events.extend(b.events.iter().cloned());
+            f.ack(b).unwrap();
+        }
+        if done_at.is_none() && child.try_wait().unwrap().is_some() {
+            done_at = Some(Instant::now());
+        }
+        // Once the script is over, one more poll catches the last row.
+        if done_at.is_some_and(|d| d.elapsed() > Duration::from_millis(500))
+            || t.elapsed() > Duration::from_secs(90)
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = child.wait_with_output().unwrap();
+    assert!(
+        status.status.success(),
+        "make_calls.sh failed: {}",
+        String::from_utf8_lossy(&status.stdout)
+    );
+    let calls: Vec<(Direction, Outcome)> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Ended { outcome, .. } => {
+                Some((e.info.as_ref().unwrap().direction, *outcome))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        calls,
+        [
+            (Direction::Outbound, Outcome::Answered),
+            (Direction::Inbound, Outcome::NoAnswer),
+            (Direction::Inbound, Outcome::Answered),
+        ],
+        "{events:#?}"
+    );
+    // Every call exactly once, and the remote party is bob.
+    let mut ids: Vec<&str> = events
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::Ended { .. }))
+        .map(|e| e.call_id.as_str())
+        .collect();
+    ids.dedup();
+    assert_eq!(ids.len(), 3);
+    assert!(events
+        .iter()
+        .all(|e| e.info.as_ref().unwrap().remote == "bob"));
+}
