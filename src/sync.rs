@@ -111,6 +111,19 @@ pub enum SyncError {
     Cache(#[from] CacheError),
 }
 
+/// The prefetched next page, if one was being fetched.
+async fn joined<T>(
+    h: Option<tokio::task::JoinHandle<Result<T, SfError>>>,
+) -> Result<Option<T>, SfError> {
+    match h {
+        None => Ok(None),
+        Some(h) => h
+            .await
+            .map_err(|e| SfError::Protocol(format!("page fetch stopped: {e}")))?
+            .map(Some),
+    }
+}
+
 /// Progress for a progress bar: (object, records loaded, records expected).
 pub type Progress<'a> = &'a mut dyn FnMut(ObjectKind, u64, u64);
 
@@ -325,26 +338,33 @@ impl SyncEngine<'_> {
             }
             st.resume_url = page.next_records_url.clone();
             st.watermark = max_stamp.clone();
-            let state = serde_json::to_vec(&st).unwrap_or_default();
-            if empty {
-                self.cache
-                    .apply_bulk_with_state(&changes, &[(&key, state)])?;
-            } else {
-                self.cache.apply(&changes, &[(&key, state)])?;
-            }
+            self.store_page(&key, &st, &changes, empty)?;
             progress(kind, loaded, total);
-            match prefetch {
-                Some(next) => {
-                    page = next
-                        .await
-                        .map_err(|e| SfError::Protocol(format!("page fetch stopped: {e}")))??
-                }
+            match joined(prefetch).await? {
+                Some(next) => page = next,
                 None => break,
             }
         }
         self.finish_full(kind, st, max_stamp, started, empty)?;
         tracing::info!(object = %kind, upserted, deleted, "full load done");
         Ok((upserted, deleted))
+    }
+
+    /// Writes a page's changes with the object's sync state, in one atomic batch.
+    fn store_page(
+        &self,
+        key: &str,
+        st: &ObjectState,
+        changes: &[Change],
+        empty: bool,
+    ) -> Result<(), CacheError> {
+        let state = serde_json::to_vec(st).unwrap_or_default();
+        if empty {
+            self.cache.apply_bulk_with_state(changes, &[(key, state)])?;
+        } else {
+            self.cache.apply(changes, &[(key, state)])?;
+        }
+        Ok(())
     }
 
     /// Converts a page of records (in parallel: normalization is the CPU cost) and moves
@@ -466,20 +486,10 @@ impl SyncEngine<'_> {
             upserted += changes.len();
             st.bulk_locator = page.next_locator.clone();
             st.watermark = max_stamp.clone();
-            let state = serde_json::to_vec(&st).unwrap_or_default();
-            if empty {
-                self.cache
-                    .apply_bulk_with_state(&changes, &[(&key, state)])?;
-            } else {
-                self.cache.apply(&changes, &[(&key, state)])?;
-            }
+            self.store_page(&key, &st, &changes, empty)?;
             progress(kind, loaded, loaded);
-            match prefetch {
-                Some(next) => {
-                    page = next
-                        .await
-                        .map_err(|e| SfError::Protocol(format!("page fetch stopped: {e}")))??
-                }
+            match joined(prefetch).await? {
+                Some(next) => page = next,
                 None => break,
             }
         }
