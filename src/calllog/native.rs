@@ -137,6 +137,8 @@ impl NativeSource {
             out.retry_soon = true;
             return;
         }
+        // A set view of the remembered keys for this read (the cursor keeps them in order).
+        let mut seen: std::collections::HashSet<String> = cursor.seen.iter().cloned().collect();
         let mut start = 0;
         while let Some(nl) = buf[start..].iter().position(|b| *b == b'\n') {
             let raw = &buf[start..start + nl];
@@ -157,7 +159,7 @@ impl NativeSource {
             match parse_line(&self.name, line) {
                 Ok(Some(ev)) => {
                     let key = ev.key();
-                    if !cursor.has_seen(&key) {
+                    if seen.insert(key.clone()) {
                         cursor.remember(key);
                         out.events.push(ev);
                     }
