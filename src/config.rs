@@ -206,7 +206,7 @@ impl Default for SyncConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CallLogConfig {
-    /// The call logs to follow: `{ kind = "native" | "linphone" | "twinkle", path = "…" }`
+    /// The call logs to follow: `{ kind = "native" | "linphone" | "twinkle" | "csv", path = "…" }`
     /// (linphone and twinkle have default paths).
     pub sources: Vec<CallLogSource>,
     /// Seconds between checks when the filesystem sends no events (network shares).
@@ -231,6 +231,9 @@ pub struct CallLogSource {
     /// Defaults to the kind.
     #[serde(default)]
     pub name: String,
+    /// `csv` only: which columns and values mean what.
+    #[serde(default)]
+    pub csv: Option<crate::calllog::csvlog::CsvMapping>,
 }
 
 impl CallLogSource {

@@ -168,7 +168,8 @@ enum CacheCmd {
 enum CallsCmd {
     /// Follow the call logs and print each call event as it happens (Ctrl-C stops).
     Tail {
-        /// Follow this log instead of the configured ones: KIND=PATH (native, linphone, twinkle).
+        /// Follow this log instead of the configured ones: KIND=PATH (native, linphone, twinkle,
+        /// csv with the default column names).
         #[arg(long = "source", value_name = "KIND=PATH")]
         sources: Vec<String>,
         /// Print JSON Lines.
@@ -181,7 +182,7 @@ enum CallsCmd {
     /// Read one call log file and print its events.
     Import {
         file: PathBuf,
-        #[arg(long, default_value = "native", value_parser = ["native", "linphone", "twinkle"])]
+        #[arg(long, default_value = "native", value_parser = ["native", "linphone", "twinkle", "csv"])]
         format: String,
         #[arg(long)]
         json: bool,
@@ -1037,15 +1038,17 @@ fn make_source(
     kind: &str,
     name: &str,
     path: PathBuf,
+    csv: Option<callsync::calllog::csvlog::CsvMapping>,
 ) -> anyhow::Result<Box<dyn callsync::calllog::Source>> {
     use callsync::calllog::{
-        linphone::LinphoneSource, native::NativeSource, twinkle::TwinkleSource,
+        csvlog::CsvSource, linphone::LinphoneSource, native::NativeSource, twinkle::TwinkleSource,
     };
     Ok(match kind {
         "native" => Box::new(NativeSource::new(name, path)),
+        "csv" => Box::new(CsvSource::new(name, path, csv.unwrap_or_default())),
         "linphone" => Box::new(LinphoneSource::new(name, path)),
         "twinkle" => Box::new(TwinkleSource::new(name, path)),
-        other => anyhow::bail!("unknown call log kind {other:?} (native, linphone, twinkle)"),
+        other => anyhow::bail!("unknown call log kind {other:?} (native, linphone, twinkle, csv)"),
     })
 }
 
@@ -1127,12 +1130,17 @@ fn calls_tail(
             let path = s
                 .resolved_path()
                 .context("call log source without a path")?;
-            sources.push(make_source(&s.kind, &s.display_name(), path)?);
+            sources.push(make_source(
+                &s.kind,
+                &s.display_name(),
+                path,
+                s.csv.clone(),
+            )?);
         }
     } else {
         for o in overrides {
             let (kind, path) = o.split_once('=').context("--source takes KIND=PATH")?;
-            sources.push(make_source(kind, kind, PathBuf::from(path))?);
+            sources.push(make_source(kind, kind, PathBuf::from(path), None)?);
         }
     }
     if sources.is_empty() {
@@ -1250,7 +1258,7 @@ fn calls_import(
         eprintln!("callsync: cannot read {}: no such file", file.display());
         return Ok(exit::FAILURE);
     }
-    let mut src = make_source(format, format, file.to_owned())?;
+    let mut src = make_source(format, format, file.to_owned(), None)?;
     let p = src.poll(&Default::default());
     let errors = callsync::errorlog::ErrorLog::new(data.root().join("errors.jsonl"));
     for e in &p.events {

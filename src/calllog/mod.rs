@@ -6,6 +6,7 @@
 //! consumer acknowledges the batch, so a restart resumes with no gap and no repeat of anything
 //! acknowledged (event keys dedupe the rest).
 
+pub mod csvlog;
 pub mod cursor;
 pub mod linphone;
 pub mod native;

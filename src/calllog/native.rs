@@ -25,17 +25,61 @@ const KNOWN: [&str; 7] = [
     "speech",
 ];
 
-pub struct NativeSource {
+/// How the lines of an appended log are understood.
+pub trait LineFormat: Send {
+    /// Called before each read: header formats (CSV) read the file's first line here.
+    fn prepare(&mut self, _file: &Path) -> Result<(), String> {
+        Ok(())
+    }
+    /// Line 1 of a header format is no data.
+    fn has_header(&self) -> bool {
+        false
+    }
+    /// The events of one line (none: a line to skip, e.g. an unknown event).
+    fn parse(&self, source: &str, line: &str) -> Result<Vec<CallEvent>, String>;
+}
+
+/// A log that grows by appended lines, read from a persisted (identity, offset, fingerprint).
+pub struct AppendedLog<F: LineFormat> {
     name: String,
     path: PathBuf,
+    format: F,
 }
+
+impl<F: LineFormat> AppendedLog<F> {
+    pub fn with_format(name: impl Into<String>, path: impl Into<PathBuf>, format: F) -> Self {
+        AppendedLog {
+            name: name.into(),
+            path: path.into(),
+            format,
+        }
+    }
+}
+
+/// The native JSON Lines format.
+pub struct Native;
+
+impl LineFormat for Native {
+    fn parse(&self, source: &str, line: &str) -> Result<Vec<CallEvent>, String> {
+        match parse_line(source, line)? {
+            Some(ev) => Ok(vec![ev]),
+            None => {
+                let name = serde_json::from_str::<Value>(line)
+                    .ok()
+                    .and_then(|v| v["event"].as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                tracing::info!(source, "skipping unknown event {name:?}");
+                Ok(Vec::new())
+            }
+        }
+    }
+}
+
+pub type NativeSource = AppendedLog<Native>;
 
 impl NativeSource {
     pub fn new(name: impl Into<String>, path: impl Into<PathBuf>) -> Self {
-        NativeSource {
-            name: name.into(),
-            path: path.into(),
-        }
+        AppendedLog::with_format(name, path, Native)
     }
 }
 
@@ -119,9 +163,13 @@ fn tail_digest(file: &Path, offset: u64) -> Option<String> {
     )
 }
 
-impl NativeSource {
+impl<F: LineFormat> AppendedLog<F> {
     /// Reads whole lines of `file` from `cursor.offset`, advancing the cursor past them.
-    fn read_from(&self, file: &Path, cursor: &mut Cursor, out: &mut Poll) {
+    fn read_from(&mut self, file: &Path, cursor: &mut Cursor, out: &mut Poll) {
+        if let Err(reason) = self.format.prepare(file) {
+            out.problems.push(self.problem(Some(1), reason));
+            return;
+        }
         let mut f = match std::fs::File::open(file) {
             Ok(f) => f,
             Err(e) => {
@@ -153,23 +201,18 @@ impl NativeSource {
                     continue;
                 }
             };
-            if line.is_empty() {
+            if line.is_empty() || (cursor.line == 1 && self.format.has_header()) {
                 continue;
             }
-            match parse_line(&self.name, line) {
-                Ok(Some(ev)) => {
-                    let key = ev.key();
-                    if seen.insert(key.clone()) {
-                        cursor.remember(key);
-                        out.events.push(ev);
+            match self.format.parse(&self.name, line) {
+                Ok(evs) => {
+                    for ev in evs {
+                        let key = ev.key();
+                        if seen.insert(key.clone()) {
+                            cursor.remember(key);
+                            out.events.push(ev);
+                        }
                     }
-                }
-                Ok(None) => {
-                    let name = serde_json::from_str::<Value>(line)
-                        .ok()
-                        .and_then(|v| v["event"].as_str().map(str::to_owned))
-                        .unwrap_or_default();
-                    tracing::info!(source = %self.name, line = cursor.line, "skipping unknown event {name:?}");
                 }
                 Err(reason) => out.problems.push(self.problem(Some(cursor.line), reason)),
             }
@@ -187,7 +230,7 @@ impl NativeSource {
     }
 }
 
-impl Source for NativeSource {
+impl<F: LineFormat> Source for AppendedLog<F> {
     fn name(&self) -> &str {
         &self.name
     }
