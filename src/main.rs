@@ -1118,7 +1118,7 @@ fn calls_tail(
         classify,
         cursor::CursorStore,
         watch::{Follower, Waker},
-        CallInfo, Direction, EventKind, TransferKind,
+        CallInfo, EventKind, TransferKind,
     };
     use std::collections::HashMap;
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -1207,31 +1207,20 @@ fn calls_tail(
                 } else {
                     outln!("{}", describe_event(e, call_type));
                 }
-                // Screen pop: an incoming call starts ringing.
-                let ringing_in = matches!(e.kind, EventKind::Ringing)
-                    && e.info
-                        .as_ref()
-                        .is_some_and(|i| i.direction == Direction::Inbound);
-                if ringing_in && !json {
-                    if let (Some(cache), Some(info)) = (&cache, &e.info) {
-                        match lookup::lookup(cache, &normalizer, &rules, &info.remote) {
-                            Ok(r) => match &r.best {
-                                Some(m) => outln!(
-                                    "    screen pop: {} ({}){}",
-                                    m.display.one_line(),
-                                    m.kind_label(),
-                                    if r.others.is_empty() {
-                                        String::new()
-                                    } else {
-                                        format!(" + {} more", r.others.len())
-                                    }
-                                ),
-                                None => {
-                                    outln!("    screen pop: unknown caller {}", r.key.display())
-                                }
-                            },
-                            Err(err) => outln!("    screen pop: {err}"),
-                        }
+                if !json {
+                    let pop = callsync::calllog::screen_pop(e, |n| {
+                        cache
+                            .as_ref()
+                            .and_then(|c| lookup::lookup(c, &normalizer, &rules, n).ok())
+                    });
+                    if let Some(p) = pop {
+                        let more = if p.others > 0 {
+                            format!(" + {} more", p.others)
+                        } else {
+                            String::new()
+                        };
+                        let kind = p.kind.map(|k| format!(" ({k})")).unwrap_or_default();
+                        outln!("    screen pop: {}{kind}{more}  {}", p.title, p.number);
                     }
                 }
             }

@@ -254,3 +254,60 @@ fn a_real_linphone_history_followed_live() {
         .iter()
         .all(|e| e.info.as_ref().unwrap().remote == "bob"));
 }
+
+#[test]
+fn events_on_a_channel_and_the_cursor_moves_only_on_ack() {
+    let d = tempfile::tempdir().unwrap();
+    let log = d.path().join("calls.jsonl");
+    let store = d.path().join("cur.json");
+    let start = |log: &Path| {
+        let f = follower(log, &store);
+        let w = Waker::new(f.dirs(), Duration::from_millis(10)).unwrap();
+        callsync::calllog::watch::spawn(f, w, Duration::from_millis(200)).unwrap()
+    };
+    let (rx, _h) = start(&log);
+    append(&log, &line("a", "ringing", 0));
+    let d1 = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(d1.batch.events[0].call_id, "a");
+    d1.ack();
+    append(&log, &line("b", "ringing", 1));
+    let d2 = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(d2.batch.events[0].call_id, "b");
+    // Not acknowledged: the consumer stops here.
+    drop(d2);
+    std::thread::sleep(Duration::from_millis(300));
+    drop(rx);
+    // A new follower on the same positions hands out b again, and a never again.
+    let (rx, _h) = start(&log);
+    let again = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    let ids: Vec<&str> = again
+        .batch
+        .events
+        .iter()
+        .map(|e| e.call_id.as_str())
+        .collect();
+    assert_eq!(ids, ["b"]);
+}
+
+#[test]
+fn screen_pops_for_incoming_ringing_only() {
+    use callsync::calllog::{screen_pop, CallInfo, Origin};
+    let ev = |kind: EventKind, direction: Direction| CallEvent {
+        source: "n".into(),
+        call_id: "c".into(),
+        at: chrono::DateTime::parse_from_rfc3339("2026-11-21T10:00:00+09:00").unwrap(),
+        kind,
+        info: Some(CallInfo {
+            direction,
+            remote: "03-1234-5678".into(),
+            local: None,
+            agent: None,
+            origin: Origin::Manual,
+            record_id: None,
+        }),
+    };
+    let unknown = screen_pop(&ev(EventKind::Ringing, Direction::Inbound), |_| None).unwrap();
+    assert_eq!(unknown.title, "Unknown caller");
+    assert!(screen_pop(&ev(EventKind::Dialing, Direction::Outbound), |_| None).is_none());
+    assert!(screen_pop(&ev(EventKind::Answered, Direction::Inbound), |_| None).is_none());
+}

@@ -437,3 +437,65 @@ fn version_and_help() {
         .stdout(predicate::str::contains("lookup"));
     env.cmd().arg("frobnicate").assert().code(2);
 }
+
+#[cfg(unix)]
+#[test]
+fn calls_tail_pops_known_callers_and_logs_bad_lines() {
+    use std::io::{BufRead, BufReader, Write};
+    let env = Env::new();
+    env.import(&env.write_jsonl("r.jsonl", &sample()));
+    let log = env.path("calls/calls.jsonl");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_callsync"))
+        .env_remove("RUST_LOG")
+        .env("CALLSYNC_DATA_DIR", env.path("data"))
+        .env("CALLSYNC_CONFIG", env.path("user.toml"))
+        .env("CALLSYNC_MANAGED_CONFIG", env.path("managed.toml"))
+        .args(["calls", "tail", "--source"])
+        .arg(format!("native={}", log.display()))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    std::fs::create_dir_all(log.parent().unwrap()).unwrap();
+    let mut f = std::fs::File::create(&log).unwrap();
+    writeln!(f, r#"{{"call_id":"c1","event":"ringing","at":"2026-11-21T10:00:00+09:00","direction":"inbound","remote":"+81 3 1234 5678"}}"#).unwrap();
+    writeln!(f, "{{broken").unwrap();
+    writeln!(f, r#"{{"call_id":"c1","event":"ended","at":"2026-11-21T10:00:30+09:00","outcome":"no_answer"}}"#).unwrap();
+    f.sync_all().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        match lines.next() {
+            Some(Ok(l)) => {
+                let done = l.contains("IncomingMissed");
+                seen.push(l);
+                if done {
+                    break;
+                }
+            }
+            _ => break,
+        }
+    }
+    std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let text = seen.join("\n");
+    assert!(
+        text.contains("screen pop: 株式会社アクメ / 山田 太郎 (Contact) + 3 more"),
+        "{text}"
+    );
+    assert!(text.contains("IncomingMissed"), "{text}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("calls.jsonl:2: malformed JSON"), "{err}");
+    env.cmd()
+        .args(["errors"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("calls.jsonl:2: malformed JSON"));
+}

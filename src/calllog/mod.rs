@@ -269,6 +269,58 @@ pub fn history_events(
     out
 }
 
+/// What the agent shows when a call starts ringing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScreenPop {
+    pub call_id: String,
+    /// The number for people (international format).
+    pub number: String,
+    /// Company / person per the seed's table, or "Unknown caller".
+    pub title: String,
+    /// "Contact", "Person Account", …
+    pub kind: Option<String>,
+    pub others: usize,
+    /// `/lightning/r/{Object}/{Id}/view`, to append to the instance URL.
+    pub record_path: Option<String>,
+}
+
+/// The screen pop for an incoming `ringing` event (none for other events): the caller looked up
+/// in the cache by the seed's rules.
+pub fn screen_pop(
+    e: &CallEvent,
+    lookup: impl FnOnce(&str) -> Option<crate::lookup::LookupResult>,
+) -> Option<ScreenPop> {
+    let info = e.info.as_ref()?;
+    if !matches!(e.kind, EventKind::Ringing) || info.direction != Direction::Inbound {
+        return None;
+    }
+    let r = lookup(&info.remote);
+    let number = r
+        .as_ref()
+        .map(|r| r.key.display())
+        .unwrap_or_else(|| info.remote.clone());
+    Some(
+        match r.and_then(|r| r.best.clone().map(|b| (b, r.others.len()))) {
+            Some((m, others)) => ScreenPop {
+                call_id: e.call_id.clone(),
+                number,
+                title: m.display.one_line(),
+                kind: Some(m.kind_label().to_owned()),
+                others,
+                record_path: Some(format!("/lightning/r/{}/{}/view", m.kind.api_name(), m.id)),
+            },
+            None => ScreenPop {
+                call_id: e.call_id.clone(),
+                number,
+                title: "Unknown caller".into(),
+                kind: None,
+                others: 0,
+                record_path: None,
+            },
+        },
+    )
+}
+
 /// A source failed on some input (logged to the integration error log; the source goes on).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SourceProblem {

@@ -163,3 +163,55 @@ impl Waker {
         self.tx.clone()
     }
 }
+
+/// A batch handed to a consumer over a channel; `ack` once it is durably handled.
+pub struct Delivery {
+    pub batch: Batch,
+    ack: mpsc::Sender<Batch>,
+}
+
+impl Delivery {
+    /// Marks the batch handled: the follower saves its cursor.
+    pub fn ack(self) {
+        let _ = self.ack.send(self.batch);
+    }
+}
+
+/// Runs a follower on its own thread: batches go out on the returned channel as they appear,
+/// acknowledgements come back, and the cursor only moves when they do. Dropping the receiver
+/// stops the thread.
+pub fn spawn(
+    mut follower: Follower,
+    mut waker: Waker,
+    backstop: Duration,
+) -> io::Result<(mpsc::Receiver<Delivery>, std::thread::JoinHandle<()>)> {
+    let (tx, rx) = mpsc::channel::<Delivery>();
+    let (ack_tx, ack_rx) = mpsc::channel::<Batch>();
+    let handle = std::thread::Builder::new()
+        .name("calllog".into())
+        .spawn(move || loop {
+            while let Ok(b) = ack_rx.try_recv() {
+                if let Err(e) = follower.ack(&b) {
+                    tracing::warn!(error = %e, "cannot save the call-log position");
+                }
+            }
+            let (batches, retry) = follower.poll();
+            for batch in batches {
+                if tx
+                    .send(Delivery {
+                        batch,
+                        ack: ack_tx.clone(),
+                    })
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            waker.wait(if retry {
+                Duration::from_millis(100)
+            } else {
+                backstop
+            });
+        })?;
+    Ok((rx, handle))
+}
