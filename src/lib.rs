@@ -5,6 +5,7 @@
 //! Data flows one way: Salesforce → sync → [`cache`] → [`lookup`]; call log → call event →
 //! activity (Task) → outbox → Salesforce.
 
+pub mod activity;
 pub mod app;
 pub mod auth;
 pub mod cache;

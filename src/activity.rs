@@ -1,0 +1,841 @@
+//! Calls → Salesforce Tasks ("activity history"), by the seed's rules, as pure functions: what to
+//! create, when, with which fields, and what a later update may touch.
+//!
+//! Where the seed and MiiTel's documentation are silent (subject/comment defaults, which user
+//! owns a missed call, what "click-to-call attaches to the record" means), the choice is the one a
+//! Salesforce admin would expect, configurable, and documented in the README.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, FixedOffset};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::calllog::{classify, CallInfo, CallType, Direction, Origin, Outcome, TransferKind};
+use crate::lookup::Match;
+use crate::record::RecordId;
+
+/// When a Task is first written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Timing {
+    /// At dial/answer with duration 0, completed when the call ends.
+    AfterBegin,
+    /// Once, when the call ends (the only timing that writes the custom fields and voicemail).
+    AfterEnd,
+}
+
+/// Subject and Comments templates for one call type.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Template {
+    pub subject: String,
+    pub description: String,
+}
+
+/// Custom Task fields (API names) the admin created; empty: not written.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CustomFields {
+    pub dial_start: String,
+    pub call_start: String,
+    pub call_end: String,
+    /// Multi-select picklist: memo items joined with `;`.
+    pub memo: String,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ActivitySettings {
+    pub timing: Timing,
+    /// Task `Status` (e.g. Completed: the Task shows in the activity history).
+    pub status: String,
+    pub templates: BTreeMap<CallType, Template>,
+    pub custom: CustomFields,
+    /// The outgoing-call setting: a click-to-call Task goes on the record it started from
+    /// (instead of the number's best match).
+    pub click_to_call_on_record: bool,
+    /// The agent's time zone, for `ActivityDate`.
+    pub utc_offset: FixedOffset,
+}
+
+/// Who owns the Task (`OwnerId`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assignees {
+    /// The signed-in agent's own user (the default owner).
+    pub default_owner: Option<RecordId>,
+    /// Call-log agent identity → Salesforce user.
+    pub agents: BTreeMap<String, RecordId>,
+    /// Owner of missed incoming calls and voicemail (MiiTel uses the integration user).
+    pub missed_owner: Option<RecordId>,
+}
+
+/// What is known about a call so far.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallSummary {
+    pub call_id: String,
+    pub info: CallInfo,
+    pub started: DateTime<FixedOffset>,
+    #[serde(default)]
+    pub answered: Option<DateTime<FixedOffset>>,
+    #[serde(default)]
+    pub ended: Option<DateTime<FixedOffset>>,
+    #[serde(default)]
+    pub outcome: Option<Outcome>,
+    #[serde(default)]
+    pub duration_s: Option<u64>,
+    #[serde(default)]
+    pub transfer: Option<(TransferKind, String)>,
+    #[serde(default)]
+    pub memo_items: Vec<String>,
+    #[serde(default)]
+    pub comment: Option<String>,
+    #[serde(default)]
+    pub transcript: Option<String>,
+    #[serde(default)]
+    pub summary: Option<String>,
+}
+
+impl CallSummary {
+    pub fn call_type(&self) -> Option<CallType> {
+        let t = self.transfer.as_ref().map(|(k, _)| *k);
+        self.outcome.map(|o| classify(self.info.direction, o, t))
+    }
+}
+
+/// The moment a decision is asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// The call was dialled or answered.
+    Begin,
+    /// The call ended.
+    End,
+    /// A memo was saved or edited, or speech analysis finished.
+    Update,
+}
+
+/// The Task fields callsync writes (API name → value).
+pub type Fields = BTreeMap<String, Value>;
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Decision {
+    Create(Fields),
+    /// Fields to change on the call's Task (only fields callsync owns).
+    Update(Fields),
+    Skip(&'static str),
+}
+
+/// Where the lookup and the click-to-call record put the Task.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Target {
+    pub who: Option<RecordId>,
+    pub what: Option<RecordId>,
+}
+
+/// The seed's WhoId/WhatId per match: Contact → Who = Contact, What = its Account; Account →
+/// What; person account → Who = its person contact, What = the Account; Lead → Who only.
+pub fn target_of(m: &Match) -> Target {
+    use crate::record::ObjectKind::*;
+    match (m.kind, m.person_account) {
+        (Contact, _) => Target {
+            who: Some(m.id.clone()),
+            what: m.account_id.clone(),
+        },
+        (Account, true) => Target {
+            who: m.person_contact_id.clone(),
+            what: Some(m.id.clone()),
+        },
+        (Account, false) => Target {
+            who: None,
+            what: Some(m.id.clone()),
+        },
+        (Lead, _) => Target {
+            who: Some(m.id.clone()),
+            what: None,
+        },
+        (User, _) => Target::default(),
+    }
+}
+
+/// A click-to-call's own record by key prefix (Contact/Lead → Who, anything else → What).
+pub fn target_of_record(id: &RecordId) -> Target {
+    match id.prefix() {
+        "003" | "00Q" => Target {
+            who: Some(id.clone()),
+            what: None,
+        },
+        _ => Target {
+            who: None,
+            what: Some(id.clone()),
+        },
+    }
+}
+
+pub fn label(t: CallType) -> &'static str {
+    match t {
+        CallType::Outgoing => "Outgoing call",
+        CallType::Incoming => "Incoming call",
+        CallType::TransferInternal => "Transfer (internal)",
+        CallType::TransferExternal => "Transfer (external)",
+        CallType::TransferAutoForward => "Automatic call forwarding",
+        CallType::Voicemail => "Voicemail",
+        CallType::OutgoingMissed => "Outgoing call (missed)",
+        CallType::IncomingMissed => "Incoming call (missed)",
+        CallType::Internal => "Internal call",
+    }
+}
+
+/// Default templates: the call type and number in the subject, the details in Comments.
+pub fn default_templates() -> BTreeMap<CallType, Template> {
+    use CallType::*;
+    [Outgoing, Incoming, TransferInternal, TransferExternal, TransferAutoForward, Voicemail, OutgoingMissed, IncomingMissed]
+        .into_iter()
+        .map(|t| {
+            (
+                t,
+                Template {
+                    subject: "{CALL_TYPE}: {REMOTE_NUMBER}".into(),
+                    description: "{CALL_TYPE} with {REMOTE_NUMBER} ({DURATION}), agent {AGENT}\nMemo: {MEMO}\n{COMMENT}\n{SPEECH_RECOGNITION_SUMMARY}".into(),
+                },
+            )
+        })
+        .collect()
+}
+
+impl Default for ActivitySettings {
+    fn default() -> Self {
+        ActivitySettings {
+            timing: Timing::AfterEnd,
+            status: "Completed".into(),
+            templates: default_templates(),
+            custom: CustomFields::default(),
+            click_to_call_on_record: true,
+            // The PC's own offset: the agent's day.
+            utc_offset: chrono::Offset::fix(chrono::Local::now().offset()),
+        }
+    }
+}
+
+pub const SUBJECT_MAX: usize = 255;
+pub const DESCRIPTION_MAX: usize = 32_000;
+const MARKER: &str = "…[truncated]";
+
+/// Cuts `s` to `max` characters, ending with a marker, rather than letting Salesforce refuse it.
+pub fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_owned();
+    }
+    let keep = max.saturating_sub(MARKER.chars().count());
+    let mut out: String = s.chars().take(keep).collect();
+    out.push_str(MARKER);
+    out
+}
+
+fn duration_text(s: Option<u64>) -> String {
+    match s {
+        None => "in progress".into(),
+        Some(s) if s >= 3600 => format!("{}:{:02}:{:02}", s / 3600, s % 3600 / 60, s % 60),
+        Some(s) => format!("{}:{:02}", s / 60, s % 60),
+    }
+}
+
+/// Fills a template. Unknown placeholders stay as written (a visible hint to fix the template);
+/// empty values leave empty lines out.
+pub fn render(
+    template: &str,
+    call: &CallSummary,
+    call_type: Option<CallType>,
+    number: &str,
+) -> String {
+    let values = [
+        (
+            "{CALL_TYPE}",
+            call_type.map(label).unwrap_or("Call").to_owned(),
+        ),
+        ("{REMOTE_NUMBER}", number.to_owned()),
+        ("{DURATION}", duration_text(call.duration_s)),
+        ("{MEMO}", call.memo_items.join(", ")),
+        ("{COMMENT}", call.comment.clone().unwrap_or_default()),
+        (
+            "{SPEECH_RECOGNITION}",
+            call.transcript.clone().unwrap_or_default(),
+        ),
+        (
+            "{SPEECH_RECOGNITION_SUMMARY}",
+            call.summary.clone().unwrap_or_default(),
+        ),
+        ("{AGENT}", call.info.agent.clone().unwrap_or_default()),
+    ];
+    let mut out = template.to_owned();
+    for (k, v) in values {
+        out = out.replace(k, &v);
+    }
+    out.lines()
+        .filter(|l| !l.trim().is_empty() && l.trim() != "Memo:")
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Decides what to write for `call` at `stage`.
+///
+/// `target`: where the number's best match (or the click-to-call record) puts the Task;
+/// `forward_user`: for automatic forwarding, the User whose `Phone` is the destination;
+/// `number`: the remote number for people.
+pub fn decide(
+    call: &CallSummary,
+    stage: Stage,
+    target: &Target,
+    forward_user: Option<&RecordId>,
+    number: &str,
+    s: &ActivitySettings,
+    a: &Assignees,
+) -> Decision {
+    if call.info.direction == Direction::Internal {
+        return Decision::Skip("internal calls are not integrated");
+    }
+    let call_type = call.call_type();
+    let predictive = call.info.origin == Origin::Predictive;
+    match (stage, s.timing) {
+        (Stage::Begin, Timing::AfterEnd) => return Decision::Skip("registered when the call ends"),
+        (Stage::Begin, Timing::AfterBegin) if predictive => {
+            // Predictive calls are only known to be connected at the end.
+            return Decision::Skip("predictive calls are registered when they end");
+        }
+        (Stage::End, _)
+            if call_type == Some(CallType::Voicemail) && s.timing == Timing::AfterBegin =>
+        {
+            return Decision::Skip(
+                "voicemail is registered only with the after-the-call-ends timing",
+            );
+        }
+        (Stage::End, _)
+            if predictive
+                && call_type == Some(CallType::Outgoing)
+                && s.timing == Timing::AfterBegin =>
+        {
+            return Decision::Skip("connected predictive calls are registered only with the after-the-call-ends timing");
+        }
+        _ => {}
+    }
+    if stage == Stage::Update {
+        // Only what callsync owns: an agent's own edits to other fields stay.
+        let mut f = Fields::new();
+        let t = s.templates.get(&call_type.unwrap_or(CallType::Outgoing));
+        if let Some(t) = t {
+            f.insert(
+                "Description".into(),
+                json!(truncate(
+                    &render(&t.description, call, call_type, number),
+                    DESCRIPTION_MAX
+                )),
+            );
+        }
+        if !s.custom.memo.is_empty() && s.timing == Timing::AfterEnd {
+            f.insert(s.custom.memo.clone(), json!(call.memo_items.join(";")));
+        }
+        return Decision::Update(f);
+    }
+
+    let mut f = Fields::new();
+    let fallback = Template {
+        subject: "{CALL_TYPE}: {REMOTE_NUMBER}".into(),
+        description: String::new(),
+    };
+    let template = call_type
+        .and_then(|t| s.templates.get(&t))
+        .unwrap_or(&fallback);
+    f.insert(
+        "Subject".into(),
+        json!(truncate(
+            &render(&template.subject, call, call_type, number),
+            SUBJECT_MAX
+        )),
+    );
+    f.insert(
+        "Description".into(),
+        json!(truncate(
+            &render(&template.description, call, call_type, number),
+            DESCRIPTION_MAX
+        )),
+    );
+    f.insert("Status".into(), json!(s.status));
+    f.insert("TaskSubtype".into(), json!("Call"));
+    let created = call
+        .ended
+        .filter(|_| stage == Stage::End)
+        .unwrap_or(call.answered.unwrap_or(call.started));
+    f.insert(
+        "ActivityDate".into(),
+        json!(created
+            .with_timezone(&s.utc_offset)
+            .format("%Y-%m-%d")
+            .to_string()),
+    );
+    f.insert(
+        "CallType".into(),
+        json!(match call.info.direction {
+            Direction::Outbound => "Outbound",
+            Direction::Inbound => "Inbound",
+            Direction::Internal => "Internal",
+        }),
+    );
+    f.insert("CallObject".into(), json!(call.call_id));
+    let duration = if stage == Stage::Begin {
+        0
+    } else {
+        call.duration_s.unwrap_or(0)
+    };
+    f.insert("CallDurationInSeconds".into(), json!(duration));
+    if let Some(w) = &target.who {
+        f.insert("WhoId".into(), json!(w.as_str()));
+    }
+    // A Lead in WhoId may not have a WhatId.
+    let lead_who = target.who.as_ref().is_some_and(|w| w.prefix() == "00Q");
+    if let (Some(w), false) = (&target.what, lead_who) {
+        f.insert("WhatId".into(), json!(w.as_str()));
+    }
+    if let Some(owner) = owner(call, call_type, forward_user, a) {
+        f.insert("OwnerId".into(), json!(owner.as_str()));
+    }
+    if stage == Stage::End && s.timing == Timing::AfterEnd {
+        let fmt = |d: DateTime<FixedOffset>| {
+            crate::record::format_sf_datetime(d.with_timezone(&chrono::Utc))
+        };
+        let c = &s.custom;
+        if !c.dial_start.is_empty() {
+            f.insert(c.dial_start.clone(), json!(fmt(call.started)));
+        }
+        if let (false, Some(a)) = (c.call_start.is_empty(), call.answered) {
+            f.insert(c.call_start.clone(), json!(fmt(a)));
+        }
+        if let (false, Some(e)) = (c.call_end.is_empty(), call.ended) {
+            f.insert(c.call_end.clone(), json!(fmt(e)));
+        }
+        if !c.memo.is_empty() && !call.memo_items.is_empty() {
+            f.insert(c.memo.clone(), json!(call.memo_items.join(";")));
+        }
+    }
+    if stage == Stage::End && s.timing == Timing::AfterBegin {
+        // Completing the Task created at the beginning: the upsert on CallObject's key
+        // carries the full set, which is the same shape.
+        return Decision::Update(f);
+    }
+    Decision::Create(f)
+}
+
+/// The owner by the assignee settings.
+fn owner<'a>(
+    call: &CallSummary,
+    t: Option<CallType>,
+    forward_user: Option<&'a RecordId>,
+    a: &'a Assignees,
+) -> Option<&'a RecordId> {
+    let agent = call
+        .info
+        .agent
+        .as_ref()
+        .and_then(|id| a.agents.get(id))
+        .or(a.default_owner.as_ref());
+    match t {
+        Some(CallType::TransferAutoForward) => forward_user.or(agent),
+        Some(CallType::IncomingMissed | CallType::Voicemail) => a.missed_owner.as_ref().or(agent),
+        _ => agent,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lookup::DisplayName;
+    use crate::record::ObjectKind;
+
+    fn id(s: &str) -> RecordId {
+        RecordId::parse(s).unwrap()
+    }
+
+    fn at(s: &str) -> DateTime<FixedOffset> {
+        DateTime::parse_from_rfc3339(s).unwrap()
+    }
+
+    fn call(direction: Direction, outcome: Option<Outcome>) -> CallSummary {
+        CallSummary {
+            call_id: "c-1".into(),
+            info: CallInfo {
+                direction,
+                remote: "03-1234-5678".into(),
+                local: None,
+                agent: Some("taro".into()),
+                origin: Origin::Manual,
+                record_id: None,
+            },
+            started: at("2026-11-21T23:58:00+09:00"),
+            answered: outcome
+                .filter(|o| *o == Outcome::Answered)
+                .map(|_| at("2026-11-21T23:58:05+09:00")),
+            ended: outcome.map(|_| at("2026-11-22T00:01:05+09:00")),
+            outcome,
+            duration_s: outcome.map(|o| if o == Outcome::Answered { 180 } else { 0 }),
+            transfer: None,
+            memo_items: vec!["Quote".into(), "Callback".into()],
+            comment: Some("wants a quote".into()),
+            transcript: None,
+            summary: None,
+        }
+    }
+
+    fn m(kind: ObjectKind, person: bool) -> Match {
+        Match {
+            kind,
+            id: id(match kind {
+                ObjectKind::Contact => "003000000000001AAA",
+                ObjectKind::Account => "001000000000001AAA",
+                ObjectKind::Lead => "00Q000000000001AAA",
+                ObjectKind::User => "005000000000001AAA",
+            }),
+            person_account: person,
+            field: "Phone".into(),
+            display: DisplayName {
+                company: None,
+                person: None,
+            },
+            account_id: Some(id("001000000000009AAA")),
+            person_contact_id: person.then(|| id("003000000000009AAA")),
+            last_modified: 0,
+        }
+    }
+
+    fn tokyo() -> ActivitySettings {
+        ActivitySettings {
+            utc_offset: FixedOffset::east_opt(9 * 3600).unwrap(),
+            ..ActivitySettings::default()
+        }
+    }
+
+    fn assignees() -> Assignees {
+        Assignees {
+            default_owner: Some(id("005000000000001AAA")),
+            agents: [("taro".to_string(), id("005000000000002AAA"))].into(),
+            missed_owner: Some(id("005000000000099AAA")),
+        }
+    }
+
+    fn fields(d: Decision) -> Fields {
+        match d {
+            Decision::Create(f) | Decision::Update(f) => f,
+            Decision::Skip(why) => panic!("skipped: {why}"),
+        }
+    }
+
+    #[test]
+    fn who_and_what_by_match_kind() {
+        let table = [
+            (
+                m(ObjectKind::Contact, false),
+                Some("003000000000001AAA"),
+                Some("001000000000009AAA"),
+            ),
+            (
+                m(ObjectKind::Account, false),
+                None,
+                Some("001000000000001AAA"),
+            ),
+            (
+                m(ObjectKind::Account, true),
+                Some("003000000000009AAA"),
+                Some("001000000000001AAA"),
+            ),
+            (m(ObjectKind::Lead, false), Some("00Q000000000001AAA"), None),
+        ];
+        for (mm, who, what) in table {
+            let t = target_of(&mm);
+            assert_eq!(t.who.as_ref().map(RecordId::as_str), who, "{:?}", mm.kind);
+            assert_eq!(t.what.as_ref().map(RecordId::as_str), what, "{:?}", mm.kind);
+        }
+        // No match: both empty, the Task is still created.
+        let f = fields(decide(
+            &call(Direction::Inbound, Some(Outcome::Answered)),
+            Stage::End,
+            &Target::default(),
+            None,
+            "+81 3-1234-5678",
+            &ActivitySettings::default(),
+            &assignees(),
+        ));
+        assert!(!f.contains_key("WhoId") && !f.contains_key("WhatId"));
+        // A Lead never gets a WhatId even if one is supplied.
+        let t = Target {
+            who: Some(id("00Q000000000001AAA")),
+            what: Some(id("001000000000001AAA")),
+        };
+        let f = fields(decide(
+            &call(Direction::Inbound, Some(Outcome::Answered)),
+            Stage::End,
+            &t,
+            None,
+            "n",
+            &ActivitySettings::default(),
+            &assignees(),
+        ));
+        assert!(!f.contains_key("WhatId"));
+    }
+
+    #[test]
+    fn timing_and_call_type_table() {
+        use Direction::*;
+        use Outcome::*;
+        let end = ActivitySettings::default();
+        let begin = ActivitySettings {
+            timing: Timing::AfterBegin,
+            ..ActivitySettings::default()
+        };
+        #[derive(Debug, PartialEq)]
+        enum W {
+            Create,
+            Update,
+            Skip,
+        }
+        let kind = |d: &Decision| match d {
+            Decision::Create(_) => W::Create,
+            Decision::Update(_) => W::Update,
+            Decision::Skip(_) => W::Skip,
+        };
+        let mut predictive = call(Outbound, Some(Answered));
+        predictive.info.origin = Origin::Predictive;
+        let mut predictive_missed = call(Outbound, Some(NoAgent));
+        predictive_missed.info.origin = Origin::Predictive;
+        let table: Vec<(&str, CallSummary, Stage, &ActivitySettings, W)> = vec![
+            (
+                "after end: nothing at begin",
+                call(Outbound, None),
+                Stage::Begin,
+                &end,
+                W::Skip,
+            ),
+            (
+                "after end: create at end",
+                call(Outbound, Some(Answered)),
+                Stage::End,
+                &end,
+                W::Create,
+            ),
+            (
+                "after begin: create at begin",
+                call(Inbound, None),
+                Stage::Begin,
+                &begin,
+                W::Create,
+            ),
+            (
+                "after begin: complete at end",
+                call(Inbound, Some(Answered)),
+                Stage::End,
+                &begin,
+                W::Update,
+            ),
+            (
+                "voicemail after end",
+                call(Inbound, Some(Voicemail)),
+                Stage::End,
+                &end,
+                W::Create,
+            ),
+            (
+                "voicemail after begin: never",
+                call(Inbound, Some(Voicemail)),
+                Stage::End,
+                &begin,
+                W::Skip,
+            ),
+            (
+                "internal: never",
+                call(Internal, Some(Answered)),
+                Stage::End,
+                &end,
+                W::Skip,
+            ),
+            (
+                "predictive connected after end",
+                predictive.clone(),
+                Stage::End,
+                &end,
+                W::Create,
+            ),
+            (
+                "predictive connected after begin: never",
+                predictive.clone(),
+                Stage::End,
+                &begin,
+                W::Skip,
+            ),
+            (
+                "predictive at begin: never",
+                predictive,
+                Stage::Begin,
+                &begin,
+                W::Skip,
+            ),
+            (
+                "predictive no agent: missed",
+                predictive_missed,
+                Stage::End,
+                &end,
+                W::Create,
+            ),
+            (
+                "memo update",
+                call(Inbound, Some(Answered)),
+                Stage::Update,
+                &end,
+                W::Update,
+            ),
+        ];
+        for (name, c, stage, s, want) in table {
+            let d = decide(&c, stage, &Target::default(), None, "n", s, &assignees());
+            assert_eq!(kind(&d), want, "{name}: {d:?}");
+        }
+    }
+
+    #[test]
+    fn fields_for_an_answered_call_after_end() {
+        let s = ActivitySettings {
+            utc_offset: tokyo().utc_offset,
+            custom: CustomFields {
+                dial_start: "Dial_Start__c".into(),
+                call_start: "Call_Start__c".into(),
+                call_end: "Call_End__c".into(),
+                memo: "Call_Memo__c".into(),
+            },
+            ..ActivitySettings::default()
+        };
+        let f = fields(decide(
+            &call(Direction::Outbound, Some(Outcome::Answered)),
+            Stage::End,
+            &target_of(&m(ObjectKind::Contact, false)),
+            None,
+            "+81 3-1234-5678",
+            &s,
+            &assignees(),
+        ));
+        assert_eq!(f["Subject"], "Outgoing call: +81 3-1234-5678");
+        assert_eq!(f["Status"], "Completed");
+        assert_eq!(f["TaskSubtype"], "Call");
+        assert_eq!(f["CallType"], "Outbound");
+        assert_eq!(f["CallObject"], "c-1");
+        assert_eq!(f["CallDurationInSeconds"], 180);
+        // Created after midnight in Tokyo: the agent's date.
+        assert_eq!(f["ActivityDate"], "2026-11-22");
+        assert_eq!(f["OwnerId"], "005000000000002AAA");
+        assert_eq!(f["Call_Memo__c"], "Quote;Callback");
+        assert_eq!(f["Dial_Start__c"], "2026-11-21T14:58:00.000+0000");
+        assert_eq!(f["Call_Start__c"], "2026-11-21T14:58:05.000+0000");
+        assert_eq!(f["Call_End__c"], "2026-11-21T15:01:05.000+0000");
+        let d = f["Description"].as_str().unwrap();
+        assert!(
+            d.contains("3:00") && d.contains("Quote, Callback") && d.contains("wants a quote"),
+            "{d}"
+        );
+        // Custom fields only after the call ends.
+        let begin = ActivitySettings {
+            timing: Timing::AfterBegin,
+            ..s.clone()
+        };
+        let f = fields(decide(
+            &call(Direction::Outbound, None),
+            Stage::Begin,
+            &Target::default(),
+            None,
+            "n",
+            &begin,
+            &assignees(),
+        ));
+        assert_eq!(f["CallDurationInSeconds"], 0);
+        assert!(!f.contains_key("Call_Memo__c") && !f.contains_key("Dial_Start__c"));
+    }
+
+    #[test]
+    fn owners_by_the_assignee_settings() {
+        let a = assignees();
+        let s = ActivitySettings::default();
+        let owner_of = |c: &CallSummary, fwd: Option<&RecordId>, a: &Assignees| {
+            fields(decide(c, Stage::End, &Target::default(), fwd, "n", &s, a))
+                .get("OwnerId")
+                .cloned()
+        };
+        // Mapped agent.
+        assert_eq!(
+            owner_of(
+                &call(Direction::Outbound, Some(Outcome::Answered)),
+                None,
+                &a
+            ),
+            Some(json!("005000000000002AAA"))
+        );
+        // Unmapped agent: the signed-in user.
+        let mut c = call(Direction::Outbound, Some(Outcome::Answered));
+        c.info.agent = Some("hanako".into());
+        assert_eq!(owner_of(&c, None, &a), Some(json!("005000000000001AAA")));
+        // Missed incoming and voicemail: the missed-call owner.
+        assert_eq!(
+            owner_of(&call(Direction::Inbound, Some(Outcome::NoAnswer)), None, &a),
+            Some(json!("005000000000099AAA"))
+        );
+        assert_eq!(
+            owner_of(
+                &call(Direction::Inbound, Some(Outcome::Voicemail)),
+                None,
+                &a
+            ),
+            Some(json!("005000000000099AAA"))
+        );
+        // Automatic forwarding: the user whose phone is the destination, else the default.
+        let mut fwd = call(Direction::Inbound, Some(Outcome::Answered));
+        fwd.transfer = Some((TransferKind::AutoForward, "100".into()));
+        let u = id("005000000000077AAA");
+        assert_eq!(
+            owner_of(&fwd, Some(&u), &a),
+            Some(json!("005000000000077AAA"))
+        );
+        assert_eq!(owner_of(&fwd, None, &a), Some(json!("005000000000002AAA")));
+    }
+
+    #[test]
+    fn templates_truncate_and_updates_touch_only_owned_fields() {
+        let mut c = call(Direction::Inbound, Some(Outcome::Answered));
+        c.summary = Some("x".repeat(40_000));
+        let f = fields(decide(
+            &c,
+            Stage::End,
+            &Target::default(),
+            None,
+            "n",
+            &ActivitySettings::default(),
+            &assignees(),
+        ));
+        let d = f["Description"].as_str().unwrap();
+        assert_eq!(d.chars().count(), DESCRIPTION_MAX);
+        assert!(d.ends_with("…[truncated]"));
+        assert_eq!(
+            truncate(&"s".repeat(300), SUBJECT_MAX).chars().count(),
+            SUBJECT_MAX
+        );
+        let s = ActivitySettings {
+            custom: CustomFields {
+                memo: "Call_Memo__c".into(),
+                ..Default::default()
+            },
+            ..ActivitySettings::default()
+        };
+        let f = fields(decide(
+            &c,
+            Stage::Update,
+            &Target::default(),
+            None,
+            "n",
+            &s,
+            &assignees(),
+        ));
+        let keys: Vec<&str> = f.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["Call_Memo__c", "Description"]);
+        // Unknown placeholders stay visible.
+        assert!(render("{NOPE} {CALL_TYPE}", &c, c.call_type(), "n")
+            .starts_with("{NOPE} Incoming call"));
+    }
+}
