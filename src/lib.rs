@@ -16,6 +16,7 @@ pub mod fsutil;
 pub mod import;
 pub mod logging;
 pub mod lookup;
+pub mod outbox;
 pub mod paths;
 pub mod phone;
 pub mod record;

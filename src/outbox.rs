@@ -1,0 +1,450 @@
+//! The outbox: every Task create/update waits here, on disk, before any network call, and
+//! leaves only when Salesforce has it. Its own sled store (the record cache is disposable; this
+//! is not), fsynced on every enqueue so that the call-log position is acknowledged only after
+//! the work is durable.
+//!
+//! Exactly once: a create carries the call id, which becomes an upsert key (`Call_Id__c`) when
+//! the org has one, or is looked up by `CallObject` before a create that may already have
+//! landed is sent again. An update for a call whose create is still queued is merged into it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::activity::Fields;
+
+const T_ITEMS: &str = "items";
+const T_TASKS: &str = "tasks";
+const T_META: &str = "meta";
+const FORMAT: u8 = 1;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Op {
+    Create,
+    Update,
+}
+
+/// Why an item waits.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum State {
+    Pending,
+    /// A permanent error: kept until `queue retry` after the cause is fixed.
+    Parked {
+        code: String,
+        message: String,
+        explanation: String,
+        fix: String,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Item {
+    pub seq: u64,
+    pub call_id: String,
+    pub op: Op,
+    pub fields: Fields,
+    pub queued_at: String,
+    pub attempts: u32,
+    /// Unix ms before which no retry is made.
+    pub not_before: i64,
+    /// The last attempt may have reached Salesforce (timeout, reset): check before creating.
+    pub maybe_sent: bool,
+    pub state: State,
+    #[serde(default)]
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    #[error("the outbox at {0} is in use by another callsync process")]
+    Locked(PathBuf),
+    #[error("outbox storage error at {path}: {source}")]
+    Storage {
+        path: PathBuf,
+        #[source]
+        source: sled::Error,
+    },
+    #[error("cannot lock {path}: {source}")]
+    Lock {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("outbox item {0} is undecodable")]
+    Corrupt(u64),
+}
+
+pub struct Outbox {
+    db: sled::Db,
+    items: sled::Tree,
+    tasks: sled::Tree,
+    meta: sled::Tree,
+    path: PathBuf,
+    _lock: std::fs::File,
+}
+
+fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    let mut out = vec![FORMAT];
+    out.extend(serde_json::to_vec(v).unwrap_or_default());
+    out
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(b: &[u8]) -> Option<T> {
+    let (&f, body) = b.split_first()?;
+    (f == FORMAT)
+        .then(|| serde_json::from_slice(body).ok())
+        .flatten()
+}
+
+impl Outbox {
+    /// Opens the outbox in `dir`. Unlike the cache it is never rebuilt: a store that cannot be
+    /// opened is an error the user must see, because it holds work not yet in Salesforce.
+    pub fn open(dir: &Path) -> Result<Outbox, OutboxError> {
+        let lock_path = dir.with_file_name(format!(
+            "{}.lock",
+            dir.file_name().and_then(|n| n.to_str()).unwrap_or("outbox")
+        ));
+        if let Some(p) = lock_path.parent() {
+            crate::fsutil::create_private_dir(p).map_err(|source| OutboxError::Lock {
+                path: lock_path.clone(),
+                source,
+            })?;
+        }
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|source| OutboxError::Lock {
+                path: lock_path.clone(),
+                source,
+            })?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(OutboxError::Locked(dir.to_owned()))
+            }
+            Err(std::fs::TryLockError::Error(source)) => {
+                return Err(OutboxError::Lock {
+                    path: lock_path,
+                    source,
+                })
+            }
+        }
+        let st = |source| OutboxError::Storage {
+            path: dir.to_owned(),
+            source,
+        };
+        let mut attempt = 0;
+        let db = loop {
+            match sled::Config::new().path(dir).cache_capacity(8 << 20).open() {
+                // Our own lock is held: a sled lock error is this process's previous handle
+                // shutting down.
+                Err(e) if attempt < 100 && e.to_string().contains("lock") => {
+                    attempt += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => break other.map_err(st)?,
+            }
+        };
+        Ok(Outbox {
+            items: db.open_tree(T_ITEMS).map_err(st)?,
+            tasks: db.open_tree(T_TASKS).map_err(st)?,
+            meta: db.open_tree(T_META).map_err(st)?,
+            db,
+            path: dir.to_owned(),
+            _lock: lock,
+        })
+    }
+
+    fn st(&self) -> impl Fn(sled::Error) -> OutboxError + '_ {
+        move |source| OutboxError::Storage {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Makes everything enqueued so far survive a crash or power loss.
+    pub fn flush(&self) -> Result<(), OutboxError> {
+        self.db.flush().map(|_| ()).map_err(self.st())
+    }
+
+    /// Queues a create or update for `call_id` and fsyncs. An update for a call whose create is
+    /// still queued (not parked) is merged into that create instead.
+    pub fn enqueue(&self, call_id: &str, op: Op, fields: Fields) -> Result<u64, OutboxError> {
+        if op == Op::Update {
+            for item in self.items()? {
+                if item.call_id == call_id && item.op == Op::Create && item.state == State::Pending
+                {
+                    let mut merged = item.clone();
+                    for (k, v) in fields {
+                        merged.fields.insert(k, v);
+                    }
+                    self.items
+                        .insert(item.seq.to_be_bytes(), encode(&merged))
+                        .map_err(self.st())?;
+                    self.flush()?;
+                    return Ok(item.seq);
+                }
+            }
+        }
+        let seq = self.db.generate_id().map_err(self.st())?;
+        let item = Item {
+            seq,
+            call_id: call_id.to_owned(),
+            op,
+            fields,
+            queued_at: crate::record::format_sf_datetime(chrono::Utc::now()),
+            attempts: 0,
+            not_before: 0,
+            maybe_sent: false,
+            state: State::Pending,
+            last_error: None,
+        };
+        self.items
+            .insert(seq.to_be_bytes(), encode(&item))
+            .map_err(self.st())?;
+        self.flush()?;
+        Ok(seq)
+    }
+
+    /// Every queued item, oldest first.
+    pub fn items(&self) -> Result<Vec<Item>, OutboxError> {
+        let mut out = Vec::new();
+        for kv in self.items.iter() {
+            let (k, v) = kv.map_err(self.st())?;
+            let seq = <[u8; 8]>::try_from(k.as_ref())
+                .map(u64::from_be_bytes)
+                .unwrap_or(0);
+            out.push(decode::<Item>(&v).ok_or(OutboxError::Corrupt(seq))?);
+        }
+        Ok(out)
+    }
+
+    /// Items that may be sent now: pending, due, and first of their call (per-call order).
+    pub fn due(&self, now_ms: i64, limit: usize) -> Result<Vec<Item>, OutboxError> {
+        let mut seen_calls = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        for item in self.items()? {
+            let first_of_call = seen_calls.insert(item.call_id.clone());
+            if !first_of_call {
+                continue;
+            }
+            if item.state == State::Pending && item.not_before <= now_ms {
+                out.push(item);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn put(&self, item: &Item) -> Result<(), OutboxError> {
+        self.items
+            .insert(item.seq.to_be_bytes(), encode(item))
+            .map_err(self.st())?;
+        Ok(())
+    }
+
+    /// Salesforce has it: the item leaves, the Task Id is remembered for later updates.
+    pub fn done(&self, item: &Item, task_id: Option<&str>) -> Result<(), OutboxError> {
+        if let Some(id) = task_id {
+            self.tasks
+                .insert(item.call_id.as_bytes(), id.as_bytes())
+                .map_err(self.st())?;
+        }
+        self.items
+            .remove(item.seq.to_be_bytes())
+            .map_err(self.st())?;
+        Ok(())
+    }
+
+    pub fn task_id(&self, call_id: &str) -> Result<Option<String>, OutboxError> {
+        Ok(self
+            .tasks
+            .get(call_id.as_bytes())
+            .map_err(self.st())?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// Parked items back to pending (all, or one).
+    pub fn retry(&self, seq: Option<u64>) -> Result<usize, OutboxError> {
+        let mut n = 0;
+        for mut item in self.items()? {
+            if seq.is_some_and(|s| s != item.seq) || matches!(item.state, State::Pending) {
+                continue;
+            }
+            item.state = State::Pending;
+            item.not_before = 0;
+            item.attempts = 0;
+            self.put(&item)?;
+            n += 1;
+        }
+        self.flush()?;
+        Ok(n)
+    }
+
+    /// Counts: (pending, parked).
+    pub fn counts(&self) -> Result<(usize, usize), OutboxError> {
+        let items = self.items()?;
+        let parked = items
+            .iter()
+            .filter(|i| matches!(i.state, State::Parked { .. }))
+            .count();
+        Ok((items.len() - parked, parked))
+    }
+
+    /// Small key/value state (the org the queue belongs to, …).
+    pub fn meta(&self, key: &str) -> Result<Option<String>, OutboxError> {
+        Ok(self
+            .meta
+            .get(key.as_bytes())
+            .map_err(self.st())?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    pub fn set_meta(&self, key: &str, value: &str) -> Result<(), OutboxError> {
+        self.meta
+            .insert(key.as_bytes(), value.as_bytes())
+            .map_err(self.st())?;
+        Ok(())
+    }
+}
+
+/// What a Salesforce error code means for the admin, and what fixes it.
+pub fn explain(code: &str, message: &str, fields: &[String]) -> (String, String) {
+    let f = if fields.is_empty() {
+        String::new()
+    } else {
+        format!(" (field {})", fields.join(", "))
+    };
+    let (e, fix): (String, &str) = match code {
+        "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST" => (
+            format!("a picklist value is not allowed{f}: {message}"),
+            "Add the value to the Task field's picklist in Setup, or change the value callsync writes (status, templates), then run `callsync queue retry`.",
+        ),
+        "FIELD_CUSTOM_VALIDATION_EXCEPTION" => (
+            format!("a validation rule on Task refused it: {message}"),
+            "Ask the Salesforce admin to let callsync's Tasks pass the rule (or change the setting it trips on), then `callsync queue retry`.",
+        ),
+        "INVALID_FIELD" | "INVALID_FIELD_FOR_INSERT_UPDATE" => (
+            format!("a configured Task field does not exist or is not writable{f}: {message}"),
+            "Create the field or grant field-level edit access to the integration user, or remove it from the activity settings, then `callsync queue retry`.",
+        ),
+        "INSUFFICIENT_ACCESS_OR_READONLY" | "INSUFFICIENT_ACCESS_ON_CROSS_REFERENCE_ENTITY" => (
+            format!("no access{f}: {message}"),
+            "Give the user Create on Task and access to the related record, then `callsync queue retry`.",
+        ),
+        "ENTITY_IS_DELETED" | "FIELD_INTEGRITY_EXCEPTION" | "MALFORMED_ID" => (
+            format!("the related record is deleted or of the wrong kind{f}: {message}"),
+            "The caller's record changed in Salesforce; after the next sync, `callsync queue retry` attaches the Task to the current match.",
+        ),
+        "STRING_TOO_LONG" => (
+            format!("a value is too long{f}: {message}"),
+            "Shorten the template, then `callsync queue retry`.",
+        ),
+        "REQUIRED_FIELD_MISSING" => (
+            format!("a required Task field is empty{f}: {message}"),
+            "Set it in the activity settings (status, templates), then `callsync queue retry`.",
+        ),
+        _ => (
+            format!("{code}: {message}"),
+            "See the message; after fixing the cause run `callsync queue retry`.",
+        ),
+    };
+    (e, fix.to_owned())
+}
+
+/// Fields in a JSON object form, for a request body.
+pub fn body(fields: &Fields) -> Value {
+    Value::Object(fields.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+}
+
+/// Pure: the backoff before attempt `n` (1-based), with ±20 % jitter from `r` in [0, 1).
+pub fn backoff_ms(n: u32, r: f64) -> i64 {
+    let base = 1_000f64 * 2f64.powi(n.saturating_sub(1).min(12) as i32);
+    let capped = base.min(15.0 * 60_000.0);
+    (capped * (0.8 + 0.4 * r.clamp(0.0, 1.0))) as i64
+}
+
+pub type Summary = BTreeMap<String, usize>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn f(k: &str, v: &str) -> Fields {
+        [(k.to_string(), json!(v))].into()
+    }
+
+    #[test]
+    fn enqueue_merge_order_park_and_reopen() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("outbox");
+        {
+            let o = Outbox::open(&path).unwrap();
+            o.enqueue("c1", Op::Create, f("Subject", "a")).unwrap();
+            o.enqueue("c2", Op::Create, f("Subject", "b")).unwrap();
+            // Merged into c1's queued create.
+            o.enqueue("c1", Op::Update, f("Description", "memo"))
+                .unwrap();
+            let items = o.items().unwrap();
+            assert_eq!(items.len(), 2);
+            assert_eq!(items[0].fields["Description"], "memo");
+            // One item per call is due at a time.
+            let mut first = o.due(0, 10).unwrap();
+            assert_eq!(first.len(), 2);
+            o.done(&first[0], Some("00T000000000001AAA")).unwrap();
+            // Now an update for c1 is its own item (the create is gone).
+            o.enqueue("c1", Op::Update, f("Description", "edited"))
+                .unwrap();
+            assert_eq!(
+                o.task_id("c1").unwrap().as_deref(),
+                Some("00T000000000001AAA")
+            );
+            // Park c2.
+            first[1].state = State::Parked {
+                code: "X".into(),
+                message: "m".into(),
+                explanation: "e".into(),
+                fix: "f".into(),
+            };
+            o.put(&first[1]).unwrap();
+            o.flush().unwrap();
+        }
+        // A restart (here: reopen) finds everything.
+        let o = Outbox::open(&path).unwrap();
+        assert_eq!(o.counts().unwrap(), (1, 1));
+        assert_eq!(o.due(0, 10).unwrap().len(), 1);
+        assert_eq!(o.retry(None).unwrap(), 1);
+        assert_eq!(o.counts().unwrap(), (2, 0));
+        // A second process cannot open it.
+        assert!(matches!(Outbox::open(&path), Err(OutboxError::Locked(_))));
+    }
+
+    #[test]
+    fn backoff_table() {
+        assert_eq!(backoff_ms(1, 0.5), 1_000);
+        assert_eq!(backoff_ms(2, 0.5), 2_000);
+        assert_eq!(backoff_ms(5, 0.5), 16_000);
+        assert_eq!(backoff_ms(30, 0.5), 900_000);
+        assert_eq!(backoff_ms(1, 0.0), 800);
+        assert_eq!(backoff_ms(1, 0.999_999), 1_199);
+    }
+
+    #[test]
+    fn explanations_name_the_fix() {
+        let (e, fix) = explain(
+            "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
+            "Call Type: bad value",
+            &["CallType".into()],
+        );
+        assert!(e.contains("CallType") && fix.contains("queue retry"));
+    }
+}
