@@ -448,3 +448,226 @@ mod tests {
         assert!(e.contains("CallType") && fix.contains("queue retry"));
     }
 }
+
+/// What one sending pass did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct SendReport {
+    pub sent: usize,
+    pub retried_later: usize,
+    pub parked: usize,
+    /// The pass stopped: sign-in needed, or the org's limit is exhausted.
+    pub stopped: Option<String>,
+}
+
+/// Delivers due outbox items to Salesforce.
+pub struct Sender<'a> {
+    pub client: &'a crate::salesforce::Client,
+    pub outbox: &'a Outbox,
+    /// The Task's unique external-id field holding the call id (recommended), e.g. `Call_Id__c`.
+    pub external_id: Option<String>,
+    pub errors: Option<&'a crate::errorlog::ErrorLog>,
+}
+
+enum Outcome {
+    Done(Option<String>),
+    Retry {
+        maybe_sent: bool,
+        long: bool,
+        why: String,
+    },
+    Park(String, String, Vec<String>),
+    Stop(String),
+}
+
+fn soql_quote(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('\'', "\\'")
+}
+
+impl Sender<'_> {
+    /// One pass over what is due now; returns what happened.
+    pub async fn send_due(&self) -> Result<SendReport, OutboxError> {
+        let mut report = SendReport::default();
+        let now = chrono::Utc::now().timestamp_millis();
+        let mut rng = fastrand::Rng::new();
+        for mut item in self.outbox.due(now, 500)? {
+            let outcome = self.send_one(&item).await;
+            match outcome {
+                Outcome::Done(id) => {
+                    self.outbox.done(&item, id.as_deref())?;
+                    report.sent += 1;
+                }
+                Outcome::Retry {
+                    maybe_sent,
+                    long,
+                    why,
+                } => {
+                    item.attempts += 1;
+                    item.maybe_sent |= maybe_sent;
+                    item.last_error = Some(why);
+                    item.not_before = now
+                        + if long {
+                            15 * 60_000
+                        } else {
+                            backoff_ms(item.attempts, rng.f64())
+                        };
+                    self.outbox.put(&item)?;
+                    report.retried_later += 1;
+                    if long {
+                        report.stopped =
+                            Some("the org's API limit is exhausted; sending pauses".into());
+                        break;
+                    }
+                }
+                Outcome::Park(code, message, fields) => {
+                    let (explanation, fix) = explain(&code, &message, &fields);
+                    if let Some(log) = self.errors {
+                        let _ = log.append(&crate::errorlog::ErrorEntry {
+                            at: crate::record::format_sf_datetime(chrono::Utc::now()),
+                            area: "salesforce".into(),
+                            source: format!("call {}", item.call_id),
+                            file: None,
+                            line: None,
+                            reason: format!("Task {:?} parked: {explanation}. Fix: {fix}", item.op),
+                        });
+                    }
+                    item.state = State::Parked {
+                        code,
+                        message,
+                        explanation,
+                        fix,
+                    };
+                    self.outbox.put(&item)?;
+                    report.parked += 1;
+                }
+                Outcome::Stop(why) => {
+                    report.stopped = Some(why);
+                    break;
+                }
+            }
+        }
+        self.outbox.flush()?;
+        Ok(report)
+    }
+
+    fn classify(&self, e: crate::salesforce::SfError, creating: bool) -> Outcome {
+        use crate::salesforce::SfError;
+        match e {
+            SfError::SignInNeeded(m) => Outcome::Stop(format!("sign-in needed: {m}")),
+            SfError::NotConnected => Outcome::Stop("not signed in".into()),
+            SfError::Store(m) => Outcome::Stop(m),
+            // No answer: the write may have landed.
+            SfError::Network(m) => Outcome::Retry {
+                maybe_sent: creating,
+                long: false,
+                why: m,
+            },
+            SfError::Protocol(m) => Outcome::Retry {
+                maybe_sent: creating,
+                long: false,
+                why: m,
+            },
+            e if e.is_rate_limited() => Outcome::Retry {
+                maybe_sent: false,
+                long: true,
+                why: e.to_string(),
+            },
+            e if e.is_retryable() => Outcome::Retry {
+                maybe_sent: creating
+                    && e.code()
+                        .is_some_and(|c| c.starts_with("SERVER") || c == "BAD_GATEWAY"),
+                long: false,
+                why: e.to_string(),
+            },
+            SfError::Api {
+                code,
+                message,
+                fields,
+                ..
+            } => Outcome::Park(code, message, fields),
+        }
+    }
+
+    /// The Task already created for a call, by its `CallObject`.
+    async fn find_by_call_object(
+        &self,
+        call_id: &str,
+    ) -> Result<Option<String>, crate::salesforce::SfError> {
+        let q = format!(
+            "SELECT Id FROM Task WHERE CallObject = '{}' LIMIT 1",
+            soql_quote(call_id)
+        );
+        let page = self.client.query(&q, false).await?;
+        Ok(page
+            .records
+            .first()
+            .and_then(|r| r["Id"].as_str())
+            .map(str::to_owned))
+    }
+
+    async fn send_one(&self, item: &Item) -> Outcome {
+        use reqwest::Method;
+        let creating = item.op == Op::Create;
+        let mut fields = item.fields.clone();
+        let result = match (&self.external_id, item.op) {
+            // Upsert on the call id: sending twice is harmless.
+            (Some(ext), _) => {
+                fields.remove(ext);
+                if item.op == Op::Update {
+                    fields.remove("TaskSubtype");
+                }
+                let path = self.client.data_path(&format!(
+                    "/sobjects/Task/{ext}/{}",
+                    urlencode(&item.call_id)
+                ));
+                self.client
+                    .send(Method::PATCH, &path, Some(&body(&fields)))
+                    .await
+                    .map(|(_, v)| v.and_then(|v| v["id"].as_str().map(str::to_owned)))
+            }
+            (None, Op::Create) => {
+                if item.maybe_sent {
+                    match self.find_by_call_object(&item.call_id).await {
+                        Ok(Some(id)) => return Outcome::Done(Some(id)),
+                        Ok(None) => {}
+                        Err(e) => return self.classify(e, false),
+                    }
+                }
+                let path = self.client.data_path("/sobjects/Task");
+                self.client
+                    .send(Method::POST, &path, Some(&body(&fields)))
+                    .await
+                    .map(|(_, v)| v.and_then(|v| v["id"].as_str().map(str::to_owned)))
+            }
+            (None, Op::Update) => {
+                let id = match self.outbox.task_id(&item.call_id) {
+                    Ok(Some(id)) => Some(id),
+                    _ => match self.find_by_call_object(&item.call_id).await {
+                        Ok(id) => id,
+                        Err(e) => return self.classify(e, false),
+                    },
+                };
+                let Some(id) = id else {
+                    return Outcome::Park(
+                        "TASK_NOT_FOUND".into(),
+                        format!("no Task with CallObject {} to update", item.call_id),
+                        Vec::new(),
+                    );
+                };
+                fields.remove("TaskSubtype");
+                let path = self.client.data_path(&format!("/sobjects/Task/{id}"));
+                self.client
+                    .send(Method::PATCH, &path, Some(&body(&fields)))
+                    .await
+                    .map(|_| Some(id))
+            }
+        };
+        match result {
+            Ok(id) => Outcome::Done(id),
+            Err(e) => self.classify(e, creating),
+        }
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}

@@ -1,0 +1,223 @@
+//! The outbox against the simulated org: exact fields, exactly once through dropped
+//! connections (with and without an external-id field), retries, parking.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use callsync::auth::{self, AuthStore, FileStore};
+use callsync::outbox::{Op, Outbox, Sender, State};
+use callsync::salesforce::{Client, ClientConfig};
+use callsync::sim::{Fault, FaultKind, Sim, SimOptions};
+use serde_json::{json, Value};
+
+struct Rig {
+    sim: Sim,
+    client: Client,
+    outbox: Outbox,
+    errors: callsync::errorlog::ErrorLog,
+    _dir: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn rig() -> Rig {
+    let sim = Sim::start(
+        SimOptions {
+            records: 300,
+            ..Default::default()
+        },
+        0,
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = ClientConfig {
+        login_url: sim.url(),
+        client_id: "callsync-sim-client".into(),
+        api_version: "62.0".into(),
+        timeout: Duration::from_secs(5),
+    };
+    let t = auth::sign_in_pkce(
+        &cfg,
+        free_port(),
+        |u| {
+            tokio::spawn(callsync::sim::play_browser(u.to_owned()));
+        },
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    let store: Arc<dyn AuthStore> = Arc::new(FileStore::new(dir.path().join("auth.json")));
+    store
+        .save(&auth::stored_from(&cfg, &t, "agent", "pkce"))
+        .unwrap();
+    Rig {
+        client: Client::from_store(cfg, store).unwrap(),
+        outbox: Outbox::open(&dir.path().join("outbox")).unwrap(),
+        errors: callsync::errorlog::ErrorLog::new(dir.path().join("errors.jsonl")),
+        sim,
+        _dir: dir,
+    }
+}
+
+fn task(call: &str) -> callsync::activity::Fields {
+    [
+        ("Subject", json!(format!("Incoming call: {call}"))),
+        ("Status", json!("Completed")),
+        ("TaskSubtype", json!("Call")),
+        ("CallType", json!("Inbound")),
+        ("CallObject", json!(call)),
+        ("CallDurationInSeconds", json!(42)),
+        ("ActivityDate", json!("2026-11-21")),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+fn tasks_for(sim: &Sim, call: &str) -> Vec<Value> {
+    sim.org()
+        .rows("Task")
+        .into_iter()
+        .filter(|t| t["CallObject"] == json!(call))
+        .collect()
+}
+
+/// Sends until the outbox is empty (or gives up), ignoring backoff waits.
+async fn drain(r: &Rig, ext: Option<&str>) {
+    let sender = Sender {
+        client: &r.client,
+        outbox: &r.outbox,
+        external_id: ext.map(str::to_owned),
+        errors: Some(&r.errors),
+    };
+    for _ in 0..20 {
+        sender.send_due().await.unwrap();
+        // Make everything due again (tests do not wait for the backoff).
+        for mut i in r.outbox.items().unwrap() {
+            if i.state == State::Pending {
+                i.not_before = 0;
+                r.outbox.put(&i).unwrap();
+            }
+        }
+        if r.outbox.counts().unwrap().0 == 0 {
+            break;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_through_dropped_connections_with_and_without_an_external_id() {
+    let r = rig().await;
+    for (ext, call) in [(Some("Call_Id__c"), "call-ext"), (None, "call-plain")] {
+        r.sim.org().faults = vec![Fault {
+            kind: FaultKind::CommitThenDrop,
+            method: Some(if ext.is_some() { "PATCH" } else { "POST" }.into()),
+            path_contains: Some("/sobjects/Task".into()),
+            skip: 0,
+            times: Some(2),
+            latency_ms: 0,
+        }];
+        r.outbox.enqueue(call, Op::Create, task(call)).unwrap();
+        drain(&r, ext).await;
+        let t = tasks_for(&r.sim, call);
+        assert_eq!(t.len(), 1, "{call}: {t:#?}");
+        assert_eq!(t[0]["CallDurationInSeconds"], 42);
+        assert_eq!(t[0]["TaskSubtype"], "Call");
+        if ext.is_some() {
+            assert_eq!(t[0]["Call_Id__c"], call);
+        }
+        // An update later goes to the same Task.
+        r.sim.org().faults.clear();
+        r.outbox
+            .enqueue(
+                call,
+                Op::Update,
+                [("Description".to_string(), json!("memo saved"))].into(),
+            )
+            .unwrap();
+        drain(&r, ext).await;
+        let t = tasks_for(&r.sim, call);
+        assert_eq!(t.len(), 1);
+        assert_eq!(t[0]["Description"], "memo saved");
+        assert_eq!(
+            t[0]["Subject"],
+            format!("Incoming call: {call}"),
+            "the update touched only its fields"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_errors_retry_and_permanent_errors_park_with_the_fix() {
+    let r = rig().await;
+    r.sim.org().faults = vec![Fault {
+        kind: FaultKind::UnableToLockRow,
+        method: Some("PATCH".into()),
+        path_contains: Some("/sobjects/Task".into()),
+        skip: 0,
+        times: Some(2),
+        latency_ms: 0,
+    }];
+    r.outbox
+        .enqueue("locked", Op::Create, task("locked"))
+        .unwrap();
+    let sender = Sender {
+        client: &r.client,
+        outbox: &r.outbox,
+        external_id: Some("Call_Id__c".into()),
+        errors: Some(&r.errors),
+    };
+    let rep = sender.send_due().await.unwrap();
+    assert_eq!(rep.retried_later, 1);
+    let item = &r.outbox.items().unwrap()[0];
+    assert!(
+        item.not_before > chrono::Utc::now().timestamp_millis(),
+        "backs off"
+    );
+    drain(&r, Some("Call_Id__c")).await;
+    assert_eq!(tasks_for(&r.sim, "locked").len(), 1);
+
+    // A value Salesforce refuses: parked, explained, kept.
+    let mut bad = task("bad");
+    bad.insert("CallType".into(), json!("Sideways"));
+    r.outbox.enqueue("bad", Op::Create, bad).unwrap();
+    drain(&r, Some("Call_Id__c")).await;
+    assert_eq!(r.outbox.counts().unwrap(), (0, 1));
+    let parked = &r.outbox.items().unwrap()[0];
+    match &parked.state {
+        State::Parked { code, fix, .. } => {
+            assert_eq!(code, "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST");
+            assert!(fix.contains("queue retry"));
+        }
+        s => panic!("{s:?}"),
+    }
+    let log = r.errors.read().unwrap();
+    assert!(
+        log.iter()
+            .any(|e| e.reason.contains("picklist") && e.source.contains("bad")),
+        "{log:?}"
+    );
+    // The admin fixes it (here: the value), and retry sends it.
+    let mut fixed = parked.clone();
+    fixed.fields.insert("CallType".into(), json!("Inbound"));
+    r.outbox.put(&fixed).unwrap();
+    r.outbox.retry(None).unwrap();
+    drain(&r, Some("Call_Id__c")).await;
+    assert_eq!(tasks_for(&r.sim, "bad").len(), 1);
+
+    // Sign-in gone: the pass stops and keeps the work.
+    r.outbox
+        .enqueue("later", Op::Create, task("later"))
+        .unwrap();
+    r.sim.org().revoke_refresh_tokens();
+    let rep = sender.send_due().await.unwrap();
+    assert!(rep.stopped.unwrap().contains("sign-in"));
+    assert_eq!(r.outbox.counts().unwrap(), (1, 0));
+}
