@@ -19,6 +19,7 @@ pub mod lookup;
 pub mod outbox;
 pub mod paths;
 pub mod phone;
+pub mod pipeline;
 pub mod record;
 pub mod salesforce;
 pub mod schedule;

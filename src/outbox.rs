@@ -18,6 +18,7 @@ use crate::activity::Fields;
 const T_ITEMS: &str = "items";
 const T_TASKS: &str = "tasks";
 const T_META: &str = "meta";
+const T_CALLS: &str = "calls";
 const FORMAT: u8 = 1;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,6 +84,7 @@ pub struct Outbox {
     items: sled::Tree,
     tasks: sled::Tree,
     meta: sled::Tree,
+    calls: sled::Tree,
     path: PathBuf,
     _lock: std::fs::File,
 }
@@ -155,6 +157,7 @@ impl Outbox {
             items: db.open_tree(T_ITEMS).map_err(st)?,
             tasks: db.open_tree(T_TASKS).map_err(st)?,
             meta: db.open_tree(T_META).map_err(st)?,
+            calls: db.open_tree(T_CALLS).map_err(st)?,
             db,
             path: dir.to_owned(),
             _lock: lock,
@@ -299,6 +302,22 @@ impl Outbox {
         Ok((items.len() - parked, parked))
     }
 
+    /// A call in progress (what its events said so far), kept across restarts.
+    pub fn call(&self, call_id: &str) -> Result<Option<CallRecord>, OutboxError> {
+        Ok(self
+            .calls
+            .get(call_id.as_bytes())
+            .map_err(self.st())?
+            .and_then(|v| decode(&v)))
+    }
+
+    pub fn put_call(&self, call: &CallRecord) -> Result<(), OutboxError> {
+        self.calls
+            .insert(call.summary.call_id.as_bytes(), encode(call))
+            .map_err(self.st())?;
+        Ok(())
+    }
+
     /// Small key/value state (the org the queue belongs to, …).
     pub fn meta(&self, key: &str) -> Result<Option<String>, OutboxError> {
         Ok(self
@@ -314,6 +333,15 @@ impl Outbox {
             .map_err(self.st())?;
         Ok(())
     }
+}
+
+/// A call's summary plus what has been queued for it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CallRecord {
+    pub summary: crate::activity::CallSummary,
+    /// A create was queued (at the beginning or at the end).
+    pub created: bool,
+    pub ended: bool,
 }
 
 /// What a Salesforce error code means for the admin, and what fixes it.

@@ -1,0 +1,241 @@
+//! Call events → Task writes in the outbox. Each call's summary is kept in the outbox store
+//! across restarts; every Task write a batch causes is durable when `handle` returns, so the
+//! caller acknowledges the call-log batch only then (nothing lost, and a re-delivered batch
+//! finds its writes already queued or merged).
+
+use crate::activity::{self, ActivitySettings, Assignees, CallSummary, Decision, Stage, Target};
+use crate::cache::Cache;
+use crate::calllog::{CallEvent, Direction, EventKind, Origin, TransferKind};
+use crate::lookup::{self, LookupRules};
+use crate::outbox::{CallRecord, Op, Outbox, OutboxError};
+use crate::phone::Normalizer;
+use crate::record::{ObjectKind, RecordId};
+
+pub struct Pipeline<'a> {
+    pub outbox: &'a Outbox,
+    /// For Who/What and forwarding owners; without it Tasks go unattached (still created).
+    pub cache: Option<&'a Cache>,
+    pub normalizer: &'a Normalizer,
+    pub rules: &'a LookupRules,
+    pub settings: &'a ActivitySettings,
+    pub assignees: &'a Assignees,
+}
+
+impl Pipeline<'_> {
+    fn target(&self, s: &CallSummary) -> Target {
+        if self.settings.click_to_call_on_record && s.info.origin == Origin::ClickToCall {
+            if let Some(id) = s.info.record_id.as_deref().and_then(RecordId::parse) {
+                return activity::target_of_record(&id);
+            }
+        }
+        self.cache
+            .and_then(|c| lookup::lookup(c, self.normalizer, self.rules, &s.info.remote).ok())
+            .and_then(|r| r.best)
+            .map(|m| activity::target_of(&m))
+            .unwrap_or_default()
+    }
+
+    /// For automatic forwarding: the active User whose phone is the destination.
+    fn forward_user(&self, s: &CallSummary) -> Option<RecordId> {
+        let (kind, to) = s.transfer.as_ref()?;
+        if *kind != TransferKind::AutoForward {
+            return None;
+        }
+        let key = self.normalizer.key(to).ok()?;
+        self.cache?
+            .hits(&key)
+            .ok()?
+            .into_iter()
+            .find(|h| h.entry.kind == ObjectKind::User)
+            .map(|h| h.id)
+    }
+
+    fn number(&self, s: &CallSummary) -> String {
+        self.normalizer
+            .key(&s.info.remote)
+            .map(|k| k.display())
+            .unwrap_or_else(|_| s.info.remote.clone())
+    }
+
+    /// Handles a batch of events; returns the decisions made (for logs and tests).
+    pub fn handle(&self, events: &[CallEvent]) -> Result<Vec<(String, Decision)>, OutboxError> {
+        let mut out = Vec::new();
+        for e in events {
+            let mut rec = match (self.outbox.call(&e.call_id)?, &e.info) {
+                (Some(r), _) => r,
+                (None, Some(info)) => CallRecord {
+                    summary: CallSummary {
+                        call_id: e.call_id.clone(),
+                        info: info.clone(),
+                        started: e.at,
+                        answered: None,
+                        ended: None,
+                        outcome: None,
+                        duration_s: None,
+                        transfer: None,
+                        memo_items: Vec::new(),
+                        comment: None,
+                        transcript: None,
+                        summary: None,
+                    },
+                    created: false,
+                    ended: false,
+                },
+                (None, None) => {
+                    tracing::warn!(call = %e.call_id, event = e.kind.name(), "event for a call whose first event was never seen; skipped");
+                    continue;
+                }
+            };
+            let s = &mut rec.summary;
+            let stage = match &e.kind {
+                EventKind::Dialing | EventKind::Ringing => {
+                    s.started = s.started.min(e.at);
+                    (s.info.direction == Direction::Outbound
+                        && matches!(e.kind, EventKind::Dialing))
+                    .then_some(Stage::Begin)
+                }
+                EventKind::Answered => {
+                    s.answered = Some(e.at);
+                    (s.info.direction != Direction::Outbound).then_some(Stage::Begin)
+                }
+                EventKind::Ended {
+                    outcome,
+                    duration_s,
+                } => {
+                    s.ended = Some(e.at);
+                    s.outcome = Some(*outcome);
+                    s.duration_s = duration_s
+                        .or_else(|| s.answered.map(|a| (e.at - a).num_seconds().max(0) as u64))
+                        .or(Some(0));
+                    Some(Stage::End)
+                }
+                EventKind::Transferred { kind, to } => {
+                    s.transfer = Some((*kind, to.clone()));
+                    None
+                }
+                EventKind::Memo { items, comment, .. } => {
+                    s.memo_items = items.clone();
+                    s.comment = comment.clone();
+                    rec.ended.then_some(Stage::Update)
+                }
+                EventKind::Speech {
+                    transcript,
+                    summary,
+                } => {
+                    s.transcript = Some(transcript.clone());
+                    s.summary = Some(summary.clone());
+                    rec.ended.then_some(Stage::Update)
+                }
+            };
+            // A re-delivered end (the batch was not acknowledged before a crash) was handled.
+            let stage = stage.filter(|st| !(*st == Stage::End && rec.ended));
+            if let Some(stage) = stage {
+                let skip_begin = stage == Stage::Begin && rec.created;
+                let skip_update = stage == Stage::Update && !rec.created;
+                if !skip_begin && !skip_update {
+                    let target = self.target(&rec.summary);
+                    let fwd = self.forward_user(&rec.summary);
+                    let number = self.number(&rec.summary);
+                    let d = activity::decide(
+                        &rec.summary,
+                        stage,
+                        &target,
+                        fwd.as_ref(),
+                        &number,
+                        self.settings,
+                        self.assignees,
+                    );
+                    match &d {
+                        Decision::Create(f) => {
+                            self.outbox.enqueue(&e.call_id, Op::Create, f.clone())?;
+                            rec.created = true;
+                        }
+                        // Completing a Task that was never created (a call that ended before
+                        // it began, for the queue): create it whole.
+                        Decision::Update(f) if !rec.created => {
+                            self.outbox.enqueue(&e.call_id, Op::Create, f.clone())?;
+                            rec.created = true;
+                        }
+                        Decision::Update(f) => {
+                            self.outbox.enqueue(&e.call_id, Op::Update, f.clone())?;
+                        }
+                        Decision::Skip(_) => {}
+                    }
+                    out.push((e.call_id.clone(), d));
+                }
+                if stage == Stage::End {
+                    rec.ended = true;
+                }
+            }
+            self.outbox.put_call(&rec)?;
+        }
+        self.outbox.flush()?;
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::{CacheOptions, Change};
+    use crate::calllog::native::parse_line;
+
+    fn ev(l: &str) -> CallEvent {
+        parse_line("t", l).unwrap().unwrap()
+    }
+
+    #[test]
+    fn a_call_becomes_one_task_with_its_memo_merged() {
+        let d = tempfile::tempdir().unwrap();
+        let outbox = Outbox::open(&d.path().join("outbox")).unwrap();
+        let (cache, _) = Cache::open(&d.path().join("cache"), &CacheOptions::default()).unwrap();
+        let n = Normalizer::from_codes("JP", &[]).unwrap();
+        let contact = serde_json::json!({"attributes": {"type": "Contact"}, "Id": "003000000000001AAA", "Name": "Taro",
+            "AccountId": "001000000000001AAA", "Phone": "03-1234-5678"});
+        let r = crate::record::from_sobject(&contact, None, &n, &()).unwrap();
+        cache.apply(&[Change::Upsert(r)], &[]).unwrap();
+        let rules = LookupRules::default();
+        let settings = ActivitySettings::default();
+        let assignees = Assignees::default();
+        let p = Pipeline {
+            outbox: &outbox,
+            cache: Some(&cache),
+            normalizer: &n,
+            rules: &rules,
+            settings: &settings,
+            assignees: &assignees,
+        };
+        let events = [
+            r#"{"call_id":"c1","event":"ringing","at":"2026-11-21T10:00:00+09:00","direction":"inbound","remote":"+81 3 1234 5678"}"#,
+            r#"{"call_id":"c1","event":"answered","at":"2026-11-21T10:00:05+09:00"}"#,
+            r#"{"call_id":"c1","event":"ended","at":"2026-11-21T10:03:05+09:00","outcome":"answered"}"#,
+        ];
+        let evs: Vec<CallEvent> = events.iter().map(|l| ev(l)).collect();
+        // Delivered in two batches, the second twice (a re-delivery after a crash).
+        p.handle(&evs[..2]).unwrap();
+        p.handle(&evs[2..]).unwrap();
+        p.handle(&evs[1..]).unwrap();
+        let items = outbox.items().unwrap();
+        assert_eq!(items.len(), 1);
+        let f = &items[0].fields;
+        assert_eq!(f["WhoId"], "003000000000001AAA");
+        assert_eq!(f["WhatId"], "001000000000001AAA");
+        assert_eq!(f["CallDurationInSeconds"], 180);
+        assert_eq!(f["CallType"], "Inbound");
+        // The memo arrives after the end: merged into the still-queued create.
+        p.handle(&[ev(r#"{"call_id":"c1","event":"memo","at":"2026-11-21T10:04:00+09:00","items":["Quote"],"comment":"wants a quote"}"#)]).unwrap();
+        let items = outbox.items().unwrap();
+        assert_eq!(items.len(), 1);
+        assert!(items[0].fields["Description"]
+            .as_str()
+            .unwrap()
+            .contains("wants a quote"));
+        // Internal calls: nothing queued.
+        p.handle(&[
+            ev(r#"{"call_id":"c2","event":"dialing","at":"2026-11-21T11:00:00+09:00","direction":"internal","remote":"201"}"#),
+            ev(r#"{"call_id":"c2","event":"ended","at":"2026-11-21T11:01:00+09:00","outcome":"answered"}"#),
+        ])
+        .unwrap();
+        assert_eq!(outbox.items().unwrap().len(), 1);
+    }
+}
