@@ -30,6 +30,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub sync: SyncConfig,
     pub calllog: CallLogConfig,
+    pub activity: ActivityConfig,
     pub policy: PolicyConfig,
 }
 
@@ -219,6 +220,112 @@ impl Default for CallLogConfig {
             sources: Vec::new(),
             poll_secs: 2,
         }
+    }
+}
+
+/// The activity history integration (Tasks), and who owns them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ActivityConfig {
+    pub enabled: bool,
+    /// `after_end` (the only timing that writes custom fields and voicemail) or `after_begin`.
+    pub timing: String,
+    /// Task Status for call Tasks (Completed: they show in the activity history).
+    pub status: String,
+    /// The Task's unique external-id field holding the call id (recommended: exactly-once by
+    /// upsert). Empty: Tasks are matched by CallObject before a create is sent again.
+    pub external_id_field: String,
+    /// Subject template for every call type (placeholders: {CALL_TYPE} {REMOTE_NUMBER}
+    /// {DURATION} {MEMO} {COMMENT} {SPEECH_RECOGNITION} {SPEECH_RECOGNITION_SUMMARY} {AGENT}).
+    pub subject: String,
+    /// Comments (Description) template.
+    pub description: String,
+    /// Custom Task fields (API names; empty: not written).
+    pub dial_start_field: String,
+    pub call_start_field: String,
+    pub call_end_field: String,
+    pub memo_field: String,
+    /// The outgoing-call setting: a click-to-call Task goes on the record it started from.
+    pub click_to_call_on_record: bool,
+    /// Agent identity in the call log → Salesforce User Id.
+    pub agents: BTreeMap<String, String>,
+    /// Owner of missed incoming calls and voicemail (empty: the signed-in user).
+    pub missed_owner: String,
+    /// Seconds between sends of queued Tasks while some are waiting.
+    pub send_interval_secs: u64,
+}
+
+impl Default for ActivityConfig {
+    fn default() -> Self {
+        let t = crate::activity::default_templates();
+        let first = t.values().next().cloned();
+        ActivityConfig {
+            enabled: true,
+            timing: "after_end".into(),
+            status: "Completed".into(),
+            external_id_field: String::new(),
+            subject: first
+                .as_ref()
+                .map(|t| t.subject.clone())
+                .unwrap_or_default(),
+            description: first.map(|t| t.description).unwrap_or_default(),
+            dial_start_field: String::new(),
+            call_start_field: String::new(),
+            call_end_field: String::new(),
+            memo_field: String::new(),
+            click_to_call_on_record: true,
+            agents: BTreeMap::new(),
+            missed_owner: String::new(),
+            send_interval_secs: 2,
+        }
+    }
+}
+
+impl ActivityConfig {
+    pub fn settings(&self) -> crate::activity::ActivitySettings {
+        use crate::activity::{ActivitySettings, CustomFields, Template, Timing};
+        let template = Template {
+            subject: self.subject.clone(),
+            description: self.description.clone(),
+        };
+        ActivitySettings {
+            timing: if self.timing == "after_begin" {
+                Timing::AfterBegin
+            } else {
+                Timing::AfterEnd
+            },
+            status: self.status.clone(),
+            templates: crate::activity::default_templates()
+                .into_keys()
+                .map(|k| (k, template.clone()))
+                .collect(),
+            custom: CustomFields {
+                dial_start: self.dial_start_field.clone(),
+                call_start: self.call_start_field.clone(),
+                call_end: self.call_end_field.clone(),
+                memo: self.memo_field.clone(),
+            },
+            click_to_call_on_record: self.click_to_call_on_record,
+            ..ActivitySettings::default()
+        }
+    }
+
+    /// Owners, with `me` (the signed-in user) as the default.
+    pub fn assignees(&self, me: Option<&str>) -> crate::activity::Assignees {
+        use crate::record::RecordId;
+        crate::activity::Assignees {
+            default_owner: me.and_then(RecordId::parse),
+            agents: self
+                .agents
+                .iter()
+                .filter_map(|(k, v)| RecordId::parse(v).map(|id| (k.clone(), id)))
+                .collect(),
+            missed_owner: RecordId::parse(&self.missed_owner),
+        }
+    }
+
+    pub fn external_id(&self) -> Option<String> {
+        (!self.external_id_field.is_empty()).then(|| self.external_id_field.clone())
     }
 }
 
@@ -420,6 +527,58 @@ impl Config {
                 );
             }
         }
+        if !["after_end", "after_begin"].contains(&self.activity.timing.as_str()) {
+            bad(
+                "activity.timing",
+                format!(
+                    "{:?} is not \"after_end\" or \"after_begin\"",
+                    self.activity.timing
+                ),
+            );
+        }
+        if self.activity.status.trim().is_empty() {
+            bad("activity.status", "must name a Task Status value".into());
+        }
+        for (agent, user) in &self.activity.agents {
+            if crate::record::RecordId::parse(user).is_none_or(|u| u.prefix() != "005") {
+                bad(
+                    "activity.agents",
+                    format!("{agent:?} → {user:?} is not a User Id (005…)"),
+                );
+            }
+        }
+        if !self.activity.missed_owner.is_empty()
+            && crate::record::RecordId::parse(&self.activity.missed_owner)
+                .is_none_or(|u| u.prefix() != "005")
+        {
+            bad(
+                "activity.missed_owner",
+                "must be a User Id (005…) or empty".into(),
+            );
+        }
+        for (key, f) in [
+            (
+                "activity.external_id_field",
+                &self.activity.external_id_field,
+            ),
+            ("activity.dial_start_field", &self.activity.dial_start_field),
+            ("activity.call_start_field", &self.activity.call_start_field),
+            ("activity.call_end_field", &self.activity.call_end_field),
+            ("activity.memo_field", &self.activity.memo_field),
+        ] {
+            let ok = f.is_empty()
+                || (f.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+                    && f.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+            if !ok {
+                bad(key, format!("{f:?} is not a field API name"));
+            }
+        }
+        if !(1..=3_600).contains(&self.activity.send_interval_secs) {
+            bad(
+                "activity.send_interval_secs",
+                "must be between 1 and 3600".into(),
+            );
+        }
         if !(1..=3_600).contains(&self.calllog.poll_secs) {
             bad("calllog.poll_secs", "must be between 1 and 3600".into());
         }
@@ -550,18 +709,34 @@ fn to_value(c: &Config) -> toml::Value {
     toml::Value::try_from(c).unwrap_or(toml::Value::Table(Default::default()))
 }
 
-/// `a.b.c` → value for every non-table leaf.
+/// `a.b.c` → value for every non-table leaf. Empty tables (maps with keys of the user's
+/// choosing, like `activity.agents`) are leaves too.
 fn flatten(v: &toml::Value) -> BTreeMap<String, toml::Value> {
-    fn walk(prefix: &str, v: &toml::Value, out: &mut BTreeMap<String, toml::Value>) {
+    flatten_with(v, &BTreeMap::new())
+}
+
+/// As [`flatten`], keeping any table at a path the schema knows as a map leaf whole.
+fn flatten_with(
+    v: &toml::Value,
+    schema: &BTreeMap<String, toml::Value>,
+) -> BTreeMap<String, toml::Value> {
+    fn walk(
+        prefix: &str,
+        v: &toml::Value,
+        schema: &BTreeMap<String, toml::Value>,
+        out: &mut BTreeMap<String, toml::Value>,
+    ) {
+        let map_leaf =
+            !prefix.is_empty() && matches!(schema.get(prefix), Some(toml::Value::Table(_)));
         match v {
-            toml::Value::Table(t) => {
+            toml::Value::Table(t) if (prefix.is_empty() || !t.is_empty()) && !map_leaf => {
                 for (k, v) in t {
                     let key = if prefix.is_empty() {
                         k.clone()
                     } else {
                         format!("{prefix}.{k}")
                     };
-                    walk(&key, v, out);
+                    walk(&key, v, schema, out);
                 }
             }
             _ => {
@@ -570,7 +745,7 @@ fn flatten(v: &toml::Value) -> BTreeMap<String, toml::Value> {
         }
     }
     let mut out = BTreeMap::new();
-    walk("", v, &mut out);
+    walk("", v, schema, &mut out);
     out
 }
 
@@ -695,7 +870,7 @@ impl Merger {
             path: path.to_owned(),
             message: e.to_string(),
         })?;
-        let flat = flatten(&toml::Value::Table(table));
+        let flat = flatten_with(&toml::Value::Table(table), &self.schema);
         for (key, value) in flat {
             if !self.schema.contains_key(&key) {
                 return Err(ConfigError::UnknownKey {
@@ -992,6 +1167,35 @@ mod tests {
         }
         assert!(parse_set("novalue").is_err());
         assert_eq!(parse_set("a.b=c=d").unwrap(), ("a.b".into(), "c=d".into()));
+    }
+
+    #[test]
+    fn maps_with_user_keys_are_one_setting() {
+        let d = tempfile::tempdir().unwrap();
+        let user = write(
+            d.path(),
+            "u.toml",
+            "[activity.agents]\ntaro = \"005000000000001AAA\"\nhanako = \"005000000000002AAA\"\n",
+        );
+        let l = load(&LoadOptions {
+            user_file: Some(user.clone()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(l.config.activity.agents.len(), 2);
+        assert_eq!(l.origins["activity.agents"], Source::User(user));
+        let bad = write(
+            d.path(),
+            "b.toml",
+            "[activity.agents]\ntaro = \"003000000000001AAA\"\n",
+        );
+        let e = load(&LoadOptions {
+            user_file: Some(bad),
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("not a User Id"), "{e}");
     }
 
     #[test]
