@@ -6,6 +6,7 @@
 //! activity (Task) → outbox → Salesforce.
 
 pub mod activity;
+pub mod agent;
 pub mod app;
 pub mod auth;
 pub mod cache;

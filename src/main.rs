@@ -76,6 +76,13 @@ struct Global {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run the agent: follow the call logs, write every call to Salesforce as a Task, keep the
+    /// cache in sync (Ctrl-C / SIGTERM stop it; the tray arrives in a later stage).
+    Run {
+        /// No tray (servers, CI, desktops without a tray host).
+        #[arg(long)]
+        headless: bool,
+    },
     /// Identify a phone number from the local cache (works offline).
     Lookup {
         /// The number as dialled or shown, in any common format.
@@ -456,6 +463,35 @@ fn run(command: Command, layered: &Layered, data: &DataDir) -> anyhow::Result<u8
             Ok(exit::OK)
         }
         Command::Connect { no_browser } => runtime()?.block_on(connect(layered, data, no_browser)),
+        Command::Run { headless: _ } => {
+            let app = App::new(layered.config.clone(), data.clone());
+            runtime()?.block_on(async {
+                let stop = async {
+                    #[cfg(unix)]
+                    {
+                        use tokio::signal::unix::{signal, SignalKind};
+                        match signal(SignalKind::terminate()) {
+                            Ok(mut term) => {
+                                tokio::select! {
+                                    _ = tokio::signal::ctrl_c() => {}
+                                    _ = term.recv() => {}
+                                }
+                            }
+                            Err(_) => {
+                                let _ = tokio::signal::ctrl_c().await;
+                            }
+                        }
+                    }
+                    #[cfg(not(unix))]
+                    {
+                        let _ = tokio::signal::ctrl_c().await;
+                    }
+                };
+                callsync::agent::run_headless(app, stop).await
+            })?;
+            outln!("stopped");
+            Ok(exit::OK)
+        }
         Command::Disconnect => runtime()?.block_on(disconnect(layered, data)),
         Command::Sync {
             full: _,

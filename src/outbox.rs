@@ -19,6 +19,8 @@ const T_ITEMS: &str = "items";
 const T_TASKS: &str = "tasks";
 const T_META: &str = "meta";
 const T_CALLS: &str = "calls";
+/// call id → seq of its queued create (creates are one per call).
+const T_CREATES: &str = "creates";
 const FORMAT: u8 = 1;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,6 +87,7 @@ pub struct Outbox {
     tasks: sled::Tree,
     meta: sled::Tree,
     calls: sled::Tree,
+    creates: sled::Tree,
     path: PathBuf,
     _lock: std::fs::File,
 }
@@ -158,6 +161,7 @@ impl Outbox {
             tasks: db.open_tree(T_TASKS).map_err(st)?,
             meta: db.open_tree(T_META).map_err(st)?,
             calls: db.open_tree(T_CALLS).map_err(st)?,
+            creates: db.open_tree(T_CREATES).map_err(st)?,
             db,
             path: dir.to_owned(),
             _lock: lock,
@@ -176,25 +180,29 @@ impl Outbox {
         self.db.flush().map(|_| ()).map_err(self.st())
     }
 
-    /// Queues a create or update for `call_id` and fsyncs. An update for a call whose create is
-    /// still queued (not parked) is merged into that create instead.
+    /// Queues a create or update for `call_id` and fsyncs. One create per call, ever: a create
+    /// queued again (a call-log batch delivered twice after a crash) is merged into the queued
+    /// one, or becomes an update once the Task exists; an update for a call whose create is
+    /// still queued is merged into that create.
     pub fn enqueue(&self, call_id: &str, op: Op, fields: Fields) -> Result<u64, OutboxError> {
-        if op == Op::Update {
-            for item in self.items()? {
-                if item.call_id == call_id && item.op == Op::Create && item.state == State::Pending
-                {
-                    let mut merged = item.clone();
+        if let Some(seq) = self.queued_create(call_id)? {
+            if let Some(mut item) = self.get(seq)? {
+                let mergeable = op == Op::Create || item.state == State::Pending;
+                if mergeable {
                     for (k, v) in fields {
-                        merged.fields.insert(k, v);
+                        item.fields.insert(k, v);
                     }
-                    self.items
-                        .insert(item.seq.to_be_bytes(), encode(&merged))
-                        .map_err(self.st())?;
+                    self.put(&item)?;
                     self.flush()?;
-                    return Ok(item.seq);
+                    return Ok(seq);
                 }
             }
         }
+        let op = if op == Op::Create && self.task_id(call_id)?.is_some() {
+            Op::Update
+        } else {
+            op
+        };
         let seq = self.db.generate_id().map_err(self.st())?;
         let item = Item {
             seq,
@@ -208,11 +216,33 @@ impl Outbox {
             state: State::Pending,
             last_error: None,
         };
-        self.items
-            .insert(seq.to_be_bytes(), encode(&item))
-            .map_err(self.st())?;
+        let mut batch = sled::Batch::default();
+        batch.insert(&seq.to_be_bytes(), encode(&item));
+        self.items.apply_batch(batch).map_err(self.st())?;
+        if op == Op::Create {
+            self.creates
+                .insert(call_id.as_bytes(), &seq.to_be_bytes())
+                .map_err(self.st())?;
+        }
         self.flush()?;
         Ok(seq)
+    }
+
+    fn queued_create(&self, call_id: &str) -> Result<Option<u64>, OutboxError> {
+        Ok(self
+            .creates
+            .get(call_id.as_bytes())
+            .map_err(self.st())?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map(u64::from_be_bytes))
+    }
+
+    fn get(&self, seq: u64) -> Result<Option<Item>, OutboxError> {
+        Ok(self
+            .items
+            .get(seq.to_be_bytes())
+            .map_err(self.st())?
+            .and_then(|v| decode(&v)))
     }
 
     /// Every queued item, oldest first.
@@ -457,6 +487,22 @@ mod tests {
     }
 
     #[test]
+    fn a_create_queued_twice_is_one_create_and_after_sending_an_update() {
+        let d = tempfile::tempdir().unwrap();
+        let o = Outbox::open(&d.path().join("outbox")).unwrap();
+        o.enqueue("c1", Op::Create, f("Subject", "a")).unwrap();
+        o.enqueue("c1", Op::Create, f("Subject", "a2")).unwrap();
+        let items = o.items().unwrap();
+        assert_eq!(items.len(), 1);
+        assert_eq!(items[0].fields["Subject"], "a2");
+        o.done(&items[0], Some("00T000000000001AAA")).unwrap();
+        // The same create delivered again after the Task exists: an update, not a second Task.
+        o.enqueue("c1", Op::Create, f("Subject", "a3")).unwrap();
+        let items = o.items().unwrap();
+        assert_eq!((items.len(), items[0].op), (1, Op::Update));
+    }
+
+    #[test]
     fn backoff_table() {
         assert_eq!(backoff_ms(1, 0.5), 1_000);
         assert_eq!(backoff_ms(2, 0.5), 2_000);
@@ -518,6 +564,14 @@ impl Sender<'_> {
         let now = chrono::Utc::now().timestamp_millis();
         let mut rng = fastrand::Rng::new();
         for mut item in self.outbox.due(now, 500)? {
+            if self.external_id.is_none() && item.op == Op::Create && !item.maybe_sent {
+                // Write the intent first: if the process dies with this create in flight, the
+                // next attempt looks for the Task before creating another.
+                item.maybe_sent = true;
+                self.outbox.put(&item)?;
+                self.outbox.flush()?;
+                item.maybe_sent = false;
+            }
             let outcome = self.send_one(&item).await;
             match outcome {
                 Outcome::Done(id) => {

@@ -125,7 +125,7 @@ async fn joined<T>(
 }
 
 /// Progress for a progress bar: (object, records loaded, records expected).
-pub type Progress<'a> = &'a mut dyn FnMut(ObjectKind, u64, u64);
+pub type Progress<'a> = &'a mut (dyn FnMut(ObjectKind, u64, u64) + Send);
 
 pub struct SyncEngine<'a> {
     pub client: &'a Client,

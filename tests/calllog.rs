@@ -311,3 +311,22 @@ fn screen_pops_for_incoming_ringing_only() {
     assert!(screen_pop(&ev(EventKind::Dialing, Direction::Outbound), |_| None).is_none());
     assert!(screen_pop(&ev(EventKind::Answered, Direction::Inbound), |_| None).is_none());
 }
+
+#[test]
+fn acknowledging_a_batch_never_covers_a_later_one() {
+    let d = tempfile::tempdir().unwrap();
+    let log = d.path().join("calls.jsonl");
+    let store = d.path().join("cur.json");
+    {
+        let mut f = follower(&log, &store);
+        append(&log, &line("a", "ringing", 0));
+        let (b1, _) = f.poll();
+        append(&log, &line("b", "ringing", 1));
+        let (b2, _) = f.poll();
+        assert_eq!(b2[0].events[0].call_id, "b");
+        // The first batch is handled and acknowledged; the second is not: a crash now.
+        f.ack(&b1[0]).unwrap();
+    }
+    let mut f = follower(&log, &store);
+    assert_eq!(drain(&mut f), ["b:ringing"]);
+}

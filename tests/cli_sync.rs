@@ -146,6 +146,7 @@ async fn connect_sync_killed_midway_resume_status_lookup_disconnect() {
         skip: 0,
         times: None,
         latency_ms: 150,
+        probability: None,
     }];
     let mut sync = cmd(&d)
         .arg("sync")

@@ -123,6 +123,7 @@ async fn exactly_once_through_dropped_connections_with_and_without_an_external_i
             skip: 0,
             times: Some(2),
             latency_ms: 0,
+            probability: None,
         }];
         r.outbox.enqueue(call, Op::Create, task(call)).unwrap();
         drain(&r, ext).await;
@@ -164,6 +165,7 @@ async fn lock_errors_retry_and_permanent_errors_park_with_the_fix() {
         skip: 0,
         times: Some(2),
         latency_ms: 0,
+        probability: None,
     }];
     r.outbox
         .enqueue("locked", Op::Create, task("locked"))

@@ -250,6 +250,7 @@ async fn expired_sessions_refresh_and_revoked_tokens_ask_for_sign_in() {
         skip: 1,
         times: Some(1),
         latency_ms: 0,
+        probability: None,
     }];
     rig.sync(&client, true).await.unwrap();
     let expect = rig.active_count("Contact", |_| true);
@@ -306,6 +307,7 @@ async fn limits_and_outages_are_typed_for_backoff() {
             skip: 0,
             times: Some(1),
             latency_ms: 0,
+            probability: None,
         }];
         match rig.sync(&client, false).await {
             Err(callsync::sync::SyncError::Salesforce(e)) => assert!(check(&e), "{kind:?}: {e}"),
@@ -328,6 +330,7 @@ async fn an_interrupted_full_load_resumes_where_it_stopped() {
         skip: 3,
         times: Some(1),
         latency_ms: 0,
+        probability: None,
     }];
     let e = rig.sync(&client, false).await.unwrap_err();
     assert!(
@@ -552,6 +555,7 @@ async fn big_first_loads_use_bulk_api_and_resume_after_a_drop() {
         skip: 2,
         times: Some(1),
         latency_ms: 0,
+        probability: None,
     }];
     let e = engine.run(false, &mut |_, _, _| {}).await.unwrap_err();
     assert!(

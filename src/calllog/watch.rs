@@ -20,6 +20,8 @@ pub struct Batch {
     pub source: String,
     pub events: Vec<CallEvent>,
     pub problems: Vec<SourceProblem>,
+    /// The source's position right after this batch: what acknowledging it saves.
+    end: Cursor,
 }
 
 pub struct Follower {
@@ -29,6 +31,8 @@ pub struct Follower {
     acked: BTreeMap<String, Cursor>,
     /// In memory: after the batches handed out but not yet acknowledged.
     pending: BTreeMap<String, Cursor>,
+    /// Batches handed out and not yet acknowledged, per source.
+    in_flight: BTreeMap<String, usize>,
 }
 
 impl Follower {
@@ -39,6 +43,7 @@ impl Follower {
             store,
             pending: acked.clone(),
             acked,
+            in_flight: BTreeMap::new(),
         })
     }
 
@@ -65,17 +70,19 @@ impl Follower {
             let p = s.poll(&from);
             retry |= p.retry_soon;
             let moved = p.next != from;
-            self.pending.insert(name.clone(), p.next);
+            self.pending.insert(name.clone(), p.next.clone());
             if !p.events.is_empty() || !p.problems.is_empty() {
+                *self.in_flight.entry(name.clone()).or_default() += 1;
                 out.push(Batch {
                     source: name,
                     events: p.events,
                     problems: p.problems,
+                    end: p.next,
                 });
-            } else if moved {
-                // Only the position moved (blank lines, a rotation): nothing to hand out, so
-                // nothing can be lost by saving it.
-                self.acked.insert(name.clone(), self.pending[&name].clone());
+            } else if moved && self.in_flight.get(&name).copied().unwrap_or(0) == 0 {
+                // Only the position moved (blank lines, a rotation) and nothing handed out is
+                // waiting: nothing can be lost by saving it.
+                self.acked.insert(name.clone(), p.next);
                 let _ = self.store.save(&self.acked);
             }
         }
@@ -85,8 +92,10 @@ impl Follower {
     /// The consumer has durably handled `batch`: its source's cursor is saved. Until then a
     /// restart hands the same events out again.
     pub fn ack(&mut self, batch: &Batch) -> io::Result<()> {
-        if let Some(c) = self.pending.get(&batch.source) {
-            self.acked.insert(batch.source.clone(), c.clone());
+        // Exactly this batch's end: later batches already read stay unacknowledged.
+        self.acked.insert(batch.source.clone(), batch.end.clone());
+        if let Some(n) = self.in_flight.get_mut(&batch.source) {
+            *n = n.saturating_sub(1);
         }
         self.store.save(&self.acked)
     }

@@ -68,6 +68,9 @@ pub struct Fault {
     /// For `latency`.
     #[serde(default)]
     pub latency_ms: u64,
+    /// Fire on this share of matching requests (absent: every one).
+    #[serde(default)]
+    pub probability: Option<f64>,
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -687,6 +690,9 @@ impl Org {
             }
             self.fault_seen[i] += 1;
             if self.fault_seen[i] <= f.skip {
+                continue;
+            }
+            if f.probability.is_some_and(|p| self.rng.f64() >= p) {
                 continue;
             }
             if let Some(t) = f.times.as_mut() {
