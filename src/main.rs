@@ -125,6 +125,13 @@ enum Command {
     /// Softphone call logs: follow them or read one.
     #[command(subcommand)]
     Calls(CallsCmd),
+    /// Tasks waiting for Salesforce (pending and parked).
+    Queue {
+        #[command(subcommand)]
+        cmd: Option<QueueCmd>,
+        #[arg(long)]
+        json: bool,
+    },
     /// The integration error log: inputs callsync could not use, and why.
     Errors {
         #[arg(long)]
@@ -193,6 +200,18 @@ enum CallsCmd {
         format: String,
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum QueueCmd {
+    /// Send parked Tasks again after the cause was fixed.
+    Retry {
+        /// One item (its number in `callsync queue`).
+        id: Option<u64>,
+        /// Every parked item.
+        #[arg(long, conflicts_with = "id")]
+        all: bool,
     },
 }
 
@@ -298,9 +317,13 @@ fn main() -> ExitCode {
         Err(e) => {
             tracing::error!("{e:#}");
             eprintln!("callsync: {e:#}");
-            let busy = e
-                .chain()
-                .any(|c| matches!(c.downcast_ref::<CacheError>(), Some(CacheError::Locked(_))));
+            let busy = e.chain().any(|c| {
+                matches!(c.downcast_ref::<CacheError>(), Some(CacheError::Locked(_)))
+                    || matches!(
+                        c.downcast_ref::<callsync::outbox::OutboxError>(),
+                        Some(callsync::outbox::OutboxError::Locked(_))
+                    )
+            });
             ExitCode::from(if busy { exit::BUSY } else { exit::FAILURE })
         }
     }
@@ -506,6 +529,53 @@ fn run(command: Command, layered: &Layered, data: &DataDir) -> anyhow::Result<u8
         }) => calls_tail(layered, data, &sources, json, from_start),
         Command::Calls(CallsCmd::Import { file, format, json }) => {
             calls_import(data, &file, &format, json)
+        }
+        Command::Queue { cmd, json } => {
+            let outbox = callsync::outbox::Outbox::open(&data.root().join("outbox"))?;
+            match cmd {
+                Some(QueueCmd::Retry { id, all }) => {
+                    if id.is_none() && !all {
+                        eprintln!("callsync: name an item (callsync queue retry ID) or pass --all");
+                        return Ok(exit::USAGE);
+                    }
+                    let n = outbox.retry(id)?;
+                    outln!("{n} parked item(s) will be sent again");
+                }
+                None => {
+                    let items = outbox.items()?;
+                    if json {
+                        outln!("{}", serde_json::to_string_pretty(&items)?);
+                    } else if items.is_empty() {
+                        outln!("nothing waiting: every call is in Salesforce");
+                    } else {
+                        for i in &items {
+                            let state = match &i.state {
+                                callsync::outbox::State::Pending => format!(
+                                    "pending, {} attempt(s){}",
+                                    i.attempts,
+                                    i.last_error
+                                        .as_deref()
+                                        .map(|e| format!(", last: {e}"))
+                                        .unwrap_or_default()
+                                ),
+                                callsync::outbox::State::Parked {
+                                    explanation, fix, ..
+                                } => format!("PARKED: {explanation}\n      fix: {fix}"),
+                            };
+                            outln!(
+                                "{:>6}  {:?} call {}  queued {}  {state}",
+                                i.seq,
+                                i.op,
+                                i.call_id,
+                                i.queued_at
+                            );
+                        }
+                        let (p, k) = outbox.counts()?;
+                        outln!("{p} pending, {k} parked");
+                    }
+                }
+            }
+            Ok(exit::OK)
         }
         Command::Errors { json } => {
             let log = callsync::errorlog::ErrorLog::new(data.root().join("errors.jsonl"));
