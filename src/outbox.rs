@@ -558,12 +558,30 @@ fn soql_quote(s: &str) -> String {
 }
 
 impl Sender<'_> {
-    /// One pass over what is due now; returns what happened.
+    /// One pass over what is due now; returns what happened. Several due items go in sObject
+    /// Collections of up to 200 (one API call each); a single one goes alone.
     pub async fn send_due(&self) -> Result<SendReport, OutboxError> {
-        let mut report = SendReport::default();
         let now = chrono::Utc::now().timestamp_millis();
+        let due = self.outbox.due(now, 2_000)?;
+        if due.len() >= 2 {
+            let mut report = SendReport::default();
+            for chunk in due.chunks(200) {
+                self.send_collection(chunk.to_vec(), now, &mut report)
+                    .await?;
+                if report.stopped.is_some() {
+                    break;
+                }
+            }
+            self.outbox.flush()?;
+            return Ok(report);
+        }
+        self.send_each(due, now).await
+    }
+
+    async fn send_each(&self, due: Vec<Item>, now: i64) -> Result<SendReport, OutboxError> {
+        let mut report = SendReport::default();
         let mut rng = fastrand::Rng::new();
-        for mut item in self.outbox.due(now, 500)? {
+        for mut item in due {
             if self.external_id.is_none() && item.op == Op::Create && !item.maybe_sent {
                 // Write the intent first: if the process dies with this create in flight, the
                 // next attempt looks for the Task before creating another.
@@ -573,62 +591,283 @@ impl Sender<'_> {
                 item.maybe_sent = false;
             }
             let outcome = self.send_one(&item).await;
-            match outcome {
-                Outcome::Done(id) => {
-                    self.outbox.done(&item, id.as_deref())?;
-                    report.sent += 1;
-                }
-                Outcome::Retry {
-                    maybe_sent,
-                    long,
-                    why,
-                } => {
-                    item.attempts += 1;
-                    item.maybe_sent |= maybe_sent;
-                    item.last_error = Some(why);
-                    item.not_before = now
-                        + if long {
-                            15 * 60_000
-                        } else {
-                            backoff_ms(item.attempts, rng.f64())
-                        };
-                    self.outbox.put(&item)?;
-                    report.retried_later += 1;
-                    if long {
-                        report.stopped =
-                            Some("the org's API limit is exhausted; sending pauses".into());
-                        break;
-                    }
-                }
-                Outcome::Park(code, message, fields) => {
-                    let (explanation, fix) = explain(&code, &message, &fields);
-                    if let Some(log) = self.errors {
-                        let _ = log.append(&crate::errorlog::ErrorEntry {
-                            at: crate::record::format_sf_datetime(chrono::Utc::now()),
-                            area: "salesforce".into(),
-                            source: format!("call {}", item.call_id),
-                            file: None,
-                            line: None,
-                            reason: format!("Task {:?} parked: {explanation}. Fix: {fix}", item.op),
-                        });
-                    }
-                    item.state = State::Parked {
-                        code,
-                        message,
-                        explanation,
-                        fix,
-                    };
-                    self.outbox.put(&item)?;
-                    report.parked += 1;
-                }
-                Outcome::Stop(why) => {
-                    report.stopped = Some(why);
-                    break;
-                }
+            self.settle(item, outcome, now, &mut rng, &mut report)?;
+            if report.stopped.is_some() {
+                break;
             }
         }
         self.outbox.flush()?;
         Ok(report)
+    }
+
+    /// Applies one item's outcome to the store and the report.
+    fn settle(
+        &self,
+        mut item: Item,
+        outcome: Outcome,
+        now: i64,
+        rng: &mut fastrand::Rng,
+        report: &mut SendReport,
+    ) -> Result<(), OutboxError> {
+        match outcome {
+            Outcome::Done(id) => {
+                self.outbox.done(&item, id.as_deref())?;
+                report.sent += 1;
+            }
+            Outcome::Retry {
+                maybe_sent,
+                long,
+                why,
+            } => {
+                item.attempts += 1;
+                item.maybe_sent |= maybe_sent;
+                item.last_error = Some(why);
+                item.not_before = now
+                    + if long {
+                        15 * 60_000
+                    } else {
+                        backoff_ms(item.attempts, rng.f64())
+                    };
+                self.outbox.put(&item)?;
+                report.retried_later += 1;
+                if long {
+                    report.stopped =
+                        Some("the org's API limit is exhausted; sending pauses".into());
+                }
+            }
+            Outcome::Park(code, message, fields) => {
+                let (explanation, fix) = explain(&code, &message, &fields);
+                if let Some(log) = self.errors {
+                    let _ = log.append(&crate::errorlog::ErrorEntry {
+                        at: crate::record::format_sf_datetime(chrono::Utc::now()),
+                        area: "salesforce".into(),
+                        source: format!("call {}", item.call_id),
+                        file: None,
+                        line: None,
+                        reason: format!("Task {:?} parked: {explanation}. Fix: {fix}", item.op),
+                    });
+                }
+                item.state = State::Parked {
+                    code,
+                    message,
+                    explanation,
+                    fix,
+                };
+                self.outbox.put(&item)?;
+                report.parked += 1;
+            }
+            Outcome::Stop(why) => report.stopped = Some(why),
+        }
+        Ok(())
+    }
+
+    /// Up to 200 items in one Collections request.
+    async fn send_collection(
+        &self,
+        mut items: Vec<Item>,
+        now: i64,
+        report: &mut SendReport,
+    ) -> Result<(), OutboxError> {
+        use reqwest::Method;
+        let mut rng = fastrand::Rng::new();
+        // Without an upsert key, creates that may have landed are looked up first, in one query.
+        if self.external_id.is_none() {
+            let unsure: Vec<&str> = items
+                .iter()
+                .filter(|i| i.op == Op::Create && i.maybe_sent)
+                .map(|i| i.call_id.as_str())
+                .collect();
+            if !unsure.is_empty() {
+                let list = unsure
+                    .iter()
+                    .map(|c| format!("'{}'", soql_quote(c)))
+                    .collect::<Vec<_>>()
+                    .join(",");
+                let q = format!("SELECT Id, CallObject FROM Task WHERE CallObject IN ({list})");
+                match self.client.query(&q, false).await {
+                    Ok(page) => {
+                        let found: BTreeMap<String, String> = page
+                            .records
+                            .iter()
+                            .filter_map(|r| {
+                                Some((
+                                    r["CallObject"].as_str()?.to_owned(),
+                                    r["Id"].as_str()?.to_owned(),
+                                ))
+                            })
+                            .collect();
+                        let mut rest = Vec::new();
+                        for item in items {
+                            match found.get(&item.call_id).filter(|_| item.op == Op::Create) {
+                                Some(id) => {
+                                    let id = id.clone();
+                                    self.settle(
+                                        item,
+                                        Outcome::Done(Some(id)),
+                                        now,
+                                        &mut rng,
+                                        report,
+                                    )?
+                                }
+                                None => rest.push(item),
+                            }
+                        }
+                        items = rest;
+                    }
+                    Err(e) => {
+                        for item in items {
+                            let o = self.classify(Self::clone_err(&e), false);
+                            self.settle(item, o, now, &mut rng, report)?;
+                        }
+                        return Ok(());
+                    }
+                }
+            }
+            // Write the intent for every create in the request before sending it.
+            for item in items.iter_mut().filter(|i| i.op == Op::Create) {
+                if !item.maybe_sent {
+                    item.maybe_sent = true;
+                    self.outbox.put(item)?;
+                    item.maybe_sent = false;
+                }
+            }
+            self.outbox.flush()?;
+        }
+        // Build the request(s): one per kind of write.
+        let (upserts, creates, updates): (Vec<Item>, Vec<Item>, Vec<Item>) = match &self.external_id
+        {
+            Some(_) => (items, Vec::new(), Vec::new()),
+            None => {
+                let (c, u): (Vec<Item>, Vec<Item>) =
+                    items.into_iter().partition(|i| i.op == Op::Create);
+                (Vec::new(), c, u)
+            }
+        };
+        for (group, kind) in [(upserts, 0), (creates, 1), (updates, 2)] {
+            if group.is_empty() {
+                continue;
+            }
+            let mut records = Vec::new();
+            let mut sendable = Vec::new();
+            for item in group {
+                let mut f = item.fields.clone();
+                if item.op == Op::Update {
+                    f.remove("TaskSubtype");
+                }
+                let mut rec = body(&f);
+                rec["attributes"] = serde_json::json!({"type": "Task"});
+                match kind {
+                    0 => {
+                        if let Some(ext) = &self.external_id {
+                            rec[ext.as_str()] = Value::String(item.call_id.clone());
+                        }
+                    }
+                    2 => match self.outbox.task_id(&item.call_id)? {
+                        Some(id) => rec["Id"] = Value::String(id),
+                        None => {
+                            // No Task known: the single path looks it up by CallObject.
+                            let o = self.send_one(&item).await;
+                            self.settle(item, o, now, &mut rng, report)?;
+                            continue;
+                        }
+                    },
+                    _ => {}
+                }
+                records.push(rec);
+                sendable.push(item);
+            }
+            if sendable.is_empty() {
+                continue;
+            }
+            let (method, path) = match kind {
+                0 => (
+                    Method::PATCH,
+                    format!(
+                        "/composite/sobjects/Task/{}",
+                        self.external_id.clone().unwrap_or_default()
+                    ),
+                ),
+                1 => (Method::POST, "/composite/sobjects".to_owned()),
+                _ => (Method::PATCH, "/composite/sobjects".to_owned()),
+            };
+            let req = serde_json::json!({"allOrNone": false, "records": records});
+            match self
+                .client
+                .send(method, &self.client.data_path(&path), Some(&req))
+                .await
+            {
+                Ok((_, Some(Value::Array(results)))) if results.len() == sendable.len() => {
+                    for (item, r) in sendable.into_iter().zip(results) {
+                        let o = if r["success"] == Value::Bool(true) {
+                            let id = r["id"]
+                                .as_str()
+                                .map(str::to_owned)
+                                .or_else(|| self.outbox.task_id(&item.call_id).ok().flatten());
+                            Outcome::Done(id)
+                        } else {
+                            let e = &r["errors"][0];
+                            let err = crate::salesforce::SfError::Api {
+                                status: 400,
+                                code: e["statusCode"].as_str().unwrap_or("UNKNOWN").to_owned(),
+                                message: e["message"].as_str().unwrap_or_default().to_owned(),
+                                fields: e["fields"]
+                                    .as_array()
+                                    .map(|a| {
+                                        a.iter()
+                                            .filter_map(|x| x.as_str().map(str::to_owned))
+                                            .collect()
+                                    })
+                                    .unwrap_or_default(),
+                            };
+                            self.classify(err, false)
+                        };
+                        self.settle(item, o, now, &mut rng, report)?;
+                    }
+                }
+                Ok(_) => {
+                    for item in sendable {
+                        let o = Outcome::Retry {
+                            maybe_sent: item.op == Op::Create,
+                            long: false,
+                            why: "unexpected Collections answer".into(),
+                        };
+                        self.settle(item, o, now, &mut rng, report)?;
+                    }
+                }
+                Err(e) => {
+                    for item in sendable {
+                        let o = self.classify(Self::clone_err(&e), item.op == Op::Create);
+                        self.settle(item, o, now, &mut rng, report)?;
+                    }
+                }
+            }
+            if report.stopped.is_some() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn clone_err(e: &crate::salesforce::SfError) -> crate::salesforce::SfError {
+        use crate::salesforce::SfError;
+        match e {
+            SfError::Network(m) => SfError::Network(m.clone()),
+            SfError::SignInNeeded(m) => SfError::SignInNeeded(m.clone()),
+            SfError::NotConnected => SfError::NotConnected,
+            SfError::Api {
+                status,
+                code,
+                message,
+                fields,
+            } => SfError::Api {
+                status: *status,
+                code: code.clone(),
+                message: message.clone(),
+                fields: fields.clone(),
+            },
+            SfError::Protocol(m) => SfError::Protocol(m.clone()),
+            SfError::Store(m) => SfError::Store(m.clone()),
+        }
     }
 
     fn classify(&self, e: crate::salesforce::SfError, creating: bool) -> Outcome {

@@ -223,3 +223,57 @@ async fn lock_errors_retry_and_permanent_errors_park_with_the_fix() {
     assert!(rep.stopped.unwrap().contains("sign-in"));
     assert_eq!(r.outbox.counts().unwrap(), (1, 0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collections_send_200_per_call_and_park_only_the_bad_record() {
+    for ext in [Some("Call_Id__c"), None] {
+        let r = rig().await;
+        for i in 0..450 {
+            let call = format!("bulk-{i}");
+            let mut t = task(&call);
+            if i == 77 {
+                t.insert("CallType".into(), json!("Sideways"));
+            }
+            r.outbox.enqueue(&call, Op::Create, t).unwrap();
+        }
+        let before = r.sim.org().api_calls;
+        let sender = Sender {
+            client: &r.client,
+            outbox: &r.outbox,
+            external_id: ext.map(str::to_owned),
+            errors: Some(&r.errors),
+        };
+        let rep = sender.send_due().await.unwrap();
+        assert_eq!((rep.sent, rep.parked), (449, 1), "{ext:?}: {rep:?}");
+        assert_eq!(
+            r.sim.org().api_calls - before,
+            3,
+            "{ext:?}: 450 records in 3 Collections calls"
+        );
+        assert_eq!(r.sim.org().rows("Task").len(), 449);
+        assert!(tasks_for(&r.sim, "bulk-77").is_empty());
+
+        // A whole Collections request dropped after it committed: no duplicates afterwards.
+        for i in 0..30 {
+            let call = format!("drop-{i}");
+            r.outbox.enqueue(&call, Op::Create, task(&call)).unwrap();
+        }
+        r.sim.org().faults = vec![Fault {
+            kind: FaultKind::CommitThenDrop,
+            method: None,
+            path_contains: Some("/composite/sobjects".into()),
+            skip: 0,
+            times: Some(1),
+            latency_ms: 0,
+            probability: None,
+        }];
+        drain(&r, ext).await;
+        for i in 0..30 {
+            assert_eq!(
+                tasks_for(&r.sim, &format!("drop-{i}")).len(),
+                1,
+                "{ext:?} drop-{i}"
+            );
+        }
+    }
+}
