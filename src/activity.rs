@@ -193,7 +193,7 @@ pub fn default_templates() -> BTreeMap<CallType, Template> {
                 t,
                 Template {
                     subject: "{CALL_TYPE}: {REMOTE_NUMBER}".into(),
-                    description: "{CALL_TYPE} with {REMOTE_NUMBER} ({DURATION}), agent {AGENT}\nMemo: {MEMO}\n{COMMENT}\n{SPEECH_RECOGNITION_SUMMARY}".into(),
+                    description: "{CALL_TYPE} with {REMOTE_NUMBER} ({DURATION})\nAgent: {AGENT}\nMemo: {MEMO}\n{COMMENT}\n{SPEECH_RECOGNITION_SUMMARY}".into(),
                 },
             )
         })
@@ -238,7 +238,7 @@ fn duration_text(s: Option<u64>) -> String {
 }
 
 /// Fills a template. Unknown placeholders stay as written (a visible hint to fix the template);
-/// empty values leave empty lines out.
+/// lines left empty, or a bare `Label:` whose value was empty, are left out.
 pub fn render(
     template: &str,
     call: &CallSummary,
@@ -269,7 +269,13 @@ pub fn render(
         out = out.replace(k, &v);
     }
     out.lines()
-        .filter(|l| !l.trim().is_empty() && l.trim() != "Memo:")
+        .filter(|l| {
+            let t = l.trim();
+            let bare_label = t.ends_with(':')
+                && !t[..t.len() - 1].contains(':')
+                && t.split_whitespace().count() <= 3;
+            !t.is_empty() && !bare_label
+        })
         .collect::<Vec<_>>()
         .join("\n")
 }
@@ -794,6 +800,130 @@ mod tests {
             Some(json!("005000000000077AAA"))
         );
         assert_eq!(owner_of(&fwd, None, &a), Some(json!("005000000000002AAA")));
+    }
+
+    /// Every call type × timing × match kind, at the end of the call.
+    #[test]
+    fn every_call_type_timing_and_match_kind() {
+        use Direction::*;
+        use Outcome::*;
+        let types: Vec<(CallType, Direction, Outcome, Option<TransferKind>)> = vec![
+            (CallType::Outgoing, Outbound, Answered, None),
+            (CallType::Incoming, Inbound, Answered, None),
+            (
+                CallType::TransferInternal,
+                Inbound,
+                Answered,
+                Some(TransferKind::Internal),
+            ),
+            (
+                CallType::TransferExternal,
+                Inbound,
+                Answered,
+                Some(TransferKind::External),
+            ),
+            (
+                CallType::TransferAutoForward,
+                Inbound,
+                NoAnswer,
+                Some(TransferKind::AutoForward),
+            ),
+            (CallType::Voicemail, Inbound, Voicemail, None),
+            (CallType::OutgoingMissed, Outbound, Busy, None),
+            (CallType::IncomingMissed, Inbound, NoAnswer, None),
+            (CallType::Internal, Internal, Answered, None),
+        ];
+        let matches: Vec<(&str, Option<Match>, Option<&str>, Option<&str>)> = vec![
+            (
+                "contact",
+                Some(m(ObjectKind::Contact, false)),
+                Some("003000000000001AAA"),
+                Some("001000000000009AAA"),
+            ),
+            (
+                "account",
+                Some(m(ObjectKind::Account, false)),
+                None,
+                Some("001000000000001AAA"),
+            ),
+            (
+                "person account",
+                Some(m(ObjectKind::Account, true)),
+                Some("003000000000009AAA"),
+                Some("001000000000001AAA"),
+            ),
+            (
+                "lead",
+                Some(m(ObjectKind::Lead, false)),
+                Some("00Q000000000001AAA"),
+                None,
+            ),
+            ("no match", None, None, None),
+        ];
+        let custom = CustomFields {
+            dial_start: "Dial_Start__c".into(),
+            call_start: String::new(),
+            call_end: "Call_End__c".into(),
+            memo: "Call_Memo__c".into(),
+        };
+        let fwd = id("005000000000077AAA");
+        let mut cases = 0;
+        for (t, dir, outcome, transfer) in &types {
+            for timing in [Timing::AfterEnd, Timing::AfterBegin] {
+                for (mname, mm, who, what) in &matches {
+                    let s = ActivitySettings {
+                        timing,
+                        custom: custom.clone(),
+                        ..tokyo()
+                    };
+                    let mut c = call(*dir, Some(*outcome));
+                    c.transfer = transfer.map(|k| (k, "100".to_string()));
+                    assert_eq!(c.call_type(), Some(*t));
+                    let target = mm.as_ref().map(target_of).unwrap_or_default();
+                    let d = decide(&c, Stage::End, &target, Some(&fwd), "n", &s, &assignees());
+                    cases += 1;
+                    let name = format!("{t:?} / {timing:?} / {mname}");
+                    let expect_skip = *t == CallType::Internal
+                        || (*t == CallType::Voicemail && timing == Timing::AfterBegin);
+                    let f = match (&d, expect_skip) {
+                        (Decision::Skip(_), true) => continue,
+                        (Decision::Create(f), false) if timing == Timing::AfterEnd => f,
+                        (Decision::Update(f), false) if timing == Timing::AfterBegin => f,
+                        _ => panic!("{name}: {d:?}"),
+                    };
+                    assert_eq!(f.get("WhoId").and_then(Value::as_str), *who, "{name}");
+                    assert_eq!(f.get("WhatId").and_then(Value::as_str), *what, "{name}");
+                    assert_eq!(
+                        f["CallType"],
+                        if *dir == Outbound {
+                            "Outbound"
+                        } else {
+                            "Inbound"
+                        },
+                        "{name}"
+                    );
+                    assert_eq!(f["TaskSubtype"], "Call", "{name}");
+                    assert_eq!(f["CallObject"], "c-1", "{name}");
+                    assert!(
+                        f["Subject"].as_str().unwrap().starts_with(label(*t)),
+                        "{name}"
+                    );
+                    assert_eq!(
+                        f.contains_key("Dial_Start__c"),
+                        timing == Timing::AfterEnd,
+                        "{name}"
+                    );
+                    let owner = f["OwnerId"].as_str().unwrap();
+                    let want_owner = match t {
+                        CallType::TransferAutoForward => "005000000000077AAA",
+                        CallType::IncomingMissed | CallType::Voicemail => "005000000000099AAA",
+                        _ => "005000000000002AAA",
+                    };
+                    assert_eq!(owner, want_owner, "{name}");
+                }
+            }
+        }
+        assert_eq!(cases, 9 * 2 * 5);
     }
 
     #[test]

@@ -815,6 +815,62 @@ fn demo(g: &Global, records: usize) -> anyhow::Result<()> {
         let r = app.sync(&cache, &client, false, &mut |_, _, _| {}).await?;
         outln!("   new Contact {id}: {} change(s) with {} API call(s)", r.upserted + r.deleted, r.api_calls);
         print_lookup(&lookup::lookup(&cache, &normalizer, &rules, "03-9876-5432")?, false);
+
+        outln!("\n5. Calls become Tasks: a sample call log → the durable outbox → Salesforce");
+        let (contact_phone, lead_phone) = {
+            let org = sim.org();
+            let c = org.rows("Contact").into_iter().find(|r| r["Phone"].is_string() && r["IsPersonAccount"] != serde_json::json!(true));
+            let l = org.rows("Lead").into_iter().find(|r| r["Phone"].is_string() && r["IsConverted"] == serde_json::json!(false));
+            (
+                c.map(|r| r["Phone"].as_str().unwrap_or_default().to_owned()).unwrap_or_default(),
+                l.map(|r| r["Phone"].as_str().unwrap_or_default().to_owned()).unwrap_or_default(),
+            )
+        };
+        let now = chrono::Local::now().fixed_offset();
+        let t = |s: i64| (now + chrono::Duration::seconds(s)).to_rfc3339();
+        let lines = [
+            serde_json::json!({"call_id": "demo-1", "event": "ringing", "at": t(0), "direction": "inbound", "remote": contact_phone, "agent": "demo"}),
+            serde_json::json!({"call_id": "demo-1", "event": "answered", "at": t(4)}),
+            serde_json::json!({"call_id": "demo-1", "event": "ended", "at": t(184), "outcome": "answered"}),
+            serde_json::json!({"call_id": "demo-1", "event": "memo", "at": t(200), "items": ["Quote"], "comment": "wants a quote by Friday"}),
+            serde_json::json!({"call_id": "demo-2", "event": "ringing", "at": t(300), "direction": "inbound", "remote": "0120-000-000"}),
+            serde_json::json!({"call_id": "demo-2", "event": "ended", "at": t(320), "outcome": "no_answer"}),
+            serde_json::json!({"call_id": "demo-3", "event": "dialing", "at": t(400), "direction": "outbound", "remote": lead_phone}),
+            serde_json::json!({"call_id": "demo-3", "event": "answered", "at": t(406)}),
+            serde_json::json!({"call_id": "demo-3", "event": "ended", "at": t(466), "outcome": "answered"}),
+        ];
+        let log_path = root.join("sample-calls.jsonl");
+        let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        std::fs::write(&log_path, &text)?;
+        outln!("   call log: {} ({} events)", log_path.display(), lines.len());
+        let events: Vec<callsync::calllog::CallEvent> = text
+            .lines()
+            .filter_map(|l| callsync::calllog::native::parse_line("demo", l).ok().flatten())
+            .collect();
+        let outbox = callsync::outbox::Outbox::open(&root.join("outbox"))?;
+        let settings = app.config.activity.settings();
+        let assignees = app.config.activity.assignees(Some(&stored.user_id));
+        let pipeline = callsync::pipeline::Pipeline {
+            outbox: &outbox,
+            cache: Some(&cache),
+            normalizer: &normalizer,
+            rules: &rules,
+            settings: &settings,
+            assignees: &assignees,
+        };
+        pipeline.handle(&events)?;
+        let sender = callsync::outbox::Sender { client: &client, outbox: &outbox, external_id: Some("Call_Id__c".into()), errors: None };
+        let rep = sender.send_due().await?;
+        outln!("   {} Task(s) sent\n", rep.sent);
+        for task in sim.org().rows("Task") {
+            let s = |k: &str| task[k].as_str().unwrap_or("-").to_owned();
+            outln!("   {}  [{} {} s]  Who {}  What {}", s("Subject"), s("CallType"), task["CallDurationInSeconds"], s("WhoId"), s("WhatId"));
+            if let Some(d) = task["Description"].as_str() {
+                for line in d.lines() {
+                    outln!("      {line}");
+                }
+            }
+        }
         outln!();
         if g.data_dir.is_some() {
             outln!("Try: callsync --data-dir {} status", root.display());
