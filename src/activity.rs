@@ -833,7 +833,8 @@ mod tests {
             (CallType::IncomingMissed, Inbound, NoAnswer, None),
             (CallType::Internal, Internal, Answered, None),
         ];
-        let matches: Vec<(&str, Option<Match>, Option<&str>, Option<&str>)> = vec![
+        type Case<'a> = (&'a str, Option<Match>, Option<&'a str>, Option<&'a str>);
+        let matches: Vec<Case> = vec![
             (
                 "contact",
                 Some(m(ObjectKind::Contact, false)),
