@@ -27,8 +27,10 @@ pub struct Status {
     pub contact_retrieval: bool,
     pub records: Vec<ObjectStatus>,
     pub index_entries: u64,
-    /// Calls queued for Salesforce (the outbox arrives with the activity stage).
-    pub pending_tasks: u64,
+    /// Task writes waiting for Salesforce (None: the running agent holds the queue).
+    pub pending_tasks: Option<u64>,
+    /// Task writes parked on a permanent error (`callsync queue`).
+    pub parked_tasks: Option<u64>,
     pub api_usage: Option<ApiUsage>,
     pub data_dir: PathBuf,
 }
@@ -187,6 +189,9 @@ impl App {
                 load_in_progress,
             });
         }
+        let counts = crate::outbox::Outbox::open(&self.data.root().join("outbox"))
+            .ok()
+            .and_then(|o| o.counts().ok());
         let api_usage = cache
             .state(STATE_API_USAGE)?
             .and_then(|b| serde_json::from_slice(&b).ok());
@@ -195,7 +200,8 @@ impl App {
             contact_retrieval: self.config.sync.contact_retrieval,
             records,
             index_entries: cache.stats()?.index_entries,
-            pending_tasks: 0,
+            pending_tasks: counts.map(|c| c.0 as u64),
+            parked_tasks: counts.map(|c| c.1 as u64),
             api_usage,
             data_dir: self.data.root().to_owned(),
         })

@@ -1122,7 +1122,12 @@ fn status(layered: &Layered, data: &DataDir, json: bool) -> anyhow::Result<u8> {
         );
     }
     outln!("  numbers  {:>9} index entries", st.index_entries);
-    outln!("  pending  {:>9} Tasks to send", st.pending_tasks);
+    match (st.pending_tasks, st.parked_tasks) {
+        (Some(p), Some(k)) => {
+            outln!("  pending  {p:>9} Tasks to send, {k} parked (callsync queue)")
+        }
+        _ => outln!("  pending  {:>9} (the running agent holds the queue)", "?"),
+    }
     if let Some(u) = st.api_usage {
         outln!(
             "  org API usage at last sync: {} of {} daily calls",
