@@ -60,6 +60,7 @@ fn main() {
             client_id: "callsync-sim-client".into(),
             api_version: "62.0".into(),
             timeout: Duration::from_secs(30),
+            net: Default::default(),
         };
         let token = auth::sign_in_pkce(&cfg, free_port(), |u| {
             tokio::spawn(callsync::sim::play_browser(u.to_owned()));

@@ -82,7 +82,33 @@ impl App {
 
     pub fn client_config(&self) -> ClientConfig {
         let s = &self.config.salesforce;
+        let p = &self.config.proxy;
+        let ca = &self.config.tls.extra_ca_file;
+        let (extra_ca_pem, extra_ca_error) = if ca.is_empty() {
+            (None, None)
+        } else {
+            match std::fs::read(ca) {
+                Ok(pem) => (Some(pem), None),
+                Err(e) => (
+                    None,
+                    Some(format!("cannot read tls.extra_ca_file {ca}: {e}")),
+                ),
+            }
+        };
+        let net = crate::salesforce::NetSettings {
+            proxy: (!p.url.is_empty()).then(|| p.url.clone()),
+            proxy_user: (!p.user.is_empty()).then(|| p.user.clone()),
+            proxy_password: (!p.user.is_empty())
+                .then(|| {
+                    auth::secret_get(self.data.root(), &auth::proxy_secret_name(&p.user, &p.url))
+                })
+                .flatten(),
+            no_proxy: (!p.no_proxy.is_empty()).then(|| p.no_proxy.clone()),
+            extra_ca_pem,
+            extra_ca_error,
+        };
         ClientConfig {
+            net,
             login_url: s.login_url.trim_end_matches('/').to_owned(),
             client_id: s.client_id.clone(),
             api_version: s.api_version.clone(),

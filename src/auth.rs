@@ -172,6 +172,38 @@ pub fn open_store(kind: &str, auth_file: &Path) -> Arc<dyn AuthStore> {
     }
 }
 
+/// A small secret (the proxy password) in the OS credential store, or — where there is none —
+/// a file readable only by the user under `dir`.
+pub fn secret_set(dir: &Path, name: &str, value: &str) -> io::Result<String> {
+    if let Ok(e) = keyring::Entry::new(KEYRING_SERVICE, name) {
+        if e.set_password(value).is_ok() {
+            return Ok("the OS credential store".into());
+        }
+    }
+    let path = dir.join("secrets").join(name.replace(['/', ':', '@'], "_"));
+    if let Some(d) = path.parent() {
+        crate::fsutil::create_private_dir(d)?;
+    }
+    crate::fsutil::write_private_atomic(&path, value.as_bytes())?;
+    Ok(format!("{} (readable only by you)", path.display()))
+}
+
+pub fn secret_get(dir: &Path, name: &str) -> Option<Secret> {
+    if let Ok(e) = keyring::Entry::new(KEYRING_SERVICE, name) {
+        if let Ok(v) = e.get_password() {
+            return Some(Secret::new(v));
+        }
+    }
+    std::fs::read_to_string(dir.join("secrets").join(name.replace(['/', ':', '@'], "_")))
+        .ok()
+        .map(|v| Secret::new(v.trim_end_matches('\n')))
+}
+
+/// The credential-store name of the proxy password for `user` at `url`.
+pub fn proxy_secret_name(user: &str, url: &str) -> String {
+    format!("proxy:{user}@{url}")
+}
+
 /// One line of the authentication history.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct HistoryEntry {
@@ -379,7 +411,7 @@ async fn token_request(
     cfg: &ClientConfig,
     form: &[(&str, &str)],
 ) -> Result<TokenResponse, SignInError> {
-    let http = http_client(cfg.timeout)?;
+    let http = http_client(cfg)?;
     let url = format!(
         "{}/services/oauth2/token",
         cfg.login_url.trim_end_matches('/')
@@ -396,7 +428,7 @@ async fn token_request(
 
 /// Fetches the identity (username) for a fresh token.
 pub async fn identity(cfg: &ClientConfig, t: &TokenResponse) -> Result<Value, SfError> {
-    let http = http_client(cfg.timeout)?;
+    let http = http_client(cfg)?;
     let (status, text) = read(http.get(&t.id).bearer_auth(t.access_token.expose())).await?;
     if status != 200 {
         return Err(api_error(status, &text));

@@ -31,6 +31,8 @@ pub struct Config {
     pub sync: SyncConfig,
     pub calllog: CallLogConfig,
     pub activity: ActivityConfig,
+    pub tls: TlsConfig,
+    pub proxy: ProxyConfig,
     pub policy: PolicyConfig,
 }
 
@@ -221,6 +223,26 @@ impl Default for CallLogConfig {
             poll_secs: 2,
         }
     }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM file of extra trusted CAs (e.g. the company's TLS-inspection CA), added to the OS
+    /// trust store. Verification can never be turned off.
+    pub extra_ca_file: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyConfig {
+    /// `http://proxy.corp:3128`. Empty: HTTPS_PROXY / HTTP_PROXY / NO_PROXY from the environment,
+    /// then the system's proxy settings (Windows, macOS).
+    pub url: String,
+    /// Basic-auth user; the password is kept in the OS credential store (`callsync proxy password`).
+    pub user: String,
+    /// Hosts that bypass the proxy, comma-separated (`localhost,.corp.example`).
+    pub no_proxy: String,
 }
 
 /// The activity history integration (Tasks), and who owns them.
@@ -577,6 +599,16 @@ impl Config {
             bad(
                 "activity.send_interval_secs",
                 "must be between 1 and 3600".into(),
+            );
+        }
+        if !self.proxy.url.is_empty()
+            && !(self.proxy.url.starts_with("http://")
+                || self.proxy.url.starts_with("https://")
+                || self.proxy.url.starts_with("socks5://"))
+        {
+            bad(
+                "proxy.url",
+                format!("{:?} is not like http://proxy.corp:3128", self.proxy.url),
             );
         }
         if !(1..=3_600).contains(&self.calllog.poll_secs) {

@@ -125,6 +125,9 @@ enum Command {
     /// Softphone call logs: follow them or read one.
     #[command(subcommand)]
     Calls(CallsCmd),
+    /// Proxy credentials.
+    #[command(subcommand)]
+    Proxy(ProxyCmd),
     /// Tasks waiting for Salesforce (pending and parked).
     Queue {
         #[command(subcommand)]
@@ -201,6 +204,13 @@ enum CallsCmd {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum ProxyCmd {
+    /// Store the proxy password for proxy.user in the OS credential store (read without echo,
+    /// or from standard input when it is not a terminal).
+    Password,
 }
 
 #[derive(Subcommand, Debug)]
@@ -529,6 +539,29 @@ fn run(command: Command, layered: &Layered, data: &DataDir) -> anyhow::Result<u8
         }) => calls_tail(layered, data, &sources, json, from_start),
         Command::Calls(CallsCmd::Import { file, format, json }) => {
             calls_import(data, &file, &format, json)
+        }
+        Command::Proxy(ProxyCmd::Password) => {
+            let p = &layered.config.proxy;
+            if p.user.is_empty() || p.url.is_empty() {
+                eprintln!(
+                    "callsync: set proxy.url and proxy.user first (see `callsync config example`)"
+                );
+                return Ok(exit::USAGE);
+            }
+            let pw = if std::io::stdin().is_terminal() {
+                rpassword::prompt_password(format!("Password for {} at {}: ", p.user, p.url))?
+            } else {
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line)?;
+                line.trim_end_matches(['\r', '\n']).to_owned()
+            };
+            let where_ = callsync::auth::secret_set(
+                data.root(),
+                &callsync::auth::proxy_secret_name(&p.user, &p.url),
+                &pw,
+            )?;
+            outln!("proxy password stored in {where_}");
+            Ok(exit::OK)
         }
         Command::Queue { cmd, json } => {
             let outbox = callsync::outbox::Outbox::open(&data.root().join("outbox"))?;

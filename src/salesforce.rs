@@ -176,7 +176,39 @@ pub(crate) fn network(e: reqwest::Error) -> SfError {
         msg.push_str(&s.to_string());
         src = s.source();
     }
-    SfError::Network(msg)
+    SfError::Network(plain_words(&msg))
+}
+
+/// What a network failure means, for people: certificate and proxy problems in plain words
+/// (followed by the technical detail).
+pub fn plain_words(detail: &str) -> String {
+    let d = detail.to_ascii_lowercase();
+    let what = if d.contains("unknownissuer")
+        || d.contains("unknown issuer")
+        || d.contains("unknown ca")
+    {
+        "the server's certificate is signed by an authority this PC does not trust: your company's TLS inspection CA may be missing (install it in the system trust store, or set tls.extra_ca_file to its PEM file)"
+    } else if d.contains("expired") || d.contains("notvalidyet") {
+        "the server's certificate has expired or is not yet valid (or this PC's clock is wrong)"
+    } else if d.contains("notvalidforname") || d.contains("not valid for name") {
+        "the server's certificate is for another host name (check salesforce.login_url, or a proxy is intercepting TLS)"
+    } else if d.contains("407") || d.contains("proxy authentication") {
+        "the proxy refused: authentication required (check proxy.user and the password stored with `callsync proxy password`)"
+    } else if d.contains("proxy") && (d.contains("connection refused") || d.contains("tunnel")) {
+        "cannot reach the proxy (is proxy.url right and the proxy running?)"
+    } else if d.contains("dns error")
+        || d.contains("failed to lookup")
+        || d.contains("name or service not known")
+    {
+        "the host name cannot be resolved (DNS): check the network or the proxy settings"
+    } else if d.contains("connection refused") {
+        "the connection was refused"
+    } else if d.contains("timed out") || d.contains("timeout") {
+        "no answer in time"
+    } else {
+        return detail.to_owned();
+    };
+    format!("{what} ({detail})")
 }
 
 /// How the client reaches the org.
@@ -186,6 +218,22 @@ pub struct ClientConfig {
     pub client_id: String,
     pub api_version: String,
     pub timeout: Duration,
+    pub net: NetSettings,
+}
+
+/// Corporate-network settings: a proxy (else the environment's `HTTPS_PROXY`/`HTTP_PROXY`/
+/// `NO_PROXY` and the system settings) and extra trusted CAs (a TLS-inspection CA), on top of
+/// the OS trust store. There is no way to turn certificate verification off.
+#[derive(Clone, Debug, Default)]
+pub struct NetSettings {
+    pub proxy: Option<String>,
+    pub proxy_user: Option<String>,
+    pub proxy_password: Option<Secret>,
+    pub no_proxy: Option<String>,
+    /// PEM certificates trusted in addition to the OS store.
+    pub extra_ca_pem: Option<Vec<u8>>,
+    /// The extra CA file could not be read: every connection fails with this, in plain words.
+    pub extra_ca_error: Option<String>,
 }
 
 struct Live {
@@ -218,9 +266,44 @@ pub struct Inner {
 }
 
 /// Builds the HTTP client every request goes through.
-pub fn http_client(timeout: Duration) -> Result<reqwest::Client, SfError> {
-    reqwest::Client::builder()
-        .timeout(timeout)
+pub fn http_client(cfg: &ClientConfig) -> Result<reqwest::Client, SfError> {
+    let mut b = reqwest::Client::builder();
+    let net = &cfg.net;
+    if let Some(e) = &net.extra_ca_error {
+        return Err(SfError::Store(e.clone()));
+    }
+    if let Some(url) = net.proxy.as_deref().filter(|u| !u.is_empty()) {
+        let mut p = reqwest::Proxy::all(url)
+            .map_err(|e| SfError::Store(format!("bad proxy.url {url:?}: {e}")))?;
+        if let Some(user) = net.proxy_user.as_deref().filter(|u| !u.is_empty()) {
+            let pw = net
+                .proxy_password
+                .as_ref()
+                .map(Secret::expose)
+                .unwrap_or_default();
+            p = p.basic_auth(user, pw);
+        }
+        p = p.no_proxy(
+            net.no_proxy
+                .as_deref()
+                .and_then(reqwest::NoProxy::from_string),
+        );
+        b = b.proxy(p);
+    }
+    if let Some(pem) = &net.extra_ca_pem {
+        let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {
+            SfError::Store(format!(
+                "tls.extra_ca_file is not a PEM certificate bundle: {e}"
+            ))
+        })?;
+        if certs.is_empty() {
+            return Err(SfError::Store(
+                "tls.extra_ca_file holds no certificate".into(),
+            ));
+        }
+        b = b.tls_certs_merge(certs);
+    }
+    b.timeout(cfg.timeout)
         .connect_timeout(Duration::from_secs(10))
         .gzip(true)
         .redirect(reqwest::redirect::Policy::none())
@@ -238,7 +321,7 @@ impl Client {
             .ok_or(SfError::NotConnected)?;
         Ok(Client {
             inner: Arc::new(Inner {
-                http: http_client(cfg.timeout)?,
+                http: http_client(&cfg)?,
                 live: Mutex::new(Live {
                     instance_url: auth.instance_url.clone(),
                     access_token: None,
@@ -701,6 +784,26 @@ mod tests {
         assert_eq!(r[0]["attributes"]["type"], "Contact");
         assert!(r[1]["Account"].is_null() && r[1]["Phone"].is_null());
         assert_eq!(r[1]["IsPersonAccount"], true);
+    }
+
+    #[test]
+    fn network_failures_in_plain_words() {
+        let table = [
+            ("error sending request: client error (Connect): invalid peer certificate: UnknownIssuer", "TLS inspection CA may be missing"),
+            ("invalid peer certificate: Expired", "has expired"),
+            ("invalid peer certificate: NotValidForName", "another host name"),
+            ("unsuccessful tunnel: 407 Proxy Authentication Required", "proxy refused: authentication"),
+            ("client error (Connect): tcp connect error: Connection refused (os error 111)", "connection was refused"),
+            ("dns error: failed to lookup address information", "cannot be resolved"),
+            ("something else", "something else"),
+        ];
+        for (detail, want) in table {
+            assert!(
+                plain_words(detail).contains(want),
+                "{detail}: {}",
+                plain_words(detail)
+            );
+        }
     }
 
     #[test]

@@ -242,6 +242,7 @@ async fn watch_backs_off_when_the_org_limit_is_exhausted_and_stops_cleanly() {
         client_id: "callsync-sim-client".into(),
         api_version: "62.0".into(),
         timeout: Duration::from_secs(10),
+        net: Default::default(),
     };
     let port = free_port();
     let t = callsync::auth::sign_in_pkce(

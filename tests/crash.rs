@@ -88,6 +88,7 @@ async fn five_hundred_calls_through_kills_and_faults_exactly_once() {
         client_id: "callsync-sim-client".into(),
         api_version: "62.0".into(),
         timeout: Duration::from_secs(5),
+        net: Default::default(),
     };
     let t = auth::sign_in_pkce(
         &cfg,

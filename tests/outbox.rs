@@ -42,6 +42,7 @@ async fn rig() -> Rig {
         client_id: "callsync-sim-client".into(),
         api_version: "62.0".into(),
         timeout: Duration::from_secs(5),
+        net: Default::default(),
     };
     let t = auth::sign_in_pkce(
         &cfg,

@@ -28,6 +28,7 @@ fn cfg(sim: &Sim) -> ClientConfig {
         client_id: "callsync-sim-client".into(),
         api_version: "62.0".into(),
         timeout: Duration::from_secs(10),
+        net: Default::default(),
     }
 }
 
