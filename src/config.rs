@@ -601,11 +601,8 @@ impl Config {
                 "must be between 1 and 3600".into(),
             );
         }
-        if !self.proxy.url.is_empty()
-            && !(self.proxy.url.starts_with("http://")
-                || self.proxy.url.starts_with("https://")
-                || self.proxy.url.starts_with("socks5://"))
-        {
+        let schemes = ["http://", "https://", "socks5://"];
+        if !self.proxy.url.is_empty() && !schemes.iter().any(|p| self.proxy.url.starts_with(p)) {
             bad(
                 "proxy.url",
                 format!("{:?} is not like http://proxy.corp:3128", self.proxy.url),
