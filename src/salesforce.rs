@@ -164,6 +164,9 @@ pub fn api_error(status: u16, body: &str) -> SfError {
 pub(crate) async fn read(rb: reqwest::RequestBuilder) -> Result<(u16, String), SfError> {
     let r = rb.send().await.map_err(network)?;
     let status = r.status().as_u16();
+    if is_proxy_refusal(&r) {
+        return Err(proxy_refused());
+    }
     let text = r.text().await.map_err(network)?;
     Ok((status, text))
 }
@@ -177,6 +180,25 @@ pub(crate) fn network(e: reqwest::Error) -> SfError {
         src = s.source();
     }
     SfError::Network(plain_words(&msg))
+}
+
+/// A proxy asking for credentials: `407`, or (tinyproxy and some others) `401` with a Basic
+/// challenge, which Salesforce never sends (its 401 is a JSON INVALID_SESSION_ID).
+fn is_proxy_refusal(r: &reqwest::Response) -> bool {
+    let basic = |h: &str| {
+        r.headers()
+            .get(h)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("basic"))
+    };
+    r.status().as_u16() == 407
+        || (r.status().as_u16() == 401
+            && (basic("www-authenticate") || basic("proxy-authenticate")))
+}
+
+/// The proxy wants (other) credentials: retryable, nothing reached Salesforce.
+fn proxy_refused() -> SfError {
+    SfError::Network(plain_words("407 Proxy Authentication Required"))
 }
 
 /// What a network failure means, for people: certificate and proxy problems in plain words
@@ -475,6 +497,9 @@ impl Inner {
             let r = rb.send().await.map_err(network)?;
             self.note_usage(r.headers());
             let status = r.status();
+            if is_proxy_refusal(&r) {
+                return Err(proxy_refused());
+            }
             if status == StatusCode::UNAUTHORIZED && !refreshed {
                 let mut live = self.live.lock().await;
                 // Another task may have refreshed meanwhile: only refresh if ours is stale.

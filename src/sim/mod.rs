@@ -54,8 +54,71 @@ impl Sim {
         })
     }
 
+    /// Starts the org on HTTPS with the given certificate chain and key (PEM), for the host name
+    /// `localhost`.
+    pub async fn start_tls(
+        opts: SimOptions,
+        port: u16,
+        cert_pem: &[u8],
+        key_pem: &[u8],
+    ) -> std::io::Result<Sim> {
+        use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
+            .collect::<Result<_, _>>()
+            .map_err(|e| std::io::Error::other(format!("certificate: {e}")))?;
+        let key = PrivateKeyDer::from_pem_slice(key_pem)
+            .map_err(|e| std::io::Error::other(format!("key: {e}")))?;
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(std::io::Error::other)?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(std::io::Error::other)?;
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+        let addr = listener.local_addr()?;
+        let org = Arc::new(Mutex::new(Org::new(
+            opts,
+            &format!("https://localhost:{}", addr.port()),
+        )));
+        install_quiet_drop_hook();
+        let app = router(org.clone());
+        let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    a = listener.accept() => a,
+                    _ = &mut rx => break,
+                };
+                let Ok((tcp, _)) = accepted else { continue };
+                let (acceptor, app) = (acceptor.clone(), app.clone());
+                tokio::spawn(async move {
+                    // A client that does not trust us fails the handshake: nothing to serve.
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let svc = hyper_util::service::TowerToHyperService::new(app);
+                    let _ = hyper_util::server::conn::auto::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                    .await;
+                });
+            }
+        });
+        Ok(Sim {
+            addr,
+            org,
+            shutdown: Some(tx),
+            task: Some(task),
+        })
+    }
+
+    /// The org's base URL (`http://127.0.0.1:…`, or `https://localhost:…` with TLS).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.org().base_url.clone()
     }
 
     /// The org's state, for tests and the demo.
