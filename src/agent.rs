@@ -19,6 +19,25 @@ use crate::errorlog::ErrorLog;
 use crate::outbox::{Outbox, Sender};
 use crate::pipeline::Pipeline;
 
+/// Puts a network problem (certificate, proxy, unreachable) in the integration error log once
+/// per distinct problem, not once per retry.
+fn note_network(errors: &ErrorLog, last: &mut Option<String>, area: &str, msg: &str) {
+    // The part before the technical detail identifies the problem.
+    let key = msg.split(" (").next().unwrap_or(msg).to_owned();
+    if last.as_deref() == Some(key.as_str()) {
+        return;
+    }
+    *last = Some(key);
+    let _ = errors.append(&crate::errorlog::ErrorEntry {
+        at: crate::record::format_sf_datetime(chrono::Utc::now()),
+        area: "network".into(),
+        source: area.into(),
+        file: None,
+        line: None,
+        reason: format!("{msg}; callsync keeps retrying and nothing is lost"),
+    });
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
     #[error(transparent)]
@@ -132,6 +151,7 @@ pub async fn run_headless(app: App, stop: impl Future<Output = ()>) -> Result<()
         let ext = app.config.activity.external_id();
         tokio::spawn(async move {
             let mut client = None;
+            let mut last_net: Option<String> = None;
             loop {
                 if client.is_none() {
                     client = app.client().ok();
@@ -143,7 +163,15 @@ pub async fn run_headless(app: App, stop: impl Future<Output = ()>) -> Result<()
                         external_id: ext.clone(),
                         errors: Some(&errors),
                     };
-                    match sender.send_due().await {
+                    let result = sender.send_due().await;
+                    if let Ok(r) = &result {
+                        match &r.last_error {
+                            Some(e) => note_network(&errors, &mut last_net, "sending Tasks", e),
+                            None if r.sent > 0 => last_net = None,
+                            None => {}
+                        }
+                    }
+                    match result {
                         Ok(r) if r.sent + r.parked > 0 => {
                             tracing::info!(
                                 sent = r.sent,
@@ -171,9 +199,11 @@ pub async fn run_headless(app: App, stop: impl Future<Output = ()>) -> Result<()
     // Syncing.
     let sync_task = {
         let cache = cache.clone();
+        let errors = errors.clone();
         let app = App::new(app.config.clone(), app.data.clone());
         tokio::spawn(async move {
             let mut failures = 0u32;
+            let mut last_net: Option<String> = None;
             let mut rng = fastrand::Rng::new();
             loop {
                 let mut rate_limited = false;
@@ -181,9 +211,18 @@ pub async fn run_headless(app: App, stop: impl Future<Output = ()>) -> Result<()
                 match app.client() {
                     Ok(client) => {
                         match app.sync(&cache, &client, false, &mut |_, _, _| {}).await {
-                            Ok(_) => failures = 0,
+                            Ok(_) => {
+                                failures = 0;
+                                last_net = None;
+                            }
                             Err(e) => {
                                 failures += 1;
+                                if let crate::sync::SyncError::Salesforce(
+                                    crate::salesforce::SfError::Network(m),
+                                ) = &e
+                                {
+                                    note_network(&errors, &mut last_net, "sync", m);
+                                }
                                 rate_limited = matches!(&e, crate::sync::SyncError::Salesforce(s) if s.is_rate_limited());
                                 tracing::warn!(error = %e, "sync failed");
                             }

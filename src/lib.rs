@@ -12,6 +12,7 @@ pub mod auth;
 pub mod cache;
 pub mod calllog;
 pub mod config;
+pub mod doctor;
 pub mod errorlog;
 pub mod fsutil;
 pub mod import;

@@ -125,6 +125,11 @@ enum Command {
     /// Softphone call logs: follow them or read one.
     #[command(subcommand)]
     Calls(CallsCmd),
+    /// Check the network path, the sign-in and the API, and say how to fix what fails.
+    Doctor {
+        #[arg(long)]
+        json: bool,
+    },
     /// Proxy credentials.
     #[command(subcommand)]
     Proxy(ProxyCmd),
@@ -158,6 +163,12 @@ enum Command {
         /// The connected app's client id the org accepts.
         #[arg(long, default_value = "callsync-sim-client")]
         client_id: String,
+        /// Serve HTTPS with this certificate chain (PEM, for host name `localhost`)…
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// …and this private key (PEM).
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
     /// Try callsync without Salesforce: a simulated org on loopback, sign-in, sync, lookups
     /// (in a temporary folder, or --data-dir).
@@ -273,6 +284,8 @@ fn main() -> ExitCode {
         page_size,
         rotate_refresh_tokens,
         ref client_id,
+        ref tls_cert,
+        ref tls_key,
     } = cli.command
     {
         let opts = callsync::sim::SimOptions {
@@ -283,7 +296,17 @@ fn main() -> ExitCode {
             rotate_refresh_tokens,
             ..Default::default()
         };
-        return match run_sim(opts, port) {
+        let tls = match (tls_cert, tls_key) {
+            (Some(c), Some(k)) => match (std::fs::read(c), std::fs::read(k)) {
+                (Ok(c), Ok(k)) => Some((c, k)),
+                (Err(e), _) | (_, Err(e)) => {
+                    eprintln!("callsync: cannot read the TLS certificate or key: {e}");
+                    return ExitCode::from(exit::USAGE);
+                }
+            },
+            _ => None,
+        };
+        return match run_sim(opts, port, tls) {
             Ok(()) => ExitCode::from(exit::OK),
             Err(e) => {
                 eprintln!("callsync: {e:#}");
@@ -539,6 +562,30 @@ fn run(command: Command, layered: &Layered, data: &DataDir) -> anyhow::Result<u8
         }) => calls_tail(layered, data, &sources, json, from_start),
         Command::Calls(CallsCmd::Import { file, format, json }) => {
             calls_import(data, &file, &format, json)
+        }
+        Command::Doctor { json } => {
+            let app = App::new(layered.config.clone(), data.clone());
+            let checks = runtime()?.block_on(callsync::doctor::run(&app));
+            let ok = checks.iter().all(|c| c.ok);
+            if json {
+                outln!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({"ok": ok, "checks": checks}))?
+                );
+            } else {
+                for c in &checks {
+                    outln!(
+                        "{} {:<20} {}",
+                        if c.ok { "ok  " } else { "FAIL" },
+                        c.name,
+                        c.detail
+                    );
+                    if let Some(f) = &c.fix {
+                        outln!("     {:<20} fix: {f}", "");
+                    }
+                }
+            }
+            Ok(if ok { exit::OK } else { exit::FAILURE })
         }
         Command::Proxy(ProxyCmd::Password) => {
             let p = &layered.config.proxy;
@@ -922,13 +969,19 @@ fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
-fn run_sim(opts: callsync::sim::SimOptions, port: u16) -> anyhow::Result<()> {
+fn run_sim(
+    opts: callsync::sim::SimOptions,
+    port: u16,
+    tls: Option<(Vec<u8>, Vec<u8>)>,
+) -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
         let records = opts.records;
-        let sim = callsync::sim::Sim::start(opts, port)
-            .await
-            .with_context(|| format!("cannot listen on 127.0.0.1:{port}"))?;
+        let sim = match &tls {
+            Some((cert, key)) => callsync::sim::Sim::start_tls(opts, port, cert, key).await,
+            None => callsync::sim::Sim::start(opts, port).await,
+        }
+        .with_context(|| format!("cannot serve on 127.0.0.1:{port}"))?;
         let url = sim.url();
         outln!("simulated Salesforce org on {url} ({records} records); Ctrl-C stops it");
         outln!("  token:   curl -s -X POST {url}/__sim/token");

@@ -531,6 +531,8 @@ pub struct SendReport {
     pub parked: usize,
     /// The pass stopped: sign-in needed, or the org's limit is exhausted.
     pub stopped: Option<String>,
+    /// The last retryable failure (network, proxy, certificate), for status and the error log.
+    pub last_error: Option<String>,
 }
 
 /// Delivers due outbox items to Salesforce.

@@ -171,7 +171,7 @@ pub(crate) async fn read(rb: reqwest::RequestBuilder) -> Result<(u16, String), S
     Ok((status, text))
 }
 
-pub(crate) fn network(e: reqwest::Error) -> SfError {
+pub fn network(e: reqwest::Error) -> SfError {
     let mut msg = e.to_string();
     let mut src = std::error::Error::source(&e);
     while let Some(s) = src {

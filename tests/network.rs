@@ -95,6 +95,40 @@ async fn https_with_a_private_ca_needs_the_extra_ca_file() {
         "{e}"
     );
 
+    // The doctor says the same, and names the trust roots in use.
+    let dir0 = tempfile::tempdir().unwrap();
+    let mut config = callsync::config::Config::default();
+    config.salesforce.login_url = sim.url();
+    config.salesforce.client_id = "callsync-sim-client".into();
+    let app = callsync::app::App::new(config.clone(), callsync::paths::DataDir::new(dir0.path()));
+    let checks = callsync::doctor::run(&app).await;
+    let route = checks
+        .iter()
+        .find(|c| c.name == "route to Salesforce")
+        .unwrap();
+    assert!(
+        !route.ok && route.detail.contains("TLS inspection CA may be missing"),
+        "{route:?}"
+    );
+    let ca_file = dir0.path().join("company-ca.pem");
+    std::fs::write(&ca_file, &ca).unwrap();
+    config.tls.extra_ca_file = ca_file.display().to_string();
+    let app = callsync::app::App::new(config, callsync::paths::DataDir::new(dir0.path()));
+    let checks = callsync::doctor::run(&app).await;
+    assert!(
+        checks
+            .iter()
+            .find(|c| c.name == "route to Salesforce")
+            .unwrap()
+            .ok,
+        "{checks:?}"
+    );
+    let roots = checks.iter().find(|c| c.name == "trust roots").unwrap();
+    assert!(
+        roots.ok && roots.detail.contains("plus 1 certificate(s)"),
+        "{roots:?}"
+    );
+
     // With the CA as tls.extra_ca_file: sign-in, sync and Task writes over HTTPS.
     let net = NetSettings {
         extra_ca_pem: Some(ca.into_bytes()),
