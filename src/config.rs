@@ -779,24 +779,29 @@ fn flatten_with(
 }
 
 fn unflatten(flat: &BTreeMap<String, toml::Value>) -> toml::Value {
+    fn insert(t: &mut toml::Table, parts: &[&str], v: toml::Value) {
+        match parts {
+            [] => {}
+            [last] => {
+                t.insert((*last).to_owned(), v);
+            }
+            [first, rest @ ..] => {
+                let entry = t
+                    .entry((*first).to_owned())
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                if !entry.is_table() {
+                    *entry = toml::Value::Table(toml::Table::new());
+                }
+                if let toml::Value::Table(next) = entry {
+                    insert(next, rest, v);
+                }
+            }
+        }
+    }
     let mut root = toml::Table::new();
     for (key, v) in flat {
-        let mut parts: Vec<&str> = key.split('.').collect();
-        let last = parts.pop().unwrap_or_default();
-        let mut t = &mut root;
-        for p in parts {
-            let entry = t
-                .entry(p.to_owned())
-                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-            if !entry.is_table() {
-                *entry = toml::Value::Table(toml::Table::new());
-            }
-            let toml::Value::Table(next) = entry else {
-                unreachable!("just made a table")
-            };
-            t = next;
-        }
-        t.insert(last.to_owned(), v.clone());
+        let parts: Vec<&str> = key.split('.').collect();
+        insert(&mut root, &parts, v.clone());
     }
     toml::Value::Table(root)
 }
