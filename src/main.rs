@@ -102,6 +102,9 @@ enum Command {
         /// Print the sign-in URL instead of opening a browser.
         #[arg(long)]
         no_browser: bool,
+        /// Send the Tasks queued for another org to the org signed in to now.
+        #[arg(long)]
+        send_queue_here: bool,
     },
     /// Sign out: revoke the token at Salesforce and forget it.
     Disconnect,
@@ -518,7 +521,10 @@ fn run(command: Command, layered: &Layered, data: &DataDir) -> anyhow::Result<u8
             show_config(layered, data, json)?;
             Ok(exit::OK)
         }
-        Command::Connect { no_browser } => runtime()?.block_on(connect(layered, data, no_browser)),
+        Command::Connect {
+            no_browser,
+            send_queue_here,
+        } => runtime()?.block_on(connect(layered, data, no_browser, send_queue_here)),
         Command::Run { headless: _ } => {
             let app = App::new(layered.config.clone(), data.clone());
             runtime()?.block_on(async {
@@ -1019,7 +1025,12 @@ fn sf_exit(e: &SfError) -> u8 {
     }
 }
 
-async fn connect(layered: &Layered, data: &DataDir, no_browser: bool) -> anyhow::Result<u8> {
+async fn connect(
+    layered: &Layered,
+    data: &DataDir,
+    no_browser: bool,
+    send_queue_here: bool,
+) -> anyhow::Result<u8> {
     let app = App::new(layered.config.clone(), data.clone());
     let cfg = app.client_config();
     if cfg.client_id.is_empty() {
@@ -1087,6 +1098,33 @@ async fn connect(layered: &Layered, data: &DataDir, no_browser: bool) -> anyhow:
         "The refresh token is kept in {}.",
         app.auth_store().describe()
     );
+    // The queue: resume it for its own org; never hand it to another one unasked.
+    match callsync::outbox::Outbox::open(&data.root().join("outbox")) {
+        Ok(outbox) => {
+            let (pending, parked) = outbox.counts()?;
+            let queued = pending + parked;
+            match outbox.org()? {
+                Some(q) if q != stored.org_id && queued > 0 && !send_queue_here => {
+                    let why = format!("{queued} Task(s) are queued for org {q}, but you signed in to org {}: they are not sent. Sign in to {q} again, or run `callsync connect --send-queue-here` to send them to this org.", stored.org_id);
+                    outbox.set_paused(Some(&why))?;
+                    eprintln!("callsync: warning: {why}");
+                }
+                _ => {
+                    if send_queue_here {
+                        outbox.set_org(&stored.org_id)?;
+                    }
+                    outbox.set_paused(None)?;
+                    if queued > 0 {
+                        outln!("{queued} queued Task(s) will be sent to this org.");
+                    }
+                }
+            }
+        }
+        Err(callsync::outbox::OutboxError::Locked(_)) => {
+            eprintln!("callsync: note: the running agent holds the Task queue; restart it to pick up the new sign-in");
+        }
+        Err(e) => return Err(e.into()),
+    }
     Ok(exit::OK)
 }
 
@@ -1106,7 +1144,14 @@ async fn disconnect(layered: &Layered, data: &DataDir) -> anyhow::Result<u8> {
         Err(e) => eprintln!("callsync: warning: {e}"),
     }
     store.clear()?;
-    outln!("signed out; the token is revoked and forgotten (the cache is kept)");
+    match callsync::outbox::Outbox::open(&data.root().join("outbox")) {
+        Ok(outbox) => {
+            outbox.set_paused(Some("signed out with `callsync disconnect`; the queue is kept and sent after `callsync connect`"))?;
+            let (p, k) = outbox.counts()?;
+            outln!("signed out; the token is revoked and forgotten; the cache and {} queued Task(s) are kept", p + k);
+        }
+        Err(_) => outln!("signed out; the token is revoked and forgotten (the cache and the Task queue are kept)"),
+    }
     Ok(exit::OK)
 }
 

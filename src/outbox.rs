@@ -22,6 +22,8 @@ const T_CALLS: &str = "calls";
 /// call id → seq of its queued create (creates are one per call).
 const T_CREATES: &str = "creates";
 const FORMAT: u8 = 1;
+const META_ORG: &str = "org";
+const META_PAUSED: &str = "paused";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -348,6 +350,27 @@ impl Outbox {
         Ok(())
     }
 
+    /// Why sending is paused (after `disconnect`), if it is.
+    pub fn paused(&self) -> Result<Option<String>, OutboxError> {
+        self.meta(META_PAUSED).map(|v| v.filter(|s| !s.is_empty()))
+    }
+
+    pub fn set_paused(&self, why: Option<&str>) -> Result<(), OutboxError> {
+        self.set_meta(META_PAUSED, why.unwrap_or(""))?;
+        self.flush()
+    }
+
+    /// The org the queue belongs to (set at the first send).
+    pub fn org(&self) -> Result<Option<String>, OutboxError> {
+        self.meta(META_ORG)
+    }
+
+    /// Hands the queue to another org (an explicit decision of the user).
+    pub fn set_org(&self, org: &str) -> Result<(), OutboxError> {
+        self.set_meta(META_ORG, org)?;
+        self.flush()
+    }
+
     /// Small key/value state (the org the queue belongs to, …).
     pub fn meta(&self, key: &str) -> Result<Option<String>, OutboxError> {
         Ok(self
@@ -563,6 +586,24 @@ impl Sender<'_> {
     /// One pass over what is due now; returns what happened. Several due items go in sObject
     /// Collections of up to 200 (one API call each); a single one goes alone.
     pub async fn send_due(&self) -> Result<SendReport, OutboxError> {
+        if let Some(why) = self.outbox.paused()? {
+            return Ok(SendReport {
+                stopped: Some(why),
+                ..SendReport::default()
+            });
+        }
+        // The queue belongs to the org it was first sent to; another org never receives it.
+        let org = &self.client.auth().org_id;
+        match self.outbox.meta(META_ORG)? {
+            Some(q) if &q != org => {
+                return Ok(SendReport {
+                    stopped: Some(format!("the queue belongs to org {q}, not {org}: run `callsync connect` and confirm, or sign in to {q}")),
+                    ..SendReport::default()
+                })
+            }
+            Some(_) => {}
+            None => self.outbox.set_meta(META_ORG, org)?,
+        }
         let now = chrono::Utc::now().timestamp_millis();
         let due = self.outbox.due(now, 2_000)?;
         if due.len() >= 2 {

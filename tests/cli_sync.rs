@@ -314,3 +314,133 @@ async fn watch_backs_off_when_the_org_limit_is_exhausted_and_stops_cleanly() {
         let _ = watch.kill();
     }
 }
+
+/// `callsync connect --no-browser` with the test as the browser.
+async fn connect_cli(d: &Path, extra: &[&str]) {
+    let mut child = cmd(d)
+        .arg("connect")
+        .arg("--no-browser")
+        .args(extra)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let url = tokio::task::spawn_blocking(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        let url = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .find_map(|l| l.trim().starts_with("http").then(|| l.trim().to_owned()))
+            .unwrap();
+        std::thread::spawn(move || for _ in lines {});
+        url
+    })
+    .await
+    .unwrap();
+    callsync::sim::play_browser(url).await.unwrap();
+    let st = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(st.success());
+}
+
+fn write_user(d: &Path, sim: &Sim, port: u16) {
+    std::fs::write(
+        d.join("user.toml"),
+        format!("[salesforce]\nlogin_url = \"{}\"\nclient_id = \"callsync-sim-client\"\nredirect_port = {port}\n[auth]\nstore = \"file\"\n", sim.url()),
+    )
+    .unwrap();
+}
+
+async fn send(d: &Path) -> callsync::outbox::SendReport {
+    let mut config = callsync::config::Config::default();
+    let text = std::fs::read_to_string(d.join("user.toml")).unwrap();
+    let user: callsync::config::Config = toml::from_str(&text).unwrap_or_default();
+    config.salesforce = user.salesforce;
+    config.auth = user.auth;
+    let app = callsync::app::App::new(config, callsync::paths::DataDir::new(d.join("data")));
+    let client = app.client().unwrap();
+    let outbox = callsync::outbox::Outbox::open(&d.join("data/outbox")).unwrap();
+    callsync::outbox::Sender {
+        client: &client,
+        outbox: &outbox,
+        external_id: Some("Call_Id__c".into()),
+        errors: None,
+    }
+    .send_due()
+    .await
+    .unwrap()
+}
+
+fn enqueue(d: &Path, call: &str) {
+    let o = callsync::outbox::Outbox::open(&d.join("data/outbox")).unwrap();
+    let f = [
+        ("Subject", json!("Call")),
+        ("Status", json!("Completed")),
+        ("CallObject", json!(call)),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    o.enqueue(call, callsync::outbox::Op::Create, f).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_survives_disconnect_and_never_goes_to_another_org_unasked() {
+    let a = Sim::start(
+        SimOptions {
+            records: 50,
+            ..Default::default()
+        },
+        0,
+    )
+    .await
+    .unwrap();
+    let b = Sim::start(
+        SimOptions {
+            records: 50,
+            org_id: "00DOTHER00000001AAA".into(),
+            ..Default::default()
+        },
+        0,
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_owned();
+    let port = free_port();
+    write_user(&d, &a, port);
+    connect_cli(&d, &[]).await;
+    enqueue(&d, "first");
+    assert_eq!(send(&d).await.sent, 1);
+
+    // Disconnected with a call queued: kept, not sent.
+    enqueue(&d, "queued");
+    let out = cmd(&d).arg("disconnect").output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("1 queued Task(s) are kept"),
+        "{out:?}"
+    );
+    // Back to the same org: it is sent.
+    connect_cli(&d, &[]).await;
+    assert_eq!(send(&d).await.sent, 1);
+    assert_eq!(a.org().rows("Task").len(), 2);
+
+    // Another org: the queue stays put, with a clear reason.
+    enqueue(&d, "for-a");
+    cmd(&d).arg("disconnect").output().unwrap();
+    write_user(&d, &b, port);
+    connect_cli(&d, &[]).await;
+    let rep = send(&d).await;
+    assert_eq!(rep.sent, 0);
+    assert!(rep
+        .stopped
+        .unwrap()
+        .contains("queued for org 00DSIM000000001AAA"));
+    assert!(b.org().rows("Task").is_empty(), "a Task crossed orgs");
+    // Only when the user says so.
+    connect_cli(&d, &["--send-queue-here"]).await;
+    assert_eq!(send(&d).await.sent, 1);
+    assert_eq!(b.org().rows("Task").len(), 1);
+}

@@ -32,6 +32,8 @@ pub struct SimOptions {
     pub api_daily_max: u64,
     /// The API version the org answers (and lists under `/services/data/`).
     pub api_version: String,
+    /// The org's Id (tests use two orgs to check that a queue never crosses between them).
+    pub org_id: String,
 }
 
 impl Default for SimOptions {
@@ -45,6 +47,7 @@ impl Default for SimOptions {
             person_accounts: true,
             api_daily_max: 100_000,
             api_version: "62.0".into(),
+            org_id: "00DSIM000000001AAA".into(),
         }
     }
 }
@@ -394,7 +397,7 @@ const TASK_CUSTOM: &[(&str, FieldType)] = &[
 impl Org {
     pub fn new(opts: SimOptions, base_url: &str) -> Org {
         let mut org = Org {
-            org_id: "00DSIM000000001AAA".into(),
+            org_id: opts.org_id.clone(),
             base_url: base_url.trim_end_matches('/').to_owned(),
             objects: BTreeMap::new(),
             custom_fields: BTreeMap::new(),
