@@ -3,37 +3,15 @@
 //! `callsync status`, `callsync lookup`, `callsync disconnect`.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use callsync::sim::{Fault, FaultKind, Sim, SimOptions};
 use serde_json::{json, Value};
 
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_callsync"))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn cmd(dir: &Path) -> Command {
-    let mut c = Command::new(bin());
-    for (k, _) in std::env::vars() {
-        if k.starts_with("CALLSYNC_") || k == "RUST_LOG" {
-            c.env_remove(k);
-        }
-    }
-    c.env("CALLSYNC_DATA_DIR", dir.join("data"))
-        .env("CALLSYNC_CONFIG", dir.join("user.toml"))
-        .env("CALLSYNC_MANAGED_CONFIG", dir.join("managed.toml"));
-    c
-}
+mod common;
+use common::{command as cmd, free_port};
 
 fn status(dir: &Path) -> Value {
     let out = cmd(dir).args(["status", "--json"]).output().unwrap();

@@ -7,35 +7,18 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use callsync::auth::{self, AuthStore, FileStore};
-use callsync::salesforce::ClientConfig;
 use callsync::sim::{Fault, FaultKind, Sim, SimOptions};
+
+mod common;
 use serde_json::json;
 
 const CALLS: usize = 500;
 const ROUNDS: usize = 20;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn agent(dir: &Path) -> Child {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_callsync"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("CALLSYNC_") || k == "RUST_LOG" {
-            c.env_remove(k);
-        }
-    }
-    c.env("CALLSYNC_DATA_DIR", dir.join("data"))
-        .env("CALLSYNC_CONFIG", dir.join("user.toml"))
-        .env("CALLSYNC_MANAGED_CONFIG", dir.join("managed.toml"))
+    common::command(dir)
         .args(["run", "--headless"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -78,32 +61,12 @@ async fn five_hundred_calls_through_kills_and_faults_exactly_once() {
              [calllog]\nsources = [{{ kind = \"native\", path = \"{}\" }}]\npoll_secs = 1\n\
              [activity]\nsend_interval_secs = 1\n",
             sim.url(),
-            free_port(),
+            common::free_port(),
             log.display()
         ),
     )
     .unwrap();
-    let cfg = ClientConfig {
-        login_url: sim.url(),
-        client_id: "callsync-sim-client".into(),
-        api_version: "62.0".into(),
-        timeout: Duration::from_secs(5),
-        net: Default::default(),
-    };
-    let t = auth::sign_in_pkce(
-        &cfg,
-        free_port(),
-        |u| {
-            tokio::spawn(callsync::sim::play_browser(u.to_owned()));
-        },
-        Duration::from_secs(10),
-    )
-    .await
-    .unwrap();
-    let store: Arc<dyn AuthStore> = Arc::new(FileStore::new(d.join("data/auth.json")));
-    store
-        .save(&auth::stored_from(&cfg, &t, "agent", "pkce"))
-        .unwrap();
+    common::sign_in(&sim, &d.join("data/auth.json")).await;
 
     // A flaky org.
     sim.org().faults = vec![

@@ -14,6 +14,9 @@ use callsync::salesforce::{Client, ClientConfig, NetSettings, Secret, SfError};
 use callsync::sim::{Sim, SimOptions};
 use serde_json::json;
 
+mod common;
+use common::free_port;
+
 const KEY: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/fixtures/jwt-test-key.pem"
@@ -21,20 +24,9 @@ const KEY: &str = concat!(
 
 fn cfg(url: &str, net: NetSettings) -> ClientConfig {
     ClientConfig {
-        login_url: url.to_owned(),
-        client_id: "callsync-sim-client".into(),
-        api_version: "62.0".into(),
-        timeout: Duration::from_secs(5),
         net,
+        ..common::client_config(url)
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A private CA and a `localhost` server certificate it signed: (ca pem, chain pem, key pem).

@@ -1,12 +1,10 @@
 //! The outbox against the simulated org: exact fields, exactly once through dropped
 //! connections (with and without an external-id field), retries, parking.
 
-use std::sync::Arc;
-use std::time::Duration;
+mod common;
 
-use callsync::auth::{self, AuthStore, FileStore};
 use callsync::outbox::{Op, Outbox, Sender, State};
-use callsync::salesforce::{Client, ClientConfig};
+use callsync::salesforce::Client;
 use callsync::sim::{Fault, FaultKind, Sim, SimOptions};
 use serde_json::{json, Value};
 
@@ -16,14 +14,6 @@ struct Rig {
     outbox: Outbox,
     errors: callsync::errorlog::ErrorLog,
     _dir: tempfile::TempDir,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 async fn rig() -> Rig {
@@ -37,27 +27,7 @@ async fn rig() -> Rig {
     .await
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let cfg = ClientConfig {
-        login_url: sim.url(),
-        client_id: "callsync-sim-client".into(),
-        api_version: "62.0".into(),
-        timeout: Duration::from_secs(5),
-        net: Default::default(),
-    };
-    let t = auth::sign_in_pkce(
-        &cfg,
-        free_port(),
-        |u| {
-            tokio::spawn(callsync::sim::play_browser(u.to_owned()));
-        },
-        Duration::from_secs(10),
-    )
-    .await
-    .unwrap();
-    let store: Arc<dyn AuthStore> = Arc::new(FileStore::new(dir.path().join("auth.json")));
-    store
-        .save(&auth::stored_from(&cfg, &t, "agent", "pkce"))
-        .unwrap();
+    let (cfg, store) = common::sign_in(&sim, &dir.path().join("auth.json")).await;
     Rig {
         client: Client::from_store(cfg, store).unwrap(),
         outbox: Outbox::open(&dir.path().join("outbox")).unwrap(),

@@ -14,22 +14,11 @@ use callsync::sim::{Fault, FaultKind, Sim, SimOptions};
 use callsync::sync::{load_state, SyncEngine, SyncSettings};
 use serde_json::{json, Map, Value};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+mod common;
+use common::free_port;
 
 fn cfg(sim: &Sim) -> ClientConfig {
-    ClientConfig {
-        login_url: sim.url(),
-        client_id: "callsync-sim-client".into(),
-        api_version: "62.0".into(),
-        timeout: Duration::from_secs(10),
-        net: Default::default(),
-    }
+    common::client_config(&sim.url())
 }
 
 /// Plays the browser: follows the authorize URL's redirect to the agent's loopback listener.
