@@ -71,32 +71,7 @@ async fn connect_sync_killed_midway_resume_status_lookup_disconnect() {
     );
 
     // connect --no-browser prints the address; the test is the browser.
-    let mut child = cmd(&d)
-        .args(["connect", "--no-browser"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let url = tokio::task::spawn_blocking(move || {
-        let mut lines = BufReader::new(stdout).lines();
-        let url = lines
-            .by_ref()
-            .map_while(Result::ok)
-            .find_map(|l| l.trim().starts_with("http").then(|| l.trim().to_owned()))
-            .unwrap();
-        // Keep draining so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        url
-    })
-    .await
-    .unwrap();
-    assert!(url.contains("code_challenge_method=S256"), "{url}");
-    callsync::sim::play_browser(url).await.unwrap();
-    let st = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(st.success());
+    connect_cli(&d, &[]).await;
     let auth = std::fs::read_to_string(d.join("data/auth.json")).unwrap();
     #[cfg(unix)]
     {
@@ -315,6 +290,7 @@ async fn connect_cli(d: &Path, extra: &[&str]) {
     })
     .await
     .unwrap();
+    assert!(url.contains("code_challenge_method=S256"), "{url}");
     callsync::sim::play_browser(url).await.unwrap();
     let st = tokio::task::spawn_blocking(move || child.wait())
         .await
