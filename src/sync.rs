@@ -111,6 +111,11 @@ pub enum SyncError {
     Cache(#[from] CacheError),
 }
 
+/// A `queryAll` row of a deleted record.
+fn is_deleted(v: &Value) -> bool {
+    v["IsDeleted"] == Value::Bool(true)
+}
+
 /// The prefetched next page, if one was being fetched.
 async fn joined<T>(
     h: Option<tokio::task::JoinHandle<Result<T, SfError>>>,
@@ -198,6 +203,8 @@ impl SyncEngine<'_> {
         let repaired = self.cache.needs_full_sync()?;
         let mut incremental = Vec::new();
         let now = Utc::now();
+        // Whether the org has person accounts: one describe per sync, only if a load needs it.
+        let mut person_accounts: Option<bool> = None;
         for kind in self.objects() {
             let st = load_state(self.cache, kind)?;
             let stale = st
@@ -206,7 +213,16 @@ impl SyncEngine<'_> {
                 .and_then(parse_sf_datetime)
                 .is_none_or(|w| now - w > chrono::Duration::days(DELETED_WINDOW_DAYS));
             if force_full || repaired || stale || st.load_in_progress() {
-                let n = self.full_load(kind, st, force_full, progress).await?;
+                let pa = match (kind, person_accounts) {
+                    (ObjectKind::Contact | ObjectKind::Account, None) => {
+                        let pa = self.describe_person_accounts().await?;
+                        person_accounts = Some(pa);
+                        pa
+                    }
+                    (ObjectKind::Contact | ObjectKind::Account, Some(pa)) => pa,
+                    _ => false,
+                };
+                let n = self.full_load(kind, st, pa, force_full, progress).await?;
                 report.full.push(kind.api_name().into());
                 report.upserted += n.0;
                 report.deleted += n.1;
@@ -247,14 +263,11 @@ impl SyncEngine<'_> {
         &self,
         kind: ObjectKind,
         mut st: ObjectState,
+        person_accounts: bool,
         restart: bool,
         progress: Progress<'_>,
     ) -> Result<(usize, usize), SyncError> {
         let key = state_key(kind);
-        let person_accounts = match kind {
-            ObjectKind::Contact | ObjectKind::Account => self.describe_person_accounts().await?,
-            _ => false,
-        };
         let empty = self.cache.count(kind)? == 0;
         if st.bulk_job.is_some() && !restart {
             return self
@@ -367,8 +380,8 @@ impl SyncEngine<'_> {
         Ok(())
     }
 
-    /// Converts a page of records (in parallel: normalization is the CPU cost) and moves
-    /// `max_stamp` to the newest `SystemModstamp` among them.
+    /// Converts a page of records (in parallel: normalization is the CPU cost), leaving out
+    /// deleted rows, and moves `max_stamp` to the newest `SystemModstamp` among them all.
     fn convert(
         &self,
         kind: ObjectKind,
@@ -386,6 +399,7 @@ impl SyncEngine<'_> {
         }
         records
             .par_iter()
+            .filter(|v| !is_deleted(v))
             .filter_map(|v| match from_sobject(v, Some(kind), self.normalizer, self.rules) {
                 Ok(r) => Some(Change::Upsert(r)),
                 Err(e) => {
@@ -533,11 +547,9 @@ impl SyncEngine<'_> {
                 .map(|w| w - overlap)
                 .unwrap_or(DateTime::<Utc>::MIN_UTC);
             let mut fields = self.fields(*kind, st.person_accounts);
+            // Deleted rows come too (queryAll); converted leads and deactivated users arrive
+            // as updates (`fields` selects IsConverted/IsActive) and leave the index.
             fields.push("IsDeleted".into());
-            // Converted leads and deactivated users must arrive to leave the index.
-            if *kind == ObjectKind::Lead && !fields.contains(&"IsConverted".to_string()) {
-                fields.push("IsConverted".into());
-            }
             let soql = format!(
                 "SELECT {} FROM {} WHERE SystemModstamp >= {} ORDER BY SystemModstamp, Id",
                 fields.join(", "),
@@ -578,30 +590,18 @@ impl SyncEngine<'_> {
             }
             let mut page = crate::salesforce::QueryPage::from_value(r["body"].clone())?;
             loop {
-                let mut changes = Vec::new();
-                for v in &page.records {
-                    let stamp = v["SystemModstamp"].as_str().map(str::to_owned);
-                    if stamp > st.watermark {
-                        st.watermark = stamp;
-                    }
-                    if v["IsDeleted"] == json!(true) {
-                        if let Some(id) = v["Id"].as_str().and_then(RecordId::parse) {
-                            changes.push(Change::Delete(id));
-                            deleted += 1;
-                        }
-                        continue;
-                    }
-                    match from_sobject(v, Some(kind), self.normalizer, self.rules) {
-                        Ok(rec) => {
-                            // Deactivated users and converted leads stay cached but unindexed.
-                            changes.push(Change::Upsert(rec));
-                            upserted += 1;
-                        }
-                        Err(e) => {
-                            tracing::warn!(object = %kind, error = %e, "skipping a record Salesforce returned")
-                        }
-                    }
-                }
+                let mut changes: Vec<Change> = page
+                    .records
+                    .iter()
+                    .filter(|v| is_deleted(v))
+                    .filter_map(|v| v["Id"].as_str().and_then(RecordId::parse))
+                    .map(Change::Delete)
+                    .collect();
+                deleted += changes.len();
+                // Deactivated users and converted leads stay cached but unindexed.
+                let live = self.convert(kind, &page.records, &mut st.watermark);
+                upserted += live.len();
+                changes.extend(live);
                 let next = page.next_records_url.clone();
                 if next.is_none() {
                     st.last_sync = Some(format_sf_datetime(Utc::now()));
