@@ -218,9 +218,9 @@ impl Outbox {
             state: State::Pending,
             last_error: None,
         };
-        let mut batch = sled::Batch::default();
-        batch.insert(&seq.to_be_bytes(), encode(&item));
-        self.items.apply_batch(batch).map_err(self.st())?;
+        self.items
+            .insert(seq.to_be_bytes(), encode(&item))
+            .map_err(self.st())?;
         if op == Op::Create {
             self.creates
                 .insert(call_id.as_bytes(), &seq.to_be_bytes())
@@ -453,8 +453,6 @@ pub fn backoff_ms(n: u32, r: f64) -> i64 {
     (capped * (0.8 + 0.4 * r.clamp(0.0, 1.0))) as i64
 }
 
-pub type Summary = BTreeMap<String, usize>;
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -567,6 +565,15 @@ pub struct Sender<'a> {
     pub errors: Option<&'a crate::errorlog::ErrorLog>,
 }
 
+/// The kind of write one Collections request makes.
+#[derive(Clone, Copy)]
+enum Write<'a> {
+    /// On the external-id field holding the call id.
+    Upsert(&'a str),
+    Create,
+    Update,
+}
+
 enum Outcome {
     Done(Option<String>),
     Retry {
@@ -594,7 +601,7 @@ impl Sender<'_> {
         }
         // The queue belongs to the org it was first sent to; another org never receives it.
         let org = &self.client.auth().org_id;
-        match self.outbox.meta(META_ORG)? {
+        match self.outbox.org()? {
             Some(q) if &q != org => {
                 return Ok(SendReport {
                     stopped: Some(format!("the queue belongs to org {q}, not {org}: run `callsync connect` and confirm, or sign in to {q}")),
@@ -602,7 +609,7 @@ impl Sender<'_> {
                 })
             }
             Some(_) => {}
-            None => self.outbox.set_meta(META_ORG, org)?,
+            None => self.outbox.set_org(org)?,
         }
         let now = chrono::Utc::now().timestamp_millis();
         let due = self.outbox.due(now, 2_000)?;
@@ -759,7 +766,7 @@ impl Sender<'_> {
                     }
                     Err(e) => {
                         for item in items {
-                            let o = self.classify(Self::clone_err(&e), false);
+                            let o = self.classify(e.clone(), false);
                             self.settle(item, o, now, &mut rng, report)?;
                         }
                         return Ok(());
@@ -777,16 +784,15 @@ impl Sender<'_> {
             self.outbox.flush()?;
         }
         // Build the request(s): one per kind of write.
-        let (upserts, creates, updates): (Vec<Item>, Vec<Item>, Vec<Item>) = match &self.external_id
-        {
-            Some(_) => (items, Vec::new(), Vec::new()),
+        let groups = match &self.external_id {
+            Some(ext) => vec![(Write::Upsert(ext), items)],
             None => {
                 let (c, u): (Vec<Item>, Vec<Item>) =
                     items.into_iter().partition(|i| i.op == Op::Create);
-                (Vec::new(), c, u)
+                vec![(Write::Create, c), (Write::Update, u)]
             }
         };
-        for (group, kind) in [(upserts, 0), (creates, 1), (updates, 2)] {
+        for (kind, group) in groups {
             if group.is_empty() {
                 continue;
             }
@@ -800,12 +806,9 @@ impl Sender<'_> {
                 let mut rec = body(&f);
                 rec["attributes"] = serde_json::json!({"type": "Task"});
                 match kind {
-                    0 => {
-                        if let Some(ext) = &self.external_id {
-                            rec[ext.as_str()] = Value::String(item.call_id.clone());
-                        }
-                    }
-                    2 => match self.outbox.task_id(&item.call_id)? {
+                    Write::Upsert(ext) => rec[ext] = Value::String(item.call_id.clone()),
+                    Write::Create => {}
+                    Write::Update => match self.outbox.task_id(&item.call_id)? {
                         Some(id) => rec["Id"] = Value::String(id),
                         None => {
                             // No Task known: the single path looks it up by CallObject.
@@ -814,7 +817,6 @@ impl Sender<'_> {
                             continue;
                         }
                     },
-                    _ => {}
                 }
                 records.push(rec);
                 sendable.push(item);
@@ -823,15 +825,9 @@ impl Sender<'_> {
                 continue;
             }
             let (method, path) = match kind {
-                0 => (
-                    Method::PATCH,
-                    format!(
-                        "/composite/sobjects/Task/{}",
-                        self.external_id.clone().unwrap_or_default()
-                    ),
-                ),
-                1 => (Method::POST, "/composite/sobjects".to_owned()),
-                _ => (Method::PATCH, "/composite/sobjects".to_owned()),
+                Write::Upsert(ext) => (Method::PATCH, format!("/composite/sobjects/Task/{ext}")),
+                Write::Create => (Method::POST, "/composite/sobjects".to_owned()),
+                Write::Update => (Method::PATCH, "/composite/sobjects".to_owned()),
             };
             let req = serde_json::json!({"allOrNone": false, "records": records});
             match self
@@ -848,20 +844,7 @@ impl Sender<'_> {
                                 .or_else(|| self.outbox.task_id(&item.call_id).ok().flatten());
                             Outcome::Done(id)
                         } else {
-                            let e = &r["errors"][0];
-                            let err = crate::salesforce::SfError::Api {
-                                status: 400,
-                                code: e["statusCode"].as_str().unwrap_or("UNKNOWN").to_owned(),
-                                message: e["message"].as_str().unwrap_or_default().to_owned(),
-                                fields: e["fields"]
-                                    .as_array()
-                                    .map(|a| {
-                                        a.iter()
-                                            .filter_map(|x| x.as_str().map(str::to_owned))
-                                            .collect()
-                                    })
-                                    .unwrap_or_default(),
-                            };
+                            let err = crate::salesforce::error_entry(400, &r["errors"][0]);
                             self.classify(err, false)
                         };
                         self.settle(item, o, now, &mut rng, report)?;
@@ -879,7 +862,7 @@ impl Sender<'_> {
                 }
                 Err(e) => {
                     for item in sendable {
-                        let o = self.classify(Self::clone_err(&e), item.op == Op::Create);
+                        let o = self.classify(e.clone(), item.op == Op::Create);
                         self.settle(item, o, now, &mut rng, report)?;
                     }
                 }
@@ -891,28 +874,6 @@ impl Sender<'_> {
         Ok(())
     }
 
-    fn clone_err(e: &crate::salesforce::SfError) -> crate::salesforce::SfError {
-        use crate::salesforce::SfError;
-        match e {
-            SfError::Network(m) => SfError::Network(m.clone()),
-            SfError::SignInNeeded(m) => SfError::SignInNeeded(m.clone()),
-            SfError::NotConnected => SfError::NotConnected,
-            SfError::Api {
-                status,
-                code,
-                message,
-                fields,
-            } => SfError::Api {
-                status: *status,
-                code: code.clone(),
-                message: message.clone(),
-                fields: fields.clone(),
-            },
-            SfError::Protocol(m) => SfError::Protocol(m.clone()),
-            SfError::Store(m) => SfError::Store(m.clone()),
-        }
-    }
-
     fn classify(&self, e: crate::salesforce::SfError, creating: bool) -> Outcome {
         use crate::salesforce::SfError;
         match e {
@@ -920,12 +881,7 @@ impl Sender<'_> {
             SfError::NotConnected => Outcome::Stop("not signed in".into()),
             SfError::Store(m) => Outcome::Stop(m),
             // No answer: the write may have landed.
-            SfError::Network(m) => Outcome::Retry {
-                maybe_sent: creating,
-                long: false,
-                why: m,
-            },
-            SfError::Protocol(m) => Outcome::Retry {
+            SfError::Network(m) | SfError::Protocol(m) => Outcome::Retry {
                 maybe_sent: creating,
                 long: false,
                 why: m,

@@ -57,7 +57,7 @@ impl TokenResponse {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum SfError {
     /// No answer: connection refused, reset, timeout, DNS. Retry later.
     #[error("cannot reach Salesforce: {0}")]
@@ -116,23 +116,7 @@ impl SfError {
 pub fn api_error(status: u16, body: &str) -> SfError {
     if let Ok(v) = serde_json::from_str::<Value>(body) {
         if let Some(e) = v.as_array().and_then(|a| a.first()) {
-            return SfError::Api {
-                status,
-                code: e["errorCode"]
-                    .as_str()
-                    .or(e["statusCode"].as_str())
-                    .unwrap_or("UNKNOWN")
-                    .to_owned(),
-                message: e["message"].as_str().unwrap_or_default().to_owned(),
-                fields: e["fields"]
-                    .as_array()
-                    .map(|f| {
-                        f.iter()
-                            .filter_map(|x| x.as_str().map(str::to_owned))
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-            };
+            return error_entry(status, e);
         }
         if let Some(code) = v["error"].as_str() {
             return SfError::Api {
@@ -157,6 +141,27 @@ pub fn api_error(status: u16, body: &str) -> SfError {
         code: code.into(),
         message: body.chars().take(200).collect(),
         fields: Vec::new(),
+    }
+}
+
+/// One entry of an error list: REST's `errorCode` or sObject Collections' `statusCode`.
+pub fn error_entry(status: u16, e: &Value) -> SfError {
+    SfError::Api {
+        status,
+        code: e["errorCode"]
+            .as_str()
+            .or(e["statusCode"].as_str())
+            .unwrap_or("UNKNOWN")
+            .to_owned(),
+        message: e["message"].as_str().unwrap_or_default().to_owned(),
+        fields: e["fields"]
+            .as_array()
+            .map(|f| {
+                f.iter()
+                    .filter_map(|x| x.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default(),
     }
 }
 
