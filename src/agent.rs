@@ -18,6 +18,11 @@ use crate::calllog::watch::{self, Follower, Waker};
 use crate::errorlog::ErrorLog;
 use crate::outbox::{Outbox, Sender};
 use crate::pipeline::Pipeline;
+use crate::schedule::{next_delay, Activity, ScheduleInput};
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
 
 /// Puts a network problem (certificate, proxy, unreachable) in the integration error log once
 /// per distinct problem, not once per retry.
@@ -86,6 +91,8 @@ pub async fn run_headless(app: App, stop: impl Future<Output = ()>) -> Result<()
         .normalizer()
         .map_err(|e| AgentError::Setup(e.to_string()))?;
     let send_now = Arc::new(Notify::new());
+    let activity = Arc::new(Activity::new(now_ms()));
+    let calls_resumed = Arc::new(Notify::new());
     let me = app.auth_store().load().ok().flatten().map(|a| a.user_id);
 
     // Call logs → pipeline → outbox, on threads.
@@ -103,11 +110,13 @@ pub async fn run_headless(app: App, stop: impl Future<Output = ()>) -> Result<()
     )
     .map_err(|e| AgentError::Setup(e.to_string()))?;
     let pipe = {
-        let (cache, outbox, errors, send_now) = (
+        let (cache, outbox, errors, send_now, activity, calls_resumed) = (
             cache.clone(),
             outbox.clone(),
             errors.clone(),
             send_now.clone(),
+            activity.clone(),
+            calls_resumed.clone(),
         );
         let rules = app.config.lookup_rules();
         let settings = app.config.activity.settings();
@@ -135,6 +144,9 @@ pub async fn run_headless(app: App, stop: impl Future<Output = ()>) -> Result<()
                             tracing::error!(error = %e, "cannot queue Tasks; the call-log position is kept");
                             continue;
                         }
+                    }
+                    if !d.batch.events.is_empty() && activity.note_call(now_ms()) {
+                        calls_resumed.notify_one();
                     }
                     d.ack();
                     send_now.notify_one();
@@ -201,6 +213,7 @@ pub async fn run_headless(app: App, stop: impl Future<Output = ()>) -> Result<()
         let cache = cache.clone();
         let errors = errors.clone();
         let app = App::new(app.config.clone(), app.data.clone());
+        let (activity, calls_resumed) = (activity.clone(), calls_resumed.clone());
         tokio::spawn(async move {
             let mut failures = 0u32;
             let mut last_net: Option<String> = None;
@@ -231,17 +244,28 @@ pub async fn run_headless(app: App, stop: impl Future<Output = ()>) -> Result<()
                     }
                     Err(_) => failures = failures.max(1),
                 }
-                let delay = crate::schedule::next_delay(crate::schedule::ScheduleInput {
-                    base: Duration::from_secs(app.config.sync.interval_secs),
-                    calls_flowing: false,
-                    idle: false,
-                    api_share,
-                    api_threshold: f64::from(app.config.sync.api_usage_limit_percent) / 100.0,
-                    failures,
-                    rate_limited,
-                    jitter: rng.f64(),
-                });
-                tokio::time::sleep(delay).await;
+                let synced = tokio::time::Instant::now();
+                let jitter = rng.f64();
+                let plan = || {
+                    let (calls_flowing, idle) = activity.state(now_ms());
+                    next_delay(ScheduleInput {
+                        calls_flowing,
+                        idle,
+                        api_share,
+                        failures,
+                        rate_limited,
+                        jitter,
+                        ..ScheduleInput::from_config(&app.config.sync)
+                    })
+                };
+                // Calls resuming after a quiet (or idle) spell shorten the wait already begun.
+                let mut until = synced + plan();
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(until) => break,
+                        _ = calls_resumed.notified() => until = until.min(synced + plan()),
+                    }
+                }
             }
         })
     };

@@ -1312,15 +1312,13 @@ async fn sync_watch(layered: &Layered, data: &DataDir) -> anyhow::Result<u8> {
                 matches!(&e, callsync::sync::SyncError::Salesforce(s) if s.is_rate_limited())
             }
         };
+        // No call log here: neither calls nor idleness are known.
         let delay = next_delay(ScheduleInput {
-            base: std::time::Duration::from_secs(app.config.sync.interval_secs),
-            calls_flowing: false,
-            idle: false,
             api_share: client.api_usage().map(|(u, m)| u as f64 / m.max(1) as f64),
-            api_threshold: f64::from(app.config.sync.api_usage_limit_percent) / 100.0,
             failures,
             rate_limited,
             jitter: rng.f64(),
+            ..ScheduleInput::from_config(&app.config.sync)
         });
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}

@@ -6,6 +6,7 @@
 //! Salesforce says the limit is exhausted, and carries ±10 % jitter so a fleet started at the same
 //! minute does not hit the org in lockstep.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -26,6 +27,87 @@ pub struct ScheduleInput {
     pub rate_limited: bool,
     /// A random number in [0, 1) for the jitter.
     pub jitter: f64,
+}
+
+impl ScheduleInput {
+    /// The configured interval and API threshold, with no calls, failures or usage known yet.
+    pub fn from_config(c: &crate::config::SyncConfig) -> ScheduleInput {
+        ScheduleInput {
+            base: Duration::from_secs(c.interval_secs),
+            calls_flowing: false,
+            idle: false,
+            api_share: None,
+            api_threshold: f64::from(c.api_usage_limit_percent) / 100.0,
+            failures: 0,
+            rate_limited: false,
+            jitter: 0.5,
+        }
+    }
+}
+
+/// Calls count as flowing for this long after the last one.
+const FLOWING_MS: i64 = 15 * 60_000;
+/// No call and no user input for this long: idle.
+const IDLE_MS: i64 = 30 * 60_000;
+
+/// Pure: (calls flowing, idle) from when the agent started and when the last call and the last
+/// user input happened (unix ms). Input is reported by the tray shell; headless, only calls
+/// count.
+pub fn activity_state(
+    now: i64,
+    started: i64,
+    last_call: Option<i64>,
+    last_input: Option<i64>,
+) -> (bool, bool) {
+    let flowing = last_call.is_some_and(|t| now - t < FLOWING_MS);
+    let last_sign = [Some(started), last_call, last_input]
+        .into_iter()
+        .flatten()
+        .max()
+        .unwrap_or(started);
+    (flowing, now - last_sign >= IDLE_MS)
+}
+
+/// When calls and user input last happened, written by the threads that see them and read by
+/// the sync loop.
+#[derive(Debug)]
+pub struct Activity {
+    started: i64,
+    last_call: AtomicI64,
+    last_input: AtomicI64,
+}
+
+const NEVER: i64 = i64::MIN;
+
+impl Activity {
+    pub fn new(now: i64) -> Activity {
+        Activity {
+            started: now,
+            last_call: AtomicI64::new(NEVER),
+            last_input: AtomicI64::new(NEVER),
+        }
+    }
+
+    /// Records a call; true when calls resume after a quiet spell (the sync loop re-plans).
+    pub fn note_call(&self, now: i64) -> bool {
+        let before = self.last_call.swap(now, Ordering::Relaxed);
+        before == NEVER || now - before >= FLOWING_MS
+    }
+
+    pub fn note_input(&self, now: i64) {
+        self.last_input.store(now, Ordering::Relaxed);
+    }
+
+    /// (calls flowing, idle) now.
+    pub fn state(&self, now: i64) -> (bool, bool) {
+        let get = |a: &AtomicI64| Some(a.load(Ordering::Relaxed)).filter(|&t| t != NEVER);
+        activity_state(
+            now,
+            self.started,
+            get(&self.last_call),
+            get(&self.last_input),
+        )
+    }
 }
 
 const MIN: Duration = Duration::from_secs(30);
@@ -98,6 +180,56 @@ mod tests {
         for ((name, got), want) in table.iter().zip(want) {
             assert_eq!(*got, want, "{name}");
         }
+    }
+
+    #[test]
+    fn activity_table() {
+        let m = 60_000;
+        let start = 0;
+        // (now, last call, last input) → (flowing, idle)
+        let table = [
+            ("just started", 5 * m, None, None, (false, false)),
+            ("started, 30 min quiet", 30 * m, None, None, (false, true)),
+            ("call 1 min ago", 40 * m, Some(39 * m), None, (true, false)),
+            (
+                "call 15 min ago",
+                60 * m,
+                Some(45 * m),
+                None,
+                (false, false),
+            ),
+            ("call 30 min ago", 90 * m, Some(60 * m), None, (false, true)),
+            (
+                "no call, typing",
+                90 * m,
+                Some(10 * m),
+                Some(89 * m),
+                (false, false),
+            ),
+            (
+                "no call, no input",
+                90 * m,
+                Some(10 * m),
+                Some(50 * m),
+                (false, true),
+            ),
+        ];
+        for (name, now, call, input, want) in table {
+            assert_eq!(activity_state(now, start, call, input), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn calls_resuming_after_a_quiet_spell_are_reported_once() {
+        let m = 60_000;
+        let a = Activity::new(0);
+        assert!(a.note_call(m), "first call");
+        assert!(!a.note_call(2 * m), "calls flowing");
+        assert_eq!(a.state(3 * m), (true, false));
+        assert!(a.note_call(40 * m), "after a quiet spell");
+        a.note_input(100 * m);
+        assert_eq!(a.state(110 * m), (false, false));
+        assert_eq!(a.state(131 * m), (false, true));
     }
 
     #[test]

@@ -148,6 +148,8 @@ pub struct Org {
     pub login_user: String,
     /// Requests counted per path family, for tests and benchmarks.
     pub token_requests: u64,
+    /// Every SOQL query received and when, for tests of when the agent syncs.
+    pub queries: Vec<(std::time::Instant, String)>,
     rng: fastrand::Rng,
 }
 
@@ -417,6 +419,7 @@ impl Org {
             authorize_error: None,
             login_user: "005SIM000000001AAA".into(),
             token_requests: 0,
+            queries: Vec::new(),
             rng: fastrand::Rng::with_seed(opts.seed ^ 0xC0FFEE),
             opts,
         };
@@ -1132,6 +1135,7 @@ impl Org {
         let Some(q) = q else {
             return resp(400, err("MALFORMED_QUERY", "missing q parameter", &[]));
         };
+        self.queries.push((std::time::Instant::now(), q.clone()));
         let query = match soql::parse(q) {
             Ok(q) => q,
             Err(e) => return resp(400, err("MALFORMED_QUERY", &e, &[])),
