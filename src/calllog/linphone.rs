@@ -12,9 +12,7 @@ use chrono::{DateTime, FixedOffset, TimeZone, Utc};
 use rusqlite::{Connection, OpenFlags};
 
 use super::cursor::Cursor;
-use super::{
-    history_events, sip_user, CallInfo, Direction, Origin, Outcome, Poll, Source, SourceProblem,
-};
+use super::{history_events, sip_user, CallInfo, Direction, Origin, Outcome, Poll, Source};
 
 pub struct LinphoneSource {
     name: String,
@@ -201,12 +199,8 @@ impl Source for LinphoneSource {
                 .any(|t| msg.contains(t));
                 out.retry_soon = true;
                 if !transient {
-                    out.problems.push(SourceProblem {
-                        source: self.name.clone(),
-                        file: self.path.display().to_string(),
-                        line: None,
-                        reason: format!("cannot read the call history: {msg}"),
-                    });
+                    out.problems
+                        .push(self.problem(None, format!("cannot read the call history: {msg}")));
                 }
             }
         }

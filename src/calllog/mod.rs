@@ -227,6 +227,16 @@ pub trait Source: Send {
     fn path(&self) -> &std::path::Path;
     /// Reads what is new after `cursor`. Never writes to the softphone's files.
     fn poll(&mut self, cursor: &cursor::Cursor) -> Poll;
+
+    /// A problem with this source's file, for the integration error log.
+    fn problem(&self, line: Option<u64>, reason: String) -> SourceProblem {
+        SourceProblem {
+            source: self.name().to_owned(),
+            file: self.path().display().to_string(),
+            line,
+            reason,
+        }
+    }
 }
 
 /// The events of a finished call as a history-style source (one row per call) reports it.

@@ -11,7 +11,7 @@ use chrono::DateTime;
 use serde_json::Value;
 
 use super::cursor::{Cursor, FileId};
-use super::{CallEvent, CallInfo, EventKind, Poll, Source, SourceProblem};
+use super::{CallEvent, CallInfo, EventKind, Poll, Source};
 
 /// Event names the format defines; anything else is logged and skipped (later versions may add
 /// events).
@@ -218,15 +218,6 @@ impl<F: LineFormat> AppendedLog<F> {
             }
         }
         cursor.tail = tail_digest(file, cursor.offset);
-    }
-
-    fn problem(&self, line: Option<u64>, reason: String) -> SourceProblem {
-        SourceProblem {
-            source: self.name.clone(),
-            file: self.path.display().to_string(),
-            line,
-            reason,
-        }
     }
 }
 

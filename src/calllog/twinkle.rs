@@ -9,9 +9,7 @@ use chrono::{DateTime, FixedOffset, TimeZone, Utc};
 use sha2::{Digest, Sha256};
 
 use super::cursor::Cursor;
-use super::{
-    history_events, sip_user, CallInfo, Direction, Origin, Outcome, Poll, Source, SourceProblem,
-};
+use super::{history_events, sip_user, CallInfo, Direction, Origin, Outcome, Poll, Source};
 
 const FIELDS: usize = 20;
 
@@ -67,12 +65,8 @@ impl Source for TwinkleSource {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return out,
             Err(e) => {
                 out.retry_soon = true;
-                out.problems.push(SourceProblem {
-                    source: self.name.clone(),
-                    file: self.path.display().to_string(),
-                    line: None,
-                    reason: format!("cannot read: {e}"),
-                });
+                out.problems
+                    .push(self.problem(None, format!("cannot read: {e}")));
                 return out;
             }
         };
@@ -87,12 +81,10 @@ impl Source for TwinkleSource {
             }
             let f: Vec<&str> = line.split('|').collect();
             if f.len() != FIELDS {
-                out.problems.push(SourceProblem {
-                    source: self.name.clone(),
-                    file: self.path.display().to_string(),
-                    line: Some(i as u64 + 1),
-                    reason: format!("expected {FIELDS} |-separated fields, found {}", f.len()),
-                });
+                out.problems.push(self.problem(
+                    Some(i as u64 + 1),
+                    format!("expected {FIELDS} |-separated fields, found {}", f.len()),
+                ));
                 continue;
             }
             let key = digest(line);
@@ -100,12 +92,8 @@ impl Source for TwinkleSource {
                 continue;
             }
             let (Some(start), Some(end)) = (epoch(f[0]), epoch(f[2])) else {
-                out.problems.push(SourceProblem {
-                    source: self.name.clone(),
-                    file: self.path.display().to_string(),
-                    line: Some(i as u64 + 1),
-                    reason: "bad start or end time".into(),
-                });
+                out.problems
+                    .push(self.problem(Some(i as u64 + 1), "bad start or end time".into()));
                 continue;
             };
             let answered = epoch(f[1]).filter(|a| a.timestamp() > 0);
