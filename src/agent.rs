@@ -84,8 +84,8 @@ fn sources(app: &App) -> Result<Vec<Box<dyn crate::calllog::Source>>, AgentError
 pub async fn run_headless(app: App, stop: impl Future<Output = ()>) -> Result<(), AgentError> {
     let (cache, _) = app.open_cache()?;
     let cache = Arc::new(cache);
-    let outbox = Arc::new(Outbox::open(&app.data.root().join("outbox"))?);
-    let errors = Arc::new(ErrorLog::new(app.data.root().join("errors.jsonl")));
+    let outbox = Arc::new(Outbox::open(&app.data.outbox())?);
+    let errors = Arc::new(ErrorLog::new(app.data.error_log()));
     let normalizer = app
         .config
         .normalizer()

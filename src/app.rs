@@ -215,7 +215,7 @@ impl App {
                 load_in_progress,
             });
         }
-        let counts = crate::outbox::Outbox::open(&self.data.root().join("outbox"))
+        let counts = crate::outbox::Outbox::open(&self.data.outbox())
             .ok()
             .and_then(|o| o.counts().ok());
         let api_usage = cache

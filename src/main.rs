@@ -617,7 +617,7 @@ fn run(command: Command, layered: &Layered, data: &DataDir) -> anyhow::Result<u8
             Ok(exit::OK)
         }
         Command::Queue { cmd, json } => {
-            let outbox = callsync::outbox::Outbox::open(&data.root().join("outbox"))?;
+            let outbox = callsync::outbox::Outbox::open(&data.outbox())?;
             match cmd {
                 Some(QueueCmd::Retry { id, all }) => {
                     if id.is_none() && !all {
@@ -664,7 +664,7 @@ fn run(command: Command, layered: &Layered, data: &DataDir) -> anyhow::Result<u8
             Ok(exit::OK)
         }
         Command::Errors { json } => {
-            let log = callsync::errorlog::ErrorLog::new(data.root().join("errors.jsonl"));
+            let log = callsync::errorlog::ErrorLog::new(data.error_log());
             let entries = log.read()?;
             if json {
                 outln!("{}", serde_json::to_string_pretty(&entries)?);
@@ -934,7 +934,7 @@ fn demo(g: &Global, records: usize) -> anyhow::Result<()> {
             .lines()
             .filter_map(|l| callsync::calllog::native::parse_line("demo", l).ok().flatten())
             .collect();
-        let outbox = callsync::outbox::Outbox::open(&root.join("outbox"))?;
+        let outbox = callsync::outbox::Outbox::open(&data.outbox())?;
         let settings = app.config.activity.settings();
         let assignees = app.config.activity.assignees(Some(&stored.user_id));
         let pipeline = callsync::pipeline::Pipeline {
@@ -1099,7 +1099,7 @@ async fn connect(
         app.auth_store().describe()
     );
     // The queue: resume it for its own org; never hand it to another one unasked.
-    match callsync::outbox::Outbox::open(&data.root().join("outbox")) {
+    match callsync::outbox::Outbox::open(&data.outbox()) {
         Ok(outbox) => {
             let (pending, parked) = outbox.counts()?;
             let queued = pending + parked;
@@ -1144,7 +1144,7 @@ async fn disconnect(layered: &Layered, data: &DataDir) -> anyhow::Result<u8> {
         Err(e) => eprintln!("callsync: warning: {e}"),
     }
     store.clear()?;
-    match callsync::outbox::Outbox::open(&data.root().join("outbox")) {
+    match callsync::outbox::Outbox::open(&data.outbox()) {
         Ok(outbox) => {
             outbox.set_paused(Some("signed out with `callsync disconnect`; the queue is kept and sent after `callsync connect`"))?;
             let (p, k) = outbox.counts()?;
@@ -1450,7 +1450,7 @@ fn calls_tail(
     }
     let mut follower = Follower::new(sources, store)?;
     let mut waker = Waker::new(follower.dirs(), std::time::Duration::from_millis(20))?;
-    let errors = callsync::errorlog::ErrorLog::new(data.root().join("errors.jsonl"));
+    let errors = callsync::errorlog::ErrorLog::new(data.error_log());
     // Screen pops come from the cache when it is free (the agent may hold it).
     let app = App::new(layered.config.clone(), data.clone());
     let cache = app.open_cache().ok().map(|(c, _)| c);
@@ -1546,7 +1546,7 @@ fn calls_import(
     }
     let mut src = make_source(format, format, file.to_owned(), None)?;
     let p = src.poll(&Default::default());
-    let errors = callsync::errorlog::ErrorLog::new(data.root().join("errors.jsonl"));
+    let errors = callsync::errorlog::ErrorLog::new(data.error_log());
     for e in &p.events {
         if json {
             outln!("{}", serde_json::to_string(e)?);

@@ -33,6 +33,16 @@ impl DataDir {
     pub fn logs(&self) -> PathBuf {
         self.root.join("logs")
     }
+
+    /// Task writes not yet in Salesforce (never deleted by callsync).
+    pub fn outbox(&self) -> PathBuf {
+        self.root.join("outbox")
+    }
+
+    /// The integration error log (JSON lines).
+    pub fn error_log(&self) -> PathBuf {
+        self.root.join("errors.jsonl")
+    }
 }
 
 fn project_dirs() -> Option<ProjectDirs> {
