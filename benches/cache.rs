@@ -49,19 +49,12 @@ fn normalizer() -> Normalizer {
     Normalizer::from_codes("JP", &[]).expect("JP")
 }
 
-/// (current, peak) resident set in MiB, from /proc (Linux).
-fn rss_mib() -> (f64, f64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<f64>().ok())
-            .map(|kb| kb / 1024.0)
-            .unwrap_or(f64::NAN)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
+mod common;
+use common::rss_mib;
+
+/// The `p` quantile in µs.
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    common::percentile(sorted, p).as_secs_f64() * 1e6
 }
 
 fn dir_size(p: &Path) -> u64 {
@@ -76,11 +69,6 @@ fn dir_size(p: &Path) -> u64 {
                 .sum()
         })
         .unwrap_or(0)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i].as_secs_f64() * 1e6
 }
 
 fn to_records(chunk: &[serde_json::Value], n: &Normalizer) -> Vec<Change> {

@@ -18,8 +18,11 @@ fn line(i: usize) -> String {
     )
 }
 
+mod common;
+
+/// The `p` quantile in ms.
 fn pct(v: &[Duration], p: f64) -> f64 {
-    v[((v.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1e3
+    common::percentile(v, p).as_secs_f64() * 1e3
 }
 
 fn main() {

@@ -13,26 +13,17 @@ use callsync::auth::{self, AuthStore, FileStore};
 use callsync::outbox::{Op, Outbox, Sender};
 use callsync::salesforce::{Client, ClientConfig};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+mod common;
+use common::{free_port, percentile, sim_state};
 
 async fn task_count(url: &str) -> u64 {
-    let v: serde_json::Value = reqwest::get(format!("{url}/__sim/state"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    v["records"]["Task"].as_u64().unwrap_or(0)
+    sim_state(url).await["records"]["Task"]
+        .as_u64()
+        .unwrap_or(0)
 }
 
-fn pct(v: &[Duration], p: f64) -> f64 {
-    v[((v.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1e3
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
 }
 
 fn main() {
@@ -148,7 +139,7 @@ fn main() {
         println!("|---|---|---|");
         println!("| backlog of {N} Tasks drained (Collections of 200, upsert on Call_Id__c) | {:.0} Tasks/s ({:.1} s) | ≥ 1,000 Tasks/s |", N as f64 / drain.as_secs_f64(), drain.as_secs_f64());
         println!("| enqueue (fsynced before the call log is acknowledged) | {:.2} ms per Task | – |", enqueue.as_secs_f64() * 1e3 / N as f64);
-        println!("| call ended (line written) → Task accepted by the org, p50 / p99 over 100 calls | {:.1} / {:.1} ms | p99 ≤ 250 ms |", pct(&lat, 0.5), pct(&lat, 0.99));
+        println!("| call ended (line written) → Task accepted by the org, p50 / p99 over 100 calls | {:.1} / {:.1} ms | p99 ≤ 250 ms |", ms(percentile(&lat, 0.5)), ms(percentile(&lat, 0.99)));
     });
     let _ = sim.kill();
     let _ = sim.wait();

@@ -10,33 +10,11 @@ use callsync::app::App;
 use callsync::config::Config;
 use callsync::paths::DataDir;
 
-fn rss_peak_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse::<f64>().ok())
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(f64::NAN)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+mod common;
+use common::{free_port, rss_mib, sim_state};
 
 async fn api_calls(url: &str) -> u64 {
-    let v: serde_json::Value = reqwest::get(format!("{url}/__sim/state"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    v["api_calls"].as_u64().unwrap()
+    sim_state(url).await["api_calls"].as_u64().unwrap()
 }
 
 fn main() {
@@ -90,7 +68,7 @@ fn main() {
         let report = app.sync(&cache, &client, false, &mut |_, _, _| {}).await.unwrap();
         let took = t.elapsed();
         let full_calls = api_calls(&url).await - before;
-        let rss = rss_peak_mib();
+        let rss = rss_mib().1;
 
         let before = api_calls(&url).await;
         let idle = app.sync(&cache, &client, false, &mut |_, _, _| {}).await.unwrap();
