@@ -33,14 +33,11 @@ fn note_network(errors: &ErrorLog, last: &mut Option<String>, area: &str, msg: &
         return;
     }
     *last = Some(key);
-    let _ = errors.append(&crate::errorlog::ErrorEntry {
-        at: crate::record::format_sf_datetime(chrono::Utc::now()),
-        area: "network".into(),
-        source: area.into(),
-        file: None,
-        line: None,
-        reason: format!("{msg}; callsync keeps retrying and nothing is lost"),
-    });
+    let _ = errors.append(&crate::errorlog::ErrorEntry::now(
+        "network",
+        area,
+        format!("{msg}; callsync keeps retrying and nothing is lost"),
+    ));
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -172,6 +172,11 @@ pub fn open_store(kind: &str, auth_file: &Path) -> Arc<dyn AuthStore> {
     }
 }
 
+/// Where a secret lives when there is no OS credential store.
+fn secret_file(dir: &Path, name: &str) -> PathBuf {
+    dir.join("secrets").join(name.replace(['/', ':', '@'], "_"))
+}
+
 /// A small secret (the proxy password) in the OS credential store, or — where there is none —
 /// a file readable only by the user under `dir`.
 pub fn secret_set(dir: &Path, name: &str, value: &str) -> io::Result<String> {
@@ -180,7 +185,7 @@ pub fn secret_set(dir: &Path, name: &str, value: &str) -> io::Result<String> {
             return Ok("the OS credential store".into());
         }
     }
-    let path = dir.join("secrets").join(name.replace(['/', ':', '@'], "_"));
+    let path = secret_file(dir, name);
     if let Some(d) = path.parent() {
         crate::fsutil::create_private_dir(d)?;
     }
@@ -194,7 +199,7 @@ pub fn secret_get(dir: &Path, name: &str) -> Option<Secret> {
             return Some(Secret::new(v));
         }
     }
-    std::fs::read_to_string(dir.join("secrets").join(name.replace(['/', ':', '@'], "_")))
+    std::fs::read_to_string(secret_file(dir, name))
         .ok()
         .map(|v| Secret::new(v.trim_end_matches('\n')))
 }
@@ -216,29 +221,11 @@ pub struct HistoryEntry {
 }
 
 pub fn append_history(path: &Path, e: &HistoryEntry) -> io::Result<()> {
-    use std::io::Write as _;
-    if let Some(dir) = path.parent() {
-        crate::fsutil::create_private_dir(dir)?;
-    }
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)?;
-    let mut line = serde_json::to_vec(e).map_err(io::Error::other)?;
-    line.push(b'\n');
-    f.write_all(&line)?;
-    f.sync_all()
+    crate::fsutil::append_json_line(path, e)
 }
 
 pub fn read_history(path: &Path) -> io::Result<Vec<HistoryEntry>> {
-    match std::fs::read_to_string(path) {
-        Ok(s) => Ok(s
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(e),
-    }
+    crate::fsutil::read_json_lines(path)
 }
 
 /// What went wrong signing in, with what to do about it.

@@ -1,7 +1,7 @@
 //! The integration error log: every input callsync could not use, and why, for `callsync
 //! errors` and the tray. JSON Lines in the data directory, appended and fsynced.
 
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -21,6 +21,20 @@ pub struct ErrorEntry {
     pub reason: String,
 }
 
+impl ErrorEntry {
+    /// An entry stamped now, about no particular file line.
+    pub fn now(area: &str, source: impl Into<String>, reason: impl Into<String>) -> ErrorEntry {
+        ErrorEntry {
+            at: crate::record::format_sf_datetime(chrono::Utc::now()),
+            area: area.into(),
+            source: source.into(),
+            file: None,
+            line: None,
+            reason: reason.into(),
+        }
+    }
+}
+
 pub struct ErrorLog {
     path: PathBuf,
 }
@@ -35,39 +49,19 @@ impl ErrorLog {
     }
 
     pub fn append(&self, e: &ErrorEntry) -> io::Result<()> {
-        if let Some(dir) = self.path.parent() {
-            crate::fsutil::create_private_dir(dir)?;
-        }
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)?;
-        let mut line = serde_json::to_vec(e).map_err(io::Error::other)?;
-        line.push(b'\n');
-        f.write_all(&line)?;
-        f.sync_data()
+        crate::fsutil::append_json_line(&self.path, e)
     }
 
     pub fn calllog(&self, p: &SourceProblem) -> io::Result<()> {
         tracing::warn!(source = %p.source, file = %p.file, line = ?p.line, "call log: {}", p.reason);
         self.append(&ErrorEntry {
-            at: crate::record::format_sf_datetime(chrono::Utc::now()),
-            area: "calllog".into(),
-            source: p.source.clone(),
             file: Some(p.file.clone()),
             line: p.line,
-            reason: p.reason.clone(),
+            ..ErrorEntry::now("calllog", &p.source, &p.reason)
         })
     }
 
     pub fn read(&self) -> io::Result<Vec<ErrorEntry>> {
-        match std::fs::read_to_string(&self.path) {
-            Ok(s) => Ok(s
-                .lines()
-                .filter_map(|l| serde_json::from_str(l).ok())
-                .collect()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
-            Err(e) => Err(e),
-        }
+        crate::fsutil::read_json_lines(&self.path)
     }
 }

@@ -688,14 +688,11 @@ impl Sender<'_> {
             Outcome::Park(code, message, fields) => {
                 let (explanation, fix) = explain(&code, &message, &fields);
                 if let Some(log) = self.errors {
-                    let _ = log.append(&crate::errorlog::ErrorEntry {
-                        at: crate::record::format_sf_datetime(chrono::Utc::now()),
-                        area: "salesforce".into(),
-                        source: format!("call {}", item.call_id),
-                        file: None,
-                        line: None,
-                        reason: format!("Task {:?} parked: {explanation}. Fix: {fix}", item.op),
-                    });
+                    let _ = log.append(&crate::errorlog::ErrorEntry::now(
+                        "salesforce",
+                        format!("call {}", item.call_id),
+                        format!("Task {:?} parked: {explanation}. Fix: {fix}", item.op),
+                    ));
                 }
                 item.state = State::Parked {
                     code,
