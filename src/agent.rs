@@ -51,30 +51,12 @@ pub enum AgentError {
 }
 
 fn sources(app: &App) -> Result<Vec<Box<dyn crate::calllog::Source>>, AgentError> {
-    use crate::calllog::{
-        csvlog::CsvSource, linphone::LinphoneSource, native::NativeSource, twinkle::TwinkleSource,
-    };
-    let mut out: Vec<Box<dyn crate::calllog::Source>> = Vec::new();
-    for s in &app.config.calllog.sources {
-        let path = s.resolved_path().ok_or_else(|| {
-            AgentError::Setup(format!(
-                "call log source {:?} has no path",
-                s.display_name()
-            ))
-        })?;
-        let name = s.display_name();
-        out.push(match s.kind.as_str() {
-            "native" => Box::new(NativeSource::new(name, path)),
-            "linphone" => Box::new(LinphoneSource::new(name, path)),
-            "twinkle" => Box::new(TwinkleSource::new(name, path)),
-            _ => Box::new(CsvSource::new(
-                name,
-                path,
-                s.csv.clone().unwrap_or_default(),
-            )),
-        });
-    }
-    Ok(out)
+    app.config
+        .calllog
+        .sources
+        .iter()
+        .map(|s| s.open().map_err(AgentError::Setup))
+        .collect()
 }
 
 /// Runs until `stop` completes.

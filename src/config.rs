@@ -391,6 +391,14 @@ impl CallLogSource {
             self.name.clone()
         }
     }
+
+    /// The source this entry describes.
+    pub fn open(&self) -> Result<Box<dyn crate::calllog::Source>, String> {
+        let path = self
+            .resolved_path()
+            .ok_or_else(|| format!("call log source {:?} has no path", self.display_name()))?;
+        crate::calllog::open_source(&self.kind, &self.display_name(), path, self.csv.clone())
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -525,12 +533,13 @@ impl Config {
         }
         let mut names = BTreeSet::new();
         for src in &self.calllog.sources {
-            if !["native", "linphone", "twinkle"].contains(&src.kind.as_str()) {
+            if !crate::calllog::SOURCE_KINDS.contains(&src.kind.as_str()) {
                 bad(
                     "calllog.sources",
                     format!(
-                        "{:?} is not one of \"native\", \"linphone\", \"twinkle\"",
-                        src.kind
+                        "{:?} is not one of {}",
+                        src.kind,
+                        crate::calllog::SOURCE_KINDS.join(", ")
                     ),
                 );
             } else if src.resolved_path().is_none() {
@@ -1230,6 +1239,36 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("not a User Id"), "{e}");
+    }
+
+    #[test]
+    fn every_call_log_kind_is_accepted_and_opens() {
+        let d = tempfile::tempdir().unwrap();
+        for kind in crate::calllog::SOURCE_KINDS {
+            let user = write(
+                d.path(),
+                "u.toml",
+                &format!("[calllog]\nsources = [{{ kind = \"{kind}\", path = \"/tmp/calls\" }}]\n"),
+            );
+            let l = load(&LoadOptions {
+                user_file: Some(user),
+                ..Default::default()
+            })
+            .unwrap_or_else(|e| panic!("{kind}: {e}"));
+            let src = l.config.calllog.sources[0].open().unwrap();
+            assert_eq!(src.name(), kind);
+        }
+        let user = write(
+            d.path(),
+            "u.toml",
+            "[calllog]\nsources = [{ kind = \"skype\", path = \"/tmp/calls\" }]\n",
+        );
+        let e = load(&LoadOptions {
+            user_file: Some(user),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("csv"), "{e}");
     }
 
     #[test]

@@ -213,7 +213,7 @@ enum CallsCmd {
     /// Read one call log file and print its events.
     Import {
         file: PathBuf,
-        #[arg(long, default_value = "native", value_parser = ["native", "linphone", "twinkle", "csv"])]
+        #[arg(long, default_value = "native", value_parser = callsync::calllog::SOURCE_KINDS)]
         format: String,
         #[arg(long)]
         json: bool,
@@ -1331,24 +1331,6 @@ async fn sync_watch(layered: &Layered, data: &DataDir) -> anyhow::Result<u8> {
     }
 }
 
-fn make_source(
-    kind: &str,
-    name: &str,
-    path: PathBuf,
-    csv: Option<callsync::calllog::csvlog::CsvMapping>,
-) -> anyhow::Result<Box<dyn callsync::calllog::Source>> {
-    use callsync::calllog::{
-        csvlog::CsvSource, linphone::LinphoneSource, native::NativeSource, twinkle::TwinkleSource,
-    };
-    Ok(match kind {
-        "native" => Box::new(NativeSource::new(name, path)),
-        "csv" => Box::new(CsvSource::new(name, path, csv.unwrap_or_default())),
-        "linphone" => Box::new(LinphoneSource::new(name, path)),
-        "twinkle" => Box::new(TwinkleSource::new(name, path)),
-        other => anyhow::bail!("unknown call log kind {other:?} (native, linphone, twinkle, csv)"),
-    })
-}
-
 /// One line for a person.
 fn describe_event(
     e: &callsync::calllog::CallEvent,
@@ -1424,20 +1406,15 @@ fn calls_tail(
     let mut sources = Vec::new();
     if overrides.is_empty() {
         for s in &layered.config.calllog.sources {
-            let path = s
-                .resolved_path()
-                .context("call log source without a path")?;
-            sources.push(make_source(
-                &s.kind,
-                &s.display_name(),
-                path,
-                s.csv.clone(),
-            )?);
+            sources.push(s.open().map_err(anyhow::Error::msg)?);
         }
     } else {
         for o in overrides {
             let (kind, path) = o.split_once('=').context("--source takes KIND=PATH")?;
-            sources.push(make_source(kind, kind, PathBuf::from(path), None)?);
+            sources.push(
+                callsync::calllog::open_source(kind, kind, PathBuf::from(path), None)
+                    .map_err(anyhow::Error::msg)?,
+            );
         }
     }
     if sources.is_empty() {
@@ -1544,7 +1521,8 @@ fn calls_import(
         eprintln!("callsync: cannot read {}: no such file", file.display());
         return Ok(exit::FAILURE);
     }
-    let mut src = make_source(format, format, file.to_owned(), None)?;
+    let mut src = callsync::calllog::open_source(format, format, file.to_owned(), None)
+        .map_err(anyhow::Error::msg)?;
     let p = src.poll(&Default::default());
     let errors = callsync::errorlog::ErrorLog::new(data.error_log());
     for e in &p.events {

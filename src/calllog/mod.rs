@@ -239,6 +239,31 @@ pub trait Source: Send {
     }
 }
 
+/// The kinds of call log callsync reads.
+pub const SOURCE_KINDS: [&str; 4] = ["native", "linphone", "twinkle", "csv"];
+
+/// A source of `kind` (one of [`SOURCE_KINDS`]) reading `path`; `csv` is the column mapping
+/// of a CSV source (default names without one).
+pub fn open_source(
+    kind: &str,
+    name: &str,
+    path: std::path::PathBuf,
+    csv: Option<csvlog::CsvMapping>,
+) -> Result<Box<dyn Source>, String> {
+    Ok(match kind {
+        "native" => Box::new(native::NativeSource::new(name, path)),
+        "linphone" => Box::new(linphone::LinphoneSource::new(name, path)),
+        "twinkle" => Box::new(twinkle::TwinkleSource::new(name, path)),
+        "csv" => Box::new(csvlog::CsvSource::new(name, path, csv.unwrap_or_default())),
+        other => {
+            return Err(format!(
+                "unknown call log kind {other:?} (one of {})",
+                SOURCE_KINDS.join(", ")
+            ))
+        }
+    })
+}
+
 /// The events of a finished call as a history-style source (one row per call) reports it.
 pub fn history_events(
     source: &str,
