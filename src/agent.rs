@@ -137,7 +137,7 @@ pub async fn run_headless(app: App, stop: impl Future<Output = ()>) -> Result<()
     // Sending.
     let sender_task = {
         let (outbox, errors, send_now) = (outbox.clone(), errors.clone(), send_now.clone());
-        let app = App::new(app.config.clone(), app.data.clone());
+        let app = app.clone();
         let interval = Duration::from_secs(app.config.activity.send_interval_secs);
         let ext = app.config.activity.external_id();
         tokio::spawn(async move {
@@ -191,7 +191,7 @@ pub async fn run_headless(app: App, stop: impl Future<Output = ()>) -> Result<()
     let sync_task = {
         let cache = cache.clone();
         let errors = errors.clone();
-        let app = App::new(app.config.clone(), app.data.clone());
+        let app = app.clone();
         let (activity, calls_resumed) = (activity.clone(), calls_resumed.clone());
         tokio::spawn(async move {
             let mut failures = 0u32;

@@ -15,6 +15,7 @@ use crate::record::ObjectKind;
 use crate::salesforce::{Client, ClientConfig, SfError, TokenResponse};
 use crate::sync::{self, SyncEngine, SyncReport, SyncSettings};
 
+#[derive(Clone)]
 pub struct App {
     pub config: Config,
     pub data: DataDir,

@@ -381,8 +381,9 @@ fn load_config(g: &Global) -> anyhow::Result<Layered> {
     Ok(config::load(&opts)?)
 }
 
-fn open_cache(layered: &Layered, data: &DataDir) -> anyhow::Result<Cache> {
-    let (cache, report) = Cache::open(&data.cache(), &layered.config.cache_options())?;
+/// The cache, telling the user when it had to be rebuilt or cleared.
+fn open_cache(app: &App) -> anyhow::Result<Cache> {
+    let (cache, report) = app.open_cache()?;
     if let Some((reason, aside)) = &report.rebuilt {
         eprintln!(
             "callsync: warning: the cache was damaged ({reason}) and has been rebuilt empty; the old files are in {}",
@@ -397,6 +398,7 @@ fn open_cache(layered: &Layered, data: &DataDir) -> anyhow::Result<Cache> {
 
 fn run(command: Command, layered: &Layered, data: &DataDir) -> anyhow::Result<u8> {
     let cfg = &layered.config;
+    let app = App::new(cfg.clone(), data.clone());
     match command {
         Command::Lookup { number, json } => {
             if !cfg.sync.contact_retrieval {
@@ -404,7 +406,7 @@ fn run(command: Command, layered: &Layered, data: &DataDir) -> anyhow::Result<u8
                 return Ok(exit::NO_MATCH);
             }
             let normalizer = cfg.normalizer()?;
-            let cache = open_cache(layered, data)?;
+            let cache = open_cache(&app)?;
             let result = match lookup::lookup(&cache, &normalizer, &cfg.lookup_rules(), &number) {
                 Ok(r) => r,
                 Err(LookupError::Number(e)) => {
@@ -432,7 +434,7 @@ fn run(command: Command, layered: &Layered, data: &DataDir) -> anyhow::Result<u8
             })
         }
         Command::Cache(CacheCmd::Stats { json }) => {
-            let cache = open_cache(layered, data)?;
+            let cache = open_cache(&app)?;
             let stats = cache.stats()?;
             if json {
                 let mut v = serde_json::to_value(&stats)?;
@@ -456,7 +458,7 @@ fn run(command: Command, layered: &Layered, data: &DataDir) -> anyhow::Result<u8
         }
         Command::Cache(CacheCmd::Import { file }) => {
             let normalizer = cfg.normalizer()?;
-            let cache = open_cache(layered, data)?;
+            let cache = open_cache(&app)?;
             let total = std::fs::metadata(&file)
                 .with_context(|| format!("cannot read {}", file.display()))?
                 .len();
@@ -508,7 +510,7 @@ fn run(command: Command, layered: &Layered, data: &DataDir) -> anyhow::Result<u8
             })
         }
         Command::Cache(CacheCmd::Clear) => {
-            let cache = open_cache(layered, data)?;
+            let cache = open_cache(&app)?;
             let before: u64 = cache.stats()?.records.values().sum();
             cache.clear()?;
             outln!(
@@ -524,9 +526,8 @@ fn run(command: Command, layered: &Layered, data: &DataDir) -> anyhow::Result<u8
         Command::Connect {
             no_browser,
             send_queue_here,
-        } => runtime()?.block_on(connect(layered, data, no_browser, send_queue_here)),
+        } => runtime()?.block_on(connect(&app, no_browser, send_queue_here)),
         Command::Run { headless: _ } => {
-            let app = App::new(layered.config.clone(), data.clone());
             runtime()?.block_on(async {
                 let stop = async {
                     #[cfg(unix)]
@@ -554,23 +555,22 @@ fn run(command: Command, layered: &Layered, data: &DataDir) -> anyhow::Result<u8
             outln!("stopped");
             Ok(exit::OK)
         }
-        Command::Disconnect => runtime()?.block_on(disconnect(layered, data)),
+        Command::Disconnect => runtime()?.block_on(disconnect(&app)),
         Command::Sync {
             full: _,
             watch: true,
-        } => runtime()?.block_on(sync_watch(layered, data)),
-        Command::Sync { full, watch: false } => runtime()?.block_on(sync_now(layered, data, full)),
-        Command::Status { json } => status(layered, data, json),
+        } => runtime()?.block_on(sync_watch(&app)),
+        Command::Sync { full, watch: false } => runtime()?.block_on(sync_now(&app, full)),
+        Command::Status { json } => status(&app, json),
         Command::Calls(CallsCmd::Tail {
             sources,
             json,
             from_start,
-        }) => calls_tail(layered, data, &sources, json, from_start),
+        }) => calls_tail(&app, &sources, json, from_start),
         Command::Calls(CallsCmd::Import { file, format, json }) => {
             calls_import(data, &file, &format, json)
         }
         Command::Doctor { json } => {
-            let app = App::new(layered.config.clone(), data.clone());
             let checks = runtime()?.block_on(callsync::doctor::run(&app));
             let ok = checks.iter().all(|c| c.ok);
             if json {
@@ -683,7 +683,6 @@ fn run(command: Command, layered: &Layered, data: &DataDir) -> anyhow::Result<u8
             Ok(exit::OK)
         }
         Command::Auth(AuthCmd::History { json }) => {
-            let app = App::new(layered.config.clone(), data.clone());
             let h = callsync::auth::read_history(&app.history_file())?;
             if json {
                 outln!("{}", serde_json::to_string_pretty(&h)?);
@@ -1025,19 +1024,13 @@ fn sf_exit(e: &SfError) -> u8 {
     }
 }
 
-async fn connect(
-    layered: &Layered,
-    data: &DataDir,
-    no_browser: bool,
-    send_queue_here: bool,
-) -> anyhow::Result<u8> {
-    let app = App::new(layered.config.clone(), data.clone());
+async fn connect(app: &App, no_browser: bool, send_queue_here: bool) -> anyhow::Result<u8> {
     let cfg = app.client_config();
     if cfg.client_id.is_empty() {
         eprintln!("callsync: salesforce.client_id is not set: put the connected app's consumer key in the configuration (IT usually does this in the managed file)");
         return Ok(exit::USAGE);
     }
-    let sf = &layered.config.salesforce;
+    let sf = &app.config.salesforce;
     let result = if !sf.jwt_username.is_empty() && !sf.jwt_key_file.is_empty() {
         let key = std::fs::read(&sf.jwt_key_file)
             .with_context(|| format!("cannot read salesforce.jwt_key_file {}", sf.jwt_key_file))?;
@@ -1099,7 +1092,7 @@ async fn connect(
         app.auth_store().describe()
     );
     // The queue: resume it for its own org; never hand it to another one unasked.
-    match callsync::outbox::Outbox::open(&data.outbox()) {
+    match callsync::outbox::Outbox::open(&app.data.outbox()) {
         Ok(outbox) => {
             let (pending, parked) = outbox.counts()?;
             let queued = pending + parked;
@@ -1128,8 +1121,7 @@ async fn connect(
     Ok(exit::OK)
 }
 
-async fn disconnect(layered: &Layered, data: &DataDir) -> anyhow::Result<u8> {
-    let app = App::new(layered.config.clone(), data.clone());
+async fn disconnect(app: &App) -> anyhow::Result<u8> {
     let store = app.auth_store();
     match app.client() {
         Ok(client) => {
@@ -1144,7 +1136,7 @@ async fn disconnect(layered: &Layered, data: &DataDir) -> anyhow::Result<u8> {
         Err(e) => eprintln!("callsync: warning: {e}"),
     }
     store.clear()?;
-    match callsync::outbox::Outbox::open(&data.outbox()) {
+    match callsync::outbox::Outbox::open(&app.data.outbox()) {
         Ok(outbox) => {
             outbox.set_paused(Some("signed out with `callsync disconnect`; the queue is kept and sent after `callsync connect`"))?;
             let (p, k) = outbox.counts()?;
@@ -1155,13 +1147,12 @@ async fn disconnect(layered: &Layered, data: &DataDir) -> anyhow::Result<u8> {
     Ok(exit::OK)
 }
 
-async fn sync_now(layered: &Layered, data: &DataDir, full: bool) -> anyhow::Result<u8> {
-    let app = App::new(layered.config.clone(), data.clone());
-    let client = match signed_in_client(&app) {
+async fn sync_now(app: &App, full: bool) -> anyhow::Result<u8> {
+    let client = match signed_in_client(app) {
         Ok(c) => c,
         Err(code) => return Ok(code),
     };
-    let (cache, _) = app.open_cache()?;
+    let cache = open_cache(app)?;
     let bar = if std::io::stderr().is_terminal() {
         ProgressBar::new(0)
     } else {
@@ -1217,9 +1208,8 @@ async fn sync_now(layered: &Layered, data: &DataDir, full: bool) -> anyhow::Resu
     }
 }
 
-fn status(layered: &Layered, data: &DataDir, json: bool) -> anyhow::Result<u8> {
-    let app = App::new(layered.config.clone(), data.clone());
-    let (cache, _) = app.open_cache()?;
+fn status(app: &App, json: bool) -> anyhow::Result<u8> {
+    let cache = open_cache(app)?;
     let st = app.status(&cache)?;
     if json {
         outln!("{}", serde_json::to_string_pretty(&st)?);
@@ -1272,14 +1262,13 @@ fn status(layered: &Layered, data: &DataDir, json: bool) -> anyhow::Result<u8> {
 
 /// Syncs on the adaptive schedule until Ctrl-C; failures back off and never stop the loop
 /// (except a sign-in that must be renewed).
-async fn sync_watch(layered: &Layered, data: &DataDir) -> anyhow::Result<u8> {
+async fn sync_watch(app: &App) -> anyhow::Result<u8> {
     use callsync::schedule::{next_delay, ScheduleInput};
-    let app = App::new(layered.config.clone(), data.clone());
-    let client = match signed_in_client(&app) {
+    let client = match signed_in_client(app) {
         Ok(c) => c,
         Err(code) => return Ok(code),
     };
-    let (cache, _) = app.open_cache()?;
+    let cache = open_cache(app)?;
     let mut failures = 0u32;
     let mut rng = fastrand::Rng::new();
     loop {
@@ -1386,13 +1375,7 @@ fn describe_event(
     )
 }
 
-fn calls_tail(
-    layered: &Layered,
-    data: &DataDir,
-    overrides: &[String],
-    json: bool,
-    from_start: bool,
-) -> anyhow::Result<u8> {
+fn calls_tail(app: &App, overrides: &[String], json: bool, from_start: bool) -> anyhow::Result<u8> {
     use callsync::calllog::{
         classify,
         cursor::CursorStore,
@@ -1405,7 +1388,7 @@ fn calls_tail(
 
     let mut sources = Vec::new();
     if overrides.is_empty() {
-        for s in &layered.config.calllog.sources {
+        for s in &app.config.calllog.sources {
             sources.push(s.open().map_err(anyhow::Error::msg)?);
         }
     } else {
@@ -1421,18 +1404,17 @@ fn calls_tail(
         eprintln!("callsync: no call logs configured: add [calllog] sources (see `callsync config example`) or pass --source KIND=PATH");
         return Ok(exit::USAGE);
     }
-    let store = CursorStore::new(data.root().join("calllog").join("tail-cursors.json"));
+    let store = CursorStore::new(app.data.root().join("calllog").join("tail-cursors.json"));
     if from_start {
         let _ = std::fs::remove_file(store.path());
     }
     let mut follower = Follower::new(sources, store)?;
     let mut waker = Waker::new(follower.dirs(), std::time::Duration::from_millis(20))?;
-    let errors = callsync::errorlog::ErrorLog::new(data.error_log());
+    let errors = callsync::errorlog::ErrorLog::new(app.data.error_log());
     // Screen pops come from the cache when it is free (the agent may hold it).
-    let app = App::new(layered.config.clone(), data.clone());
     let cache = app.open_cache().ok().map(|(c, _)| c);
-    let normalizer = layered.config.normalizer()?;
-    let rules = layered.config.lookup_rules();
+    let normalizer = app.config.normalizer()?;
+    let rules = app.config.lookup_rules();
 
     let stop = Arc::new(AtomicBool::new(false));
     let rt = runtime()?;
@@ -1446,7 +1428,7 @@ fn calls_tail(
         });
     }
     let mut calls: HashMap<String, (CallInfo, Option<TransferKind>)> = HashMap::new();
-    let backstop = std::time::Duration::from_secs(layered.config.calllog.poll_secs);
+    let backstop = std::time::Duration::from_secs(app.config.calllog.poll_secs);
     while !stop.load(Ordering::SeqCst) {
         let (batches, retry) = follower.poll();
         for b in &batches {
