@@ -1,28 +1,44 @@
-//! The headless core of the agent: one process that follows the call logs, turns calls into
-//! Tasks in the outbox, sends them, and keeps the cache in sync. The tray (a later stage) is a
-//! thin shell over this; servers and CI run it as is (`callsync run --headless`).
+//! The core of the agent: one process that follows the call logs, turns calls into Tasks in the
+//! outbox, sends them, keeps the cache in sync, and pops the caller's name. The tray is a thin
+//! shell over it and the control socket another client; servers and CI run it with neither
+//! (`callsync run --headless`).
 //!
 //! Threads and tasks: the call-log follower and the pipeline run on their own threads (file
-//! and sled work), acknowledging a batch only once its Task writes are durable; sending and
-//! syncing are tokio tasks. A stop (signal) ends the loops, flushes the stores and returns.
+//! and sled work), acknowledging a batch only once its Task writes are durable; sending,
+//! syncing, requests and notifications are tokio tasks. The core publishes what it is doing as
+//! one [`AgentState`] on a `watch` channel and takes [`Request`]s on an `mpsc` channel: it never
+//! touches a UI object. A stop (signal, Quit) lets a send in flight finish (or leaves it
+//! queued), flushes the stores and returns.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::Notify;
+use tokio::sync::{mpsc, watch, Notify};
 
 use crate::app::App;
+use crate::cache::Cache;
 use crate::calllog::cursor::CursorStore;
-use crate::calllog::watch::{self, Follower, Waker};
-use crate::errorlog::ErrorLog;
+use crate::calllog::watch::{self as calllog_watch, Follower, Waker};
+use crate::calllog::CallEvent;
+use crate::control::{Envelope, Request, Response};
+use crate::errorlog::{ErrorEntry, ErrorLog};
+use crate::i18n::{self, Lang, Msg};
 use crate::outbox::{Outbox, Sender};
 use crate::pipeline::Pipeline;
+use crate::record::ObjectKind;
+use crate::salesforce::SfError;
 use crate::schedule::{next_delay, Activity, ScheduleInput};
+use crate::screenpop::{self, Pop, PopMode};
+use crate::state::{AgentState, MENU_ERRORS};
 
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
+
+/// How long a stop waits for a send in flight before leaving it queued.
+const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// Puts a network problem (certificate, proxy, unreachable) in the integration error log once
 /// per distinct problem, not once per retry.
@@ -33,7 +49,7 @@ fn note_network(errors: &ErrorLog, last: &mut Option<String>, area: &str, msg: &
         return;
     }
     *last = Some(key);
-    let _ = errors.append(&crate::errorlog::ErrorEntry::now(
+    let _ = errors.append(&ErrorEntry::now(
         "network",
         area,
         format!("{msg}; callsync keeps retrying and nothing is lost"),
@@ -59,8 +75,148 @@ fn sources(app: &App) -> Result<Vec<Box<dyn crate::calllog::Source>>, AgentError
         .collect()
 }
 
-/// Runs until `stop` completes.
+/// The core's side of its channels.
+pub struct Endpoints {
+    requests: mpsc::Receiver<Envelope>,
+    state: watch::Sender<AgentState>,
+}
+
+/// The other side: what the tray and the control socket hold.
+#[derive(Clone)]
+pub struct Handle {
+    pub requests: mpsc::Sender<Envelope>,
+    pub state: watch::Receiver<AgentState>,
+}
+
+impl Handle {
+    /// Sends a request without waiting for the answer (the tray: it renders the state instead).
+    pub fn fire(&self, req: Request) {
+        let (tx, _rx) = tokio::sync::oneshot::channel();
+        if self.requests.try_send((req, tx)).is_err() {
+            tracing::warn!("the agent is busy or stopping; request dropped");
+        }
+    }
+}
+
+pub fn endpoints() -> (Endpoints, Handle) {
+    let (req_tx, req_rx) = mpsc::channel(32);
+    let (st_tx, st_rx) = watch::channel(AgentState::default());
+    (
+        Endpoints {
+            requests: req_rx,
+            state: st_tx,
+        },
+        Handle {
+            requests: req_tx,
+            state: st_rx,
+        },
+    )
+}
+
+/// Runs with no tray and no control socket until `stop` completes.
 pub async fn run_headless(app: App, stop: impl Future<Output = ()>) -> Result<(), AgentError> {
+    let (ends, _handle) = endpoints();
+    run(app, stop, ends).await
+}
+
+/// Keeps [`AgentState`] current from the stores; every change wakes the tray once.
+struct Reporter {
+    tx: watch::Sender<AgentState>,
+    outbox: Arc<Outbox>,
+    errors: Arc<ErrorLog>,
+    /// Error-log size at the last read: the file is read again only when it grew.
+    errors_len: Mutex<Option<u64>>,
+    started_at: String,
+}
+
+impl Reporter {
+    fn update(&self, f: impl FnOnce(&mut AgentState)) {
+        self.tx.send_if_modified(|s| {
+            let before = s.clone();
+            f(s);
+            *s != before
+        });
+    }
+
+    fn queue(&self) {
+        let counts = self.outbox.counts().ok();
+        let paused = self.outbox.paused().ok().flatten();
+        self.update(|s| {
+            if let Some((p, k)) = counts {
+                s.pending = p as u64;
+                s.parked = k as u64;
+            }
+            s.paused = paused;
+        });
+    }
+
+    fn errors(&self) {
+        let len = std::fs::metadata(self.errors.path()).map(|m| m.len()).ok();
+        {
+            let Ok(mut last) = self.errors_len.lock() else {
+                return;
+            };
+            if *last == len && len.is_some() {
+                return;
+            }
+            *last = len;
+        }
+        let all = self.errors.read().unwrap_or_default();
+        let new = all.iter().filter(|e| e.at >= self.started_at).count() as u64;
+        let latest: Vec<ErrorEntry> = all.iter().rev().take(MENU_ERRORS).cloned().collect();
+        self.update(|s| {
+            s.errors_total = all.len() as u64;
+            s.new_errors = new;
+            s.errors = latest;
+        });
+    }
+
+    fn records(&self, cache: &Cache) {
+        let n = |k| cache.count(k).unwrap_or(0);
+        let (c, a, l) = (
+            n(ObjectKind::Contact),
+            n(ObjectKind::Account),
+            n(ObjectKind::Lead),
+        );
+        self.update(|s| {
+            s.contacts = c;
+            s.accounts = a;
+            s.leads = l;
+        });
+    }
+
+    fn sign_in(&self, app: &App) {
+        let a = app.auth_store().load().ok().flatten();
+        self.update(|s| {
+            s.user = a.as_ref().map(|a| {
+                if a.username.is_empty() {
+                    a.user_id.clone()
+                } else {
+                    a.username.clone()
+                }
+            });
+            s.org_id = a.as_ref().map(|a| a.org_id.clone());
+            s.instance_url = a.as_ref().map(|a| a.instance_url.clone());
+            if a.is_none() {
+                s.sign_in_needed = false;
+            }
+        });
+    }
+
+    fn all(&self, app: &App, cache: &Cache) {
+        self.sign_in(app);
+        self.records(cache);
+        self.queue();
+        self.errors();
+    }
+}
+
+/// Runs until `stop` completes or a Quit request comes.
+pub async fn run(
+    app: App,
+    stop: impl Future<Output = ()>,
+    ends: Endpoints,
+) -> Result<(), AgentError> {
     let (cache, _) = app.open_cache()?;
     let cache = Arc::new(cache);
     let outbox = Arc::new(Outbox::open(&app.data.outbox())?);
@@ -69,12 +225,29 @@ pub async fn run_headless(app: App, stop: impl Future<Output = ()>) -> Result<()
         .config
         .normalizer()
         .map_err(|e| AgentError::Setup(e.to_string()))?;
+    let lang = app.config.ui.lang();
     let send_now = Arc::new(Notify::new());
+    let sync_now = Arc::new(Notify::new());
+    let quit = Arc::new(Notify::new());
     let activity = Arc::new(Activity::new(now_ms()));
     let calls_resumed = Arc::new(Notify::new());
     let me = app.auth_store().load().ok().flatten().map(|a| a.user_id);
 
-    // Call logs → pipeline → outbox, on threads.
+    let started = now_ms();
+    let report = Arc::new(Reporter {
+        tx: ends.state,
+        outbox: outbox.clone(),
+        errors: errors.clone(),
+        errors_len: Mutex::new(None),
+        started_at: crate::record::format_sf_datetime(chrono::Utc::now()),
+    });
+    report.update(|s| {
+        s.pid = std::process::id();
+        s.started_ms = started;
+    });
+    report.all(&app, &cache);
+
+    // Call logs → (screen pop) → pipeline → outbox, on threads.
     let follower = Follower::new(
         sources(&app)?,
         CursorStore::new(app.data.root().join("calllog").join("agent-cursors.json")),
@@ -82,26 +255,31 @@ pub async fn run_headless(app: App, stop: impl Future<Output = ()>) -> Result<()
     .map_err(|e| AgentError::Setup(format!("call-log positions: {e}")))?;
     let waker = Waker::new(follower.dirs(), Duration::from_millis(20))
         .map_err(|e| AgentError::Setup(format!("cannot watch the call logs: {e}")))?;
-    let (deliveries, _follow) = watch::spawn(
+    let (deliveries, _follow) = calllog_watch::spawn(
         follower,
         waker,
         Duration::from_secs(app.config.calllog.poll_secs),
     )
     .map_err(|e| AgentError::Setup(e.to_string()))?;
+    let (pop_tx, pop_rx) = mpsc::unbounded_channel::<Pop>();
     let pipe = {
-        let (cache, outbox, errors, send_now, activity, calls_resumed) = (
+        let (cache, outbox, errors, send_now, activity, calls_resumed, report) = (
             cache.clone(),
             outbox.clone(),
             errors.clone(),
             send_now.clone(),
             activity.clone(),
             calls_resumed.clone(),
+            report.clone(),
         );
         let rules = app.config.lookup_rules();
         let settings = app.config.activity.settings();
         let assignees = app.config.activity.assignees(me.as_deref());
         let enabled = app.config.activity.enabled;
         let normalizer = normalizer.clone();
+        let pop_mode = app.config.ui.screen_pop;
+        let region = app.config.phone.default_region.clone();
+        let state = report.tx.subscribe();
         std::thread::Builder::new()
             .name("pipeline".into())
             .spawn(move || {
@@ -114,6 +292,27 @@ pub async fn run_headless(app: App, stop: impl Future<Output = ()>) -> Result<()
                     assignees: &assignees,
                 };
                 for d in deliveries {
+                    // Before the Task writes: the agent is waiting for the name, not the queue.
+                    if pop_mode != PopMode::Off {
+                        let instance = state.borrow().instance_url.clone();
+                        for e in &d.batch.events {
+                            let pop = pop_for(e, &outbox, pop_mode, |number| {
+                                crate::lookup::lookup(&cache, &normalizer, &rules, number).ok()
+                            })
+                            .map(|r| {
+                                screenpop::content(
+                                    &e.call_id,
+                                    &r,
+                                    lang,
+                                    &region,
+                                    instance.as_deref(),
+                                )
+                            });
+                            if let Some(pop) = pop {
+                                let _ = pop_tx.send(pop);
+                            }
+                        }
+                    }
                     for prob in &d.batch.problems {
                         let _ = errors.calllog(prob);
                     }
@@ -127,23 +326,39 @@ pub async fn run_headless(app: App, stop: impl Future<Output = ()>) -> Result<()
                     if !d.batch.events.is_empty() && activity.note_call(now_ms()) {
                         calls_resumed.notify_one();
                     }
+                    let problems = !d.batch.problems.is_empty();
                     d.ack();
+                    report.queue();
+                    if problems {
+                        report.errors();
+                    }
                     send_now.notify_one();
                 }
             })
             .map_err(|e| AgentError::Setup(e.to_string()))?
     };
 
-    // Sending.
+    // Screen pops.
+    let pop_task = tokio::spawn(notifier(pop_rx, lang));
+
+    // Sending. A stop waits for the pass in flight (`stopping`), then the loop ends.
+    let stopping = Arc::new(AtomicBool::new(false));
+    let stop_sender = Arc::new(Notify::new());
     let sender_task = {
-        let (outbox, errors, send_now) = (outbox.clone(), errors.clone(), send_now.clone());
+        let (outbox, errors, send_now, report) = (
+            outbox.clone(),
+            errors.clone(),
+            send_now.clone(),
+            report.clone(),
+        );
+        let (stopping, stop_sender) = (stopping.clone(), stop_sender.clone());
         let app = app.clone();
         let interval = Duration::from_secs(app.config.activity.send_interval_secs);
         let ext = app.config.activity.external_id();
         tokio::spawn(async move {
             let mut client = None;
             let mut last_net: Option<String> = None;
-            loop {
+            while !stopping.load(Ordering::SeqCst) {
                 if client.is_none() {
                     client = app.client().ok();
                 }
@@ -161,6 +376,16 @@ pub async fn run_headless(app: App, stop: impl Future<Output = ()>) -> Result<()
                             None if r.sent > 0 => last_net = None,
                             None => {}
                         }
+                        let offline = r.last_error.clone();
+                        let sent = r.sent > 0;
+                        report.update(|s| {
+                            if offline.is_some() || sent {
+                                s.offline = offline;
+                            }
+                            if sent {
+                                s.sign_in_needed = false;
+                            }
+                        });
                     }
                     match result {
                         Ok(r) if r.sent + r.parked > 0 => {
@@ -174,13 +399,17 @@ pub async fn run_headless(app: App, stop: impl Future<Output = ()>) -> Result<()
                         Ok(r) if r.stopped.as_deref().is_some_and(|s| s.contains("sign-in")) => {
                             // Re-read the sign-in next time (`callsync connect` may have run).
                             client = None;
+                            report.update(|s| s.sign_in_needed = true);
                         }
                         Ok(_) => {}
                         Err(e) => tracing::error!(error = %e, "outbox"),
                     }
+                    report.queue();
+                    report.errors();
                 }
                 tokio::select! {
                     _ = send_now.notified() => {}
+                    _ = stop_sender.notified() => {}
                     _ = tokio::time::sleep(interval) => {}
                 }
             }
@@ -189,10 +418,10 @@ pub async fn run_headless(app: App, stop: impl Future<Output = ()>) -> Result<()
 
     // Syncing.
     let sync_task = {
-        let cache = cache.clone();
-        let errors = errors.clone();
+        let (cache, errors, report) = (cache.clone(), errors.clone(), report.clone());
         let app = app.clone();
-        let (activity, calls_resumed) = (activity.clone(), calls_resumed.clone());
+        let (activity, calls_resumed, sync_now) =
+            (activity.clone(), calls_resumed.clone(), sync_now.clone());
         tokio::spawn(async move {
             let mut failures = 0u32;
             let mut last_net: Option<String> = None;
@@ -202,18 +431,37 @@ pub async fn run_headless(app: App, stop: impl Future<Output = ()>) -> Result<()
                 let mut api_share = None;
                 match app.client() {
                     Ok(client) => {
-                        match app.sync(&cache, &client, false, &mut |_, _, _| {}).await {
+                        let r = app
+                            .sync(&cache, &client, false, &mut |_, done, total| {
+                                let pct = (done * 100).checked_div(total).unwrap_or(0).min(99);
+                                report.update(|s| s.syncing = Some(pct as u8));
+                            })
+                            .await;
+                        report.update(|s| s.syncing = None);
+                        match r {
                             Ok(_) => {
                                 failures = 0;
                                 last_net = None;
+                                report.update(|s| {
+                                    s.last_sync_ms = Some(now_ms());
+                                    s.offline = None;
+                                    s.sign_in_needed = false;
+                                });
                             }
                             Err(e) => {
                                 failures += 1;
-                                if let crate::sync::SyncError::Salesforce(
-                                    crate::salesforce::SfError::Network(m),
-                                ) = &e
-                                {
-                                    note_network(&errors, &mut last_net, "sync", m);
+                                if let crate::sync::SyncError::Salesforce(s) = &e {
+                                    match s {
+                                        SfError::Network(m) => {
+                                            note_network(&errors, &mut last_net, "sync", m);
+                                            let m = m.clone();
+                                            report.update(|s| s.offline = Some(m));
+                                        }
+                                        SfError::SignInNeeded(_) => {
+                                            report.update(|s| s.sign_in_needed = true)
+                                        }
+                                        _ => {}
+                                    }
                                 }
                                 rate_limited = matches!(&e, crate::sync::SyncError::Salesforce(s) if s.is_rate_limited());
                                 tracing::warn!(error = %e, "sync failed");
@@ -223,6 +471,9 @@ pub async fn run_headless(app: App, stop: impl Future<Output = ()>) -> Result<()
                     }
                     Err(_) => failures = failures.max(1),
                 }
+                report.sign_in(&app);
+                report.records(&cache);
+                report.errors();
                 let synced = tokio::time::Instant::now();
                 let jitter = rng.f64();
                 let plan = || {
@@ -237,11 +488,13 @@ pub async fn run_headless(app: App, stop: impl Future<Output = ()>) -> Result<()
                         ..ScheduleInput::from_config(&app.config.sync)
                     })
                 };
-                // Calls resuming after a quiet (or idle) spell shorten the wait already begun.
+                // Calls resuming after a quiet (or idle) spell shorten the wait already begun;
+                // "Sync now" ends it.
                 let mut until = synced + plan();
                 loop {
                     tokio::select! {
                         _ = tokio::time::sleep_until(until) => break,
+                        _ = sync_now.notified() => break,
                         _ = calls_resumed.notified() => until = until.min(synced + plan()),
                     }
                 }
@@ -249,14 +502,269 @@ pub async fn run_headless(app: App, stop: impl Future<Output = ()>) -> Result<()
         })
     };
 
-    tracing::info!("agent running (headless)");
-    stop.await;
+    // Requests from the tray and the control socket.
+    let ctx = Ctx {
+        app: app.clone(),
+        outbox: outbox.clone(),
+        report: report.clone(),
+        send_now: send_now.clone(),
+        sync_now: sync_now.clone(),
+        quit: quit.clone(),
+        activity: activity.clone(),
+        lang,
+    };
+    let request_task = tokio::spawn(serve_requests(ends.requests, ctx));
+
+    tracing::info!("agent running");
+    tokio::select! {
+        _ = stop => {}
+        _ = quit.notified() => {}
+    }
     tracing::info!("agent stopping");
-    sender_task.abort();
+    request_task.abort();
     sync_task.abort();
+    pop_task.abort();
+    // A send in flight finishes (its result is recorded) or stays queued for the next start.
+    stopping.store(true, Ordering::SeqCst);
+    stop_sender.notify_one();
+    let abort = sender_task.abort_handle();
+    if tokio::time::timeout(STOP_GRACE, sender_task).await.is_err() {
+        abort.abort();
+        tracing::info!("a send was still in flight; it stays queued and goes at the next start");
+    }
     // Queued work is on disk already; make the last writes durable.
     outbox.flush()?;
     cache.flush()?;
     drop(pipe);
     Ok(())
+}
+
+/// The lookup for an event that pops, or `None`. The direction comes from the event, or from
+/// the call record the pipeline keeps for events that carry no call info.
+fn pop_for(
+    e: &CallEvent,
+    outbox: &Outbox,
+    mode: PopMode,
+    lookup: impl FnOnce(&str) -> Option<crate::lookup::LookupResult>,
+) -> Option<crate::lookup::LookupResult> {
+    let info = match &e.info {
+        Some(i) => i.clone(),
+        None => outbox.call(&e.call_id).ok().flatten()?.summary.info,
+    };
+    if !screenpop::wanted(mode, e, info.direction, now_ms()) {
+        return None;
+    }
+    lookup(&info.remote)
+}
+
+/// Shows screen pops as they come, each on a blocking thread (`show` waits for a click).
+async fn notifier(mut pops: mpsc::UnboundedReceiver<Pop>, lang: Lang) {
+    let warned = Arc::new(AtomicBool::new(false));
+    while let Some(pop) = pops.recv().await {
+        let warned = warned.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = screenpop::show(&pop, lang, |url| {
+                if let Err(e) = webbrowser::open(url) {
+                    tracing::warn!(error = %e, "cannot open the browser");
+                }
+            }) {
+                if !warned.swap(true, Ordering::SeqCst) {
+                    tracing::warn!(error = %e, "cannot show desktop notifications (screen pops are off until one works)");
+                }
+            }
+        });
+    }
+}
+
+struct Ctx {
+    app: App,
+    outbox: Arc<Outbox>,
+    report: Arc<Reporter>,
+    send_now: Arc<Notify>,
+    sync_now: Arc<Notify>,
+    quit: Arc<Notify>,
+    activity: Arc<Activity>,
+    lang: Lang,
+}
+
+/// A plain notification (no action), shown off the async threads.
+fn notify(summary: String, body: String) {
+    tokio::task::spawn_blocking(move || {
+        let r = notify_rust::Notification::new()
+            .appname("callsync")
+            .summary(&summary)
+            .body(&body)
+            .show();
+        if let Err(e) = r {
+            tracing::info!(error = %e, %summary, %body, "no desktop notification");
+        }
+    });
+}
+
+fn open_path(p: &std::path::Path) {
+    let p = p.to_owned();
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = open::that_detached(&p) {
+            tracing::warn!(error = %e, path = %p.display(), "cannot open");
+        }
+    });
+}
+
+async fn serve_requests(mut rx: mpsc::Receiver<Envelope>, ctx: Ctx) {
+    while let Some((req, back)) = rx.recv().await {
+        if req != Request::Status {
+            ctx.activity.note_input(now_ms());
+        }
+        let result = handle(&ctx, req).await;
+        let st = ctx.report.tx.borrow().clone();
+        let _ = back.send(match result {
+            Ok(()) => Response::ok(st),
+            Err(e) => Response::error(e),
+        });
+    }
+}
+
+async fn handle(ctx: &Ctx, req: Request) -> Result<(), String> {
+    match req {
+        Request::Status => {}
+        Request::Show => {
+            let st = ctx.report.tx.borrow().clone();
+            notify(
+                i18n::text(ctx.lang, &Msg::AlreadyRunning),
+                crate::state::status_line(&st, ctx.lang, now_ms()),
+            );
+        }
+        Request::SyncNow => {
+            ctx.sync_now.notify_one();
+            ctx.send_now.notify_one();
+        }
+        Request::Pause => {
+            ctx.outbox
+                .set_paused(Some(
+                    "paused from the tray menu (Resume sending restarts it)",
+                ))
+                .map_err(|e| e.to_string())?;
+            ctx.report.queue();
+        }
+        Request::Resume => {
+            ctx.outbox.set_paused(None).map_err(|e| e.to_string())?;
+            ctx.report.queue();
+            ctx.send_now.notify_one();
+        }
+        Request::SignOut => {
+            ctx.app.sign_out().await.map_err(|e| e.to_string())?;
+            ctx.outbox
+                .set_paused(Some(
+                    "signed out from the tray; the queue is kept and sent after signing in again",
+                ))
+                .map_err(|e| e.to_string())?;
+            ctx.report.sign_in(&ctx.app);
+            ctx.report.queue();
+        }
+        Request::SignIn => {
+            // The browser flow waits for the user: run it beside the request loop.
+            let app = ctx.app.clone();
+            let (outbox, report, sync_now, send_now) = (
+                ctx.outbox.clone(),
+                ctx.report.clone(),
+                ctx.sync_now.clone(),
+                ctx.send_now.clone(),
+            );
+            tokio::spawn(async move {
+                let open = |url: &str| {
+                    if let Err(e) = webbrowser::open(url) {
+                        tracing::warn!(error = %e, "cannot open the browser for sign-in");
+                    }
+                };
+                let done = match app.sign_in(open, Duration::from_secs(300)).await {
+                    Ok((t, method)) => app.complete_sign_in(&t, method).await,
+                    Err(e) => Err(e),
+                };
+                match done {
+                    Ok(stored) => {
+                        // The queue resumes for its own org only (`callsync connect` decides
+                        // the other case with the user).
+                        let own = outbox.org().ok().flatten();
+                        if own.is_none() || own.as_deref() == Some(stored.org_id.as_str()) {
+                            let _ = outbox.set_paused(None);
+                        }
+                        report.update(|s| s.sign_in_needed = false);
+                        report.sign_in(&app);
+                        report.queue();
+                        sync_now.notify_one();
+                        send_now.notify_one();
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "sign-in from the tray failed");
+                        let _ = report.errors.append(&ErrorEntry::now(
+                            "sign-in",
+                            "tray",
+                            e.to_string(),
+                        ));
+                        report.errors();
+                    }
+                }
+            });
+        }
+        Request::OpenLogs => open_path(&ctx.app.data.logs()),
+        Request::OpenSettings => {
+            let path = settings_file(&ctx.app).map_err(|e| e.to_string())?;
+            open_path(&path);
+        }
+        Request::Explain { index } => {
+            let st = ctx.report.tx.borrow().clone();
+            let e = st
+                .errors
+                .get(index)
+                .ok_or_else(|| format!("no error #{index}"))?;
+            notify(
+                format!("{} — {}", e.area, e.source),
+                format!(
+                    "{}\n\n{}{}",
+                    e.reason,
+                    e.file.as_deref().unwrap_or(""),
+                    e.line.map(|l| format!(":{l}")).unwrap_or_default()
+                ),
+            );
+        }
+        Request::OpenRecord { url } => {
+            // Only pages of the org signed in to: the socket is no general URL opener.
+            let base = ctx.report.tx.borrow().instance_url.clone();
+            match base {
+                Some(b) if url.starts_with(&format!("{}/", b.trim_end_matches('/'))) => {
+                    webbrowser::open(&url).map_err(|e| e.to_string())?;
+                }
+                _ => return Err("not a page of the org signed in to".into()),
+            }
+        }
+        Request::Quit => ctx.quit.notify_one(),
+    }
+    Ok(())
+}
+
+/// The user's settings file, created from the annotated example when there is none yet (so
+/// "Open settings file" always opens something to edit).
+fn settings_file(app: &App) -> std::io::Result<std::path::PathBuf> {
+    let path = app
+        .settings_file
+        .clone()
+        .or_else(crate::paths::default_user_config)
+        .unwrap_or_else(|| app.data.root().join("config.toml"));
+    if !path.exists() {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let commented: String = crate::config::EXAMPLE
+            .lines()
+            .map(|l| {
+                if l.is_empty() || l.starts_with('#') || l.starts_with('[') {
+                    format!("{l}\n")
+                } else {
+                    format!("# {l}\n")
+                }
+            })
+            .collect();
+        std::fs::write(&path, commented)?;
+    }
+    Ok(path)
 }

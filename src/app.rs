@@ -19,6 +19,8 @@ use crate::sync::{self, SyncEngine, SyncReport, SyncSettings};
 pub struct App {
     pub config: Config,
     pub data: DataDir,
+    /// The user settings file in use (`--config`), for "Open settings file".
+    pub settings_file: Option<PathBuf>,
 }
 
 /// `callsync status`.
@@ -66,7 +68,11 @@ const STATE_API_USAGE: &str = "api_usage";
 
 impl App {
     pub fn new(config: Config, data: DataDir) -> App {
-        App { config, data }
+        App {
+            config,
+            data,
+            settings_file: None,
+        }
     }
 
     pub fn auth_file(&self) -> PathBuf {
@@ -123,6 +129,54 @@ impl App {
 
     pub fn client(&self) -> Result<Client, SfError> {
         Client::from_store(self.client_config(), self.auth_store())
+    }
+
+    /// Signs in the way the configuration says: JWT bearer when a user and key are set,
+    /// otherwise the browser (PKCE), `open` showing the user the sign-in page. Returns the
+    /// token and the method's name.
+    pub async fn sign_in(
+        &self,
+        open: impl FnOnce(&str),
+        timeout: Duration,
+    ) -> Result<(TokenResponse, &'static str), SignInError> {
+        let cfg = self.client_config();
+        if cfg.client_id.is_empty() {
+            return Err(SignInError::Settings("salesforce.client_id is not set: put the connected app's consumer key in the configuration (IT usually does this in the managed file)".into()));
+        }
+        let sf = &self.config.salesforce;
+        if !sf.jwt_username.is_empty() && !sf.jwt_key_file.is_empty() {
+            let key = std::fs::read(&sf.jwt_key_file).map_err(|e| {
+                SignInError::Settings(format!(
+                    "cannot read salesforce.jwt_key_file {}: {e}",
+                    sf.jwt_key_file
+                ))
+            })?;
+            auth::sign_in_jwt(&cfg, &sf.jwt_username, &key)
+                .await
+                .map(|t| (t, "jwt"))
+        } else {
+            auth::sign_in_pkce(&cfg, sf.redirect_port, open, timeout)
+                .await
+                .map(|t| (t, "pkce"))
+        }
+    }
+
+    /// Revokes the token at Salesforce (best effort: it is forgotten here either way) and
+    /// forgets it. `Ok(false)`: nobody was signed in.
+    pub async fn sign_out(&self) -> Result<bool, SfError> {
+        match self.client() {
+            Ok(client) => {
+                if let Err(e) = client.revoke().await {
+                    tracing::warn!(error = %e, "could not revoke the token at Salesforce; it is forgotten here anyway");
+                }
+            }
+            Err(SfError::NotConnected) => return Ok(false),
+            Err(e) => tracing::warn!(error = %e, "signing out"),
+        }
+        self.auth_store()
+            .clear()
+            .map_err(|e| SfError::Store(e.to_string()))?;
+        Ok(true)
     }
 
     /// Stores a fresh sign-in and records it in the history; returns what was stored.

@@ -162,10 +162,14 @@ pub fn open_store(kind: &str, auth_file: &Path) -> Arc<dyn AuthStore> {
         _ => match KeyringStore::open(auth_file) {
             Some(k) => Arc::new(k),
             None => {
-                tracing::info!(
-                    "no OS credential store available; the refresh token is kept in {} (mode 0600)",
-                    auth_file.display()
-                );
+                // Said once: the agent opens the store on every sign-in check.
+                static SAID: std::sync::Once = std::sync::Once::new();
+                SAID.call_once(|| {
+                    tracing::info!(
+                        "no OS credential store available; the refresh token is kept in {} (mode 0600)",
+                        auth_file.display()
+                    )
+                });
                 Arc::new(FileStore::new(auth_file))
             }
         },

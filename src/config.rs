@@ -33,6 +33,7 @@ pub struct Config {
     pub activity: ActivityConfig,
     pub tls: TlsConfig,
     pub proxy: ProxyConfig,
+    pub ui: UiConfig,
     pub policy: PolicyConfig,
 }
 
@@ -243,6 +244,31 @@ pub struct ProxyConfig {
     pub user: String,
     /// Hosts that bypass the proxy, comma-separated (`localhost,.corp.example`).
     pub no_proxy: String,
+}
+
+/// The tray and the screen pop.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UiConfig {
+    /// `auto` (the OS locale), `ja` or `en`.
+    pub language: String,
+    /// Desktop notification with the caller's name: `ringing`, `answer` or `off`.
+    pub screen_pop: crate::screenpop::PopMode,
+}
+
+impl Default for UiConfig {
+    fn default() -> Self {
+        UiConfig {
+            language: "auto".into(),
+            screen_pop: crate::screenpop::PopMode::Ringing,
+        }
+    }
+}
+
+impl UiConfig {
+    pub fn lang(&self) -> crate::i18n::Lang {
+        crate::i18n::Lang::pick(&self.language)
+    }
 }
 
 /// The activity history integration (Tasks), and who owns them.

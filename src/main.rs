@@ -48,6 +48,18 @@ mod exit {
     pub const UNAVAILABLE: u8 = 7;
 }
 
+#[derive(Subcommand, Debug)]
+enum AgentCmd {
+    /// Tell the user the agent is running (a desktop notification).
+    Show,
+    /// Stop sending Tasks (they stay queued).
+    Pause,
+    /// Send again.
+    Resume,
+    /// Stop the agent gracefully.
+    Quit,
+}
+
 #[derive(Parser, Debug)]
 #[command(
     name = "callsync",
@@ -76,13 +88,17 @@ struct Global {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run the agent: follow the call logs, write every call to Salesforce as a Task, keep the
-    /// cache in sync (Ctrl-C / SIGTERM stop it; the tray arrives in a later stage).
+    /// Run the agent (what autostart starts): the tray, call-log following, a Task for every
+    /// call, cache sync, screen pops. One per user; a second start shows the running one.
+    /// Ctrl-C, SIGTERM, logout or the tray's Quit stop it without losing anything.
     Run {
         /// No tray (servers, CI, desktops without a tray host).
         #[arg(long)]
         headless: bool,
     },
+    /// Ask the running agent: show itself, pause or resume sending, quit.
+    #[command(subcommand)]
+    Agent(AgentCmd),
     /// Identify a phone number from the local cache (works offline).
     Lookup {
         /// The number as dialled or shown, in any common format.
@@ -348,7 +364,12 @@ fn main() -> ExitCode {
             None
         }
     };
-    match run(cli.command, &layered, &data) {
+    let settings = cli
+        .global
+        .config
+        .clone()
+        .or_else(paths::default_user_config);
+    match run(cli.command, &layered, &data, settings) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             tracing::error!("{e:#}");
@@ -396,9 +417,15 @@ fn open_cache(app: &App) -> anyhow::Result<Cache> {
     Ok(cache)
 }
 
-fn run(command: Command, layered: &Layered, data: &DataDir) -> anyhow::Result<u8> {
+fn run(
+    command: Command,
+    layered: &Layered,
+    data: &DataDir,
+    settings: Option<PathBuf>,
+) -> anyhow::Result<u8> {
     let cfg = &layered.config;
-    let app = App::new(cfg.clone(), data.clone());
+    let mut app = App::new(cfg.clone(), data.clone());
+    app.settings_file = settings;
     match command {
         Command::Lookup { number, json } => {
             if !cfg.sync.contact_retrieval {
@@ -527,34 +554,8 @@ fn run(command: Command, layered: &Layered, data: &DataDir) -> anyhow::Result<u8
             no_browser,
             send_queue_here,
         } => runtime()?.block_on(connect(&app, no_browser, send_queue_here)),
-        Command::Run { headless: _ } => {
-            runtime()?.block_on(async {
-                let stop = async {
-                    #[cfg(unix)]
-                    {
-                        use tokio::signal::unix::{signal, SignalKind};
-                        match signal(SignalKind::terminate()) {
-                            Ok(mut term) => {
-                                tokio::select! {
-                                    _ = tokio::signal::ctrl_c() => {}
-                                    _ = term.recv() => {}
-                                }
-                            }
-                            Err(_) => {
-                                let _ = tokio::signal::ctrl_c().await;
-                            }
-                        }
-                    }
-                    #[cfg(not(unix))]
-                    {
-                        let _ = tokio::signal::ctrl_c().await;
-                    }
-                };
-                callsync::agent::run_headless(app, stop).await
-            })?;
-            outln!("stopped");
-            Ok(exit::OK)
-        }
+        Command::Run { headless } => run_agent(app, headless),
+        Command::Agent(cmd) => agent_cmd(&app, cmd),
         Command::Disconnect => runtime()?.block_on(disconnect(&app)),
         Command::Sync {
             full: _,
@@ -1000,6 +1001,126 @@ fn run_sim(
     })
 }
 
+/// Completes on Ctrl-C, SIGTERM (service stop, logout) or SIGHUP (terminal closed).
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) {
+            (Ok(mut term), Ok(mut hup)) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                    _ = hup.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// `callsync run`: one agent per user. A second start asks the running one to show itself.
+fn run_agent(app: App, headless: bool) -> anyhow::Result<u8> {
+    use callsync::control::{self, ControlError, InstanceLock, Request};
+    let lock = match InstanceLock::acquire(&app.data) {
+        Ok(l) => l,
+        Err(ControlError::AlreadyRunning(pid)) => {
+            match control::call(&app.data, &Request::Show, std::time::Duration::from_secs(3)) {
+                Ok(_) => {
+                    outln!("callsync is already running (pid {pid}); it was asked to show itself")
+                }
+                Err(e) => eprintln!(
+                    "callsync: another agent holds {} (pid {pid}) but does not answer: {e}",
+                    app.data.root().join("agent.lock").display()
+                ),
+            }
+            return Ok(exit::OK);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let rt = runtime()?;
+    let listener = {
+        let _guard = rt.enter();
+        control::bind(&control::socket_path(&app.data))?
+    };
+    let (ends, handle) = callsync::agent::endpoints();
+    let lang = app.config.ui.lang();
+    let tray = !headless
+        && match callsync::tray::probe() {
+            Ok(true) => true,
+            Ok(false) => {
+                eprintln!("callsync: warning: no tray host is running (StatusNotifierWatcher); the icon appears when one starts");
+                tracing::warn!("no tray host yet");
+                true
+            }
+            Err(e) => {
+                eprintln!("callsync: warning: {e}; running headless (status: `callsync status`)");
+                tracing::warn!(error = %e, "no tray; running headless");
+                false
+            }
+        };
+    tracing::info!(tray, pid = std::process::id(), lock = %lock.path().display(), "starting the agent");
+    let mut core = rt.spawn(callsync::agent::run(app, stop_signal(), ends));
+    rt.spawn(listener.serve(handle.requests.clone()));
+    let result = rt.block_on(async {
+        if tray {
+            tokio::select! {
+                r = &mut core => return r,
+                t = callsync::tray::run(handle.clone(), lang) => {
+                    if let Err(e) = t {
+                        eprintln!("callsync: warning: {e}; running headless");
+                        tracing::warn!(error = %e, "tray failed; running headless");
+                    }
+                }
+            }
+        }
+        core.await
+    });
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    result??;
+    drop(lock);
+    outln!("stopped");
+    Ok(exit::OK)
+}
+
+/// `callsync agent …`: asks the running agent.
+fn agent_cmd(app: &App, cmd: AgentCmd) -> anyhow::Result<u8> {
+    use callsync::control::{self, ControlError, Request};
+    let req = match cmd {
+        AgentCmd::Show => Request::Show,
+        AgentCmd::Pause => Request::Pause,
+        AgentCmd::Resume => Request::Resume,
+        AgentCmd::Quit => Request::Quit,
+    };
+    match control::call(&app.data, &req, std::time::Duration::from_secs(10)) {
+        Ok(r) if r.ok => {
+            outln!("ok");
+            Ok(exit::OK)
+        }
+        Ok(r) => {
+            eprintln!(
+                "callsync: the agent refused: {}",
+                r.error.unwrap_or_default()
+            );
+            Ok(exit::FAILURE)
+        }
+        Err(ControlError::NotRunning) => {
+            eprintln!("callsync: the agent is not running (start it with `callsync run`)");
+            Ok(exit::UNAVAILABLE)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -1025,39 +1146,25 @@ fn sf_exit(e: &SfError) -> u8 {
 }
 
 async fn connect(app: &App, no_browser: bool, send_queue_here: bool) -> anyhow::Result<u8> {
-    let cfg = app.client_config();
-    if cfg.client_id.is_empty() {
-        eprintln!("callsync: salesforce.client_id is not set: put the connected app's consumer key in the configuration (IT usually does this in the managed file)");
-        return Ok(exit::USAGE);
-    }
     let sf = &app.config.salesforce;
-    let result = if !sf.jwt_username.is_empty() && !sf.jwt_key_file.is_empty() {
-        let key = std::fs::read(&sf.jwt_key_file)
-            .with_context(|| format!("cannot read salesforce.jwt_key_file {}", sf.jwt_key_file))?;
+    if !sf.jwt_username.is_empty() && !sf.jwt_key_file.is_empty() {
         outln!(
             "signing in as {} with the JWT bearer flow…",
             sf.jwt_username
         );
-        callsync::auth::sign_in_jwt(&cfg, &sf.jwt_username, &key)
-            .await
-            .map(|t| (t, "jwt"))
-    } else {
-        let open = |url: &str| {
-            if no_browser || webbrowser::open(url).is_err() {
-                outln!("Open this address in your browser to sign in to Salesforce:\n\n  {url}\n");
-            } else {
-                outln!("Your browser is open at the Salesforce sign-in page; waiting for you to allow access…");
-            }
-        };
-        callsync::auth::sign_in_pkce(
-            &cfg,
-            sf.redirect_port,
-            open,
-            std::time::Duration::from_secs(300),
-        )
-        .await
-        .map(|t| (t, "pkce"))
+    }
+    let open = |url: &str| {
+        if no_browser || webbrowser::open(url).is_err() {
+            outln!("Open this address in your browser to sign in to Salesforce:\n\n  {url}\n");
+        } else {
+            outln!("Your browser is open at the Salesforce sign-in page; waiting for you to allow access…");
+        }
     };
+    let result = app.sign_in(open, std::time::Duration::from_secs(300)).await;
+    if let Err(callsync::auth::SignInError::Settings(m)) = &result {
+        eprintln!("callsync: {m}");
+        return Ok(exit::USAGE);
+    }
     let (token, method) = match result {
         Ok(t) => t,
         Err(e) => {
@@ -1122,20 +1229,10 @@ async fn connect(app: &App, no_browser: bool, send_queue_here: bool) -> anyhow::
 }
 
 async fn disconnect(app: &App) -> anyhow::Result<u8> {
-    let store = app.auth_store();
-    match app.client() {
-        Ok(client) => {
-            if let Err(e) = client.revoke().await {
-                eprintln!("callsync: warning: could not revoke the token at Salesforce ({e}); it is forgotten here anyway");
-            }
-        }
-        Err(SfError::NotConnected) => {
-            outln!("not signed in");
-            return Ok(exit::OK);
-        }
-        Err(e) => eprintln!("callsync: warning: {e}"),
+    if !app.sign_out().await? {
+        outln!("not signed in");
+        return Ok(exit::OK);
     }
-    store.clear()?;
     match callsync::outbox::Outbox::open(&app.data.outbox()) {
         Ok(outbox) => {
             outbox.set_paused(Some("signed out with `callsync disconnect`; the queue is kept and sent after `callsync connect`"))?;
@@ -1209,12 +1306,26 @@ async fn sync_now(app: &App, full: bool) -> anyhow::Result<u8> {
 }
 
 fn status(app: &App, json: bool) -> anyhow::Result<u8> {
+    use callsync::control::{self, Request};
+    // The running agent holds the stores: ask it first.
+    if let Ok(r) = control::call(
+        &app.data,
+        &Request::Status,
+        std::time::Duration::from_secs(3),
+    ) {
+        if let Some(st) = r.state {
+            return agent_status(app, &st, json);
+        }
+    }
     let cache = open_cache(app)?;
     let st = app.status(&cache)?;
     if json {
-        outln!("{}", serde_json::to_string_pretty(&st)?);
+        let mut v = serde_json::to_value(&st)?;
+        v["running"] = serde_json::Value::Bool(false);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(exit::OK);
     }
+    outln!("agent: not running");
     match &st.signed_in {
         Some(s) => outln!(
             "signed in: {} ({}) in org {} at {} since {} [{}]",
@@ -1256,6 +1367,43 @@ fn status(app: &App, json: bool) -> anyhow::Result<u8> {
             u.used,
             u.max
         );
+    }
+    Ok(exit::OK)
+}
+
+fn agent_status(app: &App, st: &callsync::state::AgentState, json: bool) -> anyhow::Result<u8> {
+    if json {
+        outln!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({"running": true, "agent": st}))?
+        );
+        return Ok(exit::OK);
+    }
+    let lang = app.config.ui.lang();
+    let v = callsync::state::view(st, lang, chrono::Utc::now().timestamp_millis());
+    outln!("agent: running (pid {}), {}", st.pid, v.health.name());
+    outln!("  {}", v.status);
+    if let (Some(u), Some(o)) = (&st.user, &st.org_id) {
+        outln!(
+            "  signed in as {u} in org {o} at {}",
+            st.instance_url.as_deref().unwrap_or("")
+        );
+    }
+    outln!("  {}", v.records);
+    outln!("  {}", v.pending);
+    if let Some(why) = &st.paused {
+        outln!("  sending paused: {why}");
+    }
+    if let Some(why) = &st.offline {
+        outln!("  offline: {why}");
+    }
+    outln!(
+        "  {} ({} since the agent started; `callsync errors` lists them)",
+        v.errors_label,
+        st.new_errors
+    );
+    for line in &v.errors {
+        outln!("    {line}");
     }
     Ok(exit::OK)
 }

@@ -42,6 +42,21 @@ impl E164 {
             Err(_) => self.0.clone(),
         }
     }
+
+    /// The way people write it at home (`03-1234-5678` for a Japanese number) when it is in
+    /// `region`, international otherwise: what a screen pop shows an agent.
+    pub fn format_for(&self, region: &str) -> String {
+        match PhoneNumber::parse(&self.0, None) {
+            Ok(n)
+                if n.get_region_code().is_some()
+                    && n.get_region_code() == parse_region(region).ok() =>
+            {
+                n.format_as(PhoneNumberFormat::National).into_owned()
+            }
+            Ok(n) => n.format_as(PhoneNumberFormat::International).into_owned(),
+            Err(_) => self.0.clone(),
+        }
+    }
 }
 
 impl fmt::Display for E164 {
@@ -91,6 +106,14 @@ impl PhoneKey {
     pub fn display(&self) -> String {
         match self {
             PhoneKey::E164(e) => e.format_international(),
+            PhoneKey::Digits(d) => d.clone(),
+        }
+    }
+
+    /// National format when the number is in `region` (see [`E164::format_for`]).
+    pub fn display_for(&self, region: &str) -> String {
+        match self {
+            PhoneKey::E164(e) => e.format_for(region),
             PhoneKey::Digits(d) => d.clone(),
         }
     }

@@ -67,3 +67,59 @@ pub fn command(dir: &Path) -> std::process::Command {
         .env("CALLSYNC_MANAGED_CONFIG", dir.join("managed.toml"));
     c
 }
+
+/// A user configuration for an agent against `sim` following the native call log `log`, and a
+/// stored sign-in in `dir/data`.
+pub async fn agent_setup(sim: &Sim, dir: &Path, log: &Path, extra: &str) {
+    std::fs::write(
+        dir.join("user.toml"),
+        format!(
+            "[salesforce]\nlogin_url = \"{}\"\nclient_id = \"callsync-sim-client\"\nredirect_port = {}\ntimeout_secs = 5\n\
+             [auth]\nstore = \"file\"\n[sync]\ninterval_secs = 3600\n\
+             [calllog]\nsources = [{{ kind = \"native\", path = \"{}\" }}]\npoll_secs = 1\n\
+             [activity]\nsend_interval_secs = 1\n{extra}",
+            sim.url(),
+            free_port(),
+            log.display()
+        ),
+    )
+    .unwrap();
+    sign_in(sim, &dir.join("data/auth.json")).await;
+}
+
+/// Native call-log lines for one complete inbound call that rings now.
+pub fn call_lines(call_id: &str, remote: &str) -> String {
+    let now = chrono::Utc::now().fixed_offset();
+    let t = |s: i64| (now + chrono::Duration::seconds(s)).to_rfc3339();
+    format!(
+        "{{\"call_id\":\"{call_id}\",\"event\":\"ringing\",\"at\":\"{}\",\"direction\":\"inbound\",\"remote\":\"{remote}\"}}\n\
+         {{\"call_id\":\"{call_id}\",\"event\":\"answered\",\"at\":\"{}\"}}\n\
+         {{\"call_id\":\"{call_id}\",\"event\":\"ended\",\"at\":\"{}\",\"outcome\":\"answered\",\"duration_s\":2}}\n",
+        t(0),
+        t(1),
+        t(2)
+    )
+}
+
+pub fn append(path: &Path, text: &str) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+    f.flush().unwrap();
+}
+
+/// Polls `f` every 50 ms until it is true; panics with `what` after `secs`.
+pub async fn wait_until(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let end = std::time::Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(
+            std::time::Instant::now() < end,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

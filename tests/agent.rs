@@ -1,0 +1,146 @@
+//! The agent as one process with no display and no D-Bus: it falls back to headless, answers on
+//! its private control socket, keeps one instance per user, pauses and resumes sending on
+//! request, and stops gracefully on SIGTERM, after which the commands read the stores again.
+#![cfg(unix)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use callsync::sim::{Sim, SimOptions};
+use serde_json::Value;
+
+mod common;
+
+fn status(dir: &Path) -> Value {
+    let out = common::command(dir)
+        .args(["status", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn tasks(sim: &Sim, call: &str) -> usize {
+    sim.org()
+        .rows("Task")
+        .iter()
+        .filter(|t| t["CallObject"] == call)
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headless_without_display_or_dbus_one_instance_socket_pause_resume_and_graceful_stop() {
+    let sim = Sim::start(
+        SimOptions {
+            records: 100,
+            seed: 3,
+            ..Default::default()
+        },
+        0,
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let log = d.join("calls.jsonl");
+    common::agent_setup(&sim, d, &log, "[ui]\nlanguage = \"en\"\n").await;
+    let runtime_dir = d.join("run");
+    std::fs::create_dir(&runtime_dir).unwrap();
+
+    // No display, no session bus: `run` (without --headless) must fall back by itself.
+    let child = common::command(d)
+        .arg("run")
+        .env_remove("DISPLAY")
+        .env_remove("WAYLAND_DISPLAY")
+        .env_remove("DBUS_SESSION_BUS_ADDRESS")
+        .env("XDG_RUNTIME_DIR", &runtime_dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let sock = d.join("data/agent.sock");
+    common::wait_until(20, "the control socket", || sock.exists()).await;
+    assert_eq!(
+        std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777,
+        0o600,
+        "the socket is private to the user"
+    );
+
+    // Status comes from the running agent (it holds the stores).
+    common::wait_until(20, "the first sync", || {
+        status(d)["agent"]["contacts"].as_u64().unwrap_or(0) > 0
+    })
+    .await;
+    let st = status(d);
+    assert_eq!(st["running"], true);
+    assert_eq!(st["agent"]["user"], "agent@sim.example.com");
+    assert_eq!(st["agent"]["pid"], child.id());
+    let text = common::command(d).arg("status").output().unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("agent: running") && text.contains("Connected as agent@sim.example.com"),
+        "{text}"
+    );
+
+    // A call becomes a Task.
+    common::append(&log, &common::call_lines("agent-1", "03-1111-0001"));
+    common::wait_until(20, "the first Task", || tasks(&sim, "agent-1") == 1).await;
+
+    // A second start shows the running one and leaves it alone.
+    let second = common::command(d)
+        .arg("run")
+        .env_remove("DBUS_SESSION_BUS_ADDRESS")
+        .env("XDG_RUNTIME_DIR", &runtime_dir)
+        .output()
+        .unwrap();
+    assert!(second.status.success(), "{second:?}");
+    assert!(
+        String::from_utf8_lossy(&second.stdout).contains("already running"),
+        "{second:?}"
+    );
+    assert_eq!(status(d)["agent"]["pid"], child.id());
+
+    // Pause: calls queue up and are not sent; resume: they go.
+    let ok = |args: &[&str]| {
+        let out = common::command(d).args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+    };
+    ok(&["agent", "pause"]);
+    common::append(&log, &common::call_lines("agent-2", "03-1111-0002"));
+    common::wait_until(20, "the queued Task", || {
+        let a = &status(d)["agent"];
+        a["pending"] == 1 && a["paused"].is_string()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(tasks(&sim, "agent-2"), 0, "paused sending sent a Task");
+    ok(&["agent", "resume"]);
+    common::wait_until(20, "the resumed Task", || tasks(&sim, "agent-2") == 1).await;
+    common::wait_until(10, "an empty queue", || status(d)["agent"]["pending"] == 0).await;
+
+    // SIGTERM (logout, service stop): a clean exit that removes the socket.
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        stderr.contains("running headless"),
+        "no fallback warning: {stderr}"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("stopped"));
+    assert!(!sock.exists(), "socket left behind");
+
+    // Not running: the commands read the stores themselves.
+    let st = status(d);
+    assert_eq!(st["running"], false);
+    assert_eq!(st["pending_tasks"], 0);
+    assert_eq!(tasks(&sim, "agent-1"), 1);
+    assert_eq!(tasks(&sim, "agent-2"), 1);
+    let out = common::command(d).args(["agent", "quit"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(7), "{out:?}");
+}
