@@ -37,6 +37,9 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
+/// How often the sender looks on its own when nothing is queued (new Tasks wake it at once).
+const IDLE_SEND_CHECK: Duration = Duration::from_secs(60);
+
 /// How long a stop waits for a send in flight before leaving it queued.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
@@ -407,10 +410,17 @@ pub async fn run(
                     report.queue();
                     report.errors();
                 }
+                // Nothing queued: sleep until the pipeline queues something (no polling);
+                // the long backstop only re-reads a sign-in made by `callsync connect`.
+                let nap = if client.is_some() && report.tx.borrow().pending > 0 {
+                    interval
+                } else {
+                    IDLE_SEND_CHECK
+                };
                 tokio::select! {
                     _ = send_now.notified() => {}
                     _ = stop_sender.notified() => {}
-                    _ = tokio::time::sleep(interval) => {}
+                    _ = tokio::time::sleep(nap) => {}
                 }
             }
         })
@@ -615,12 +625,17 @@ async fn serve_requests(mut rx: mpsc::Receiver<Envelope>, ctx: Ctx) {
         if req != Request::Status {
             ctx.activity.note_input(now_ms());
         }
+        let quit = req == Request::Quit;
         let result = handle(&ctx, req).await;
         let st = ctx.report.tx.borrow().clone();
         let _ = back.send(match result {
             Ok(()) => Response::ok(st),
             Err(e) => Response::error(e),
         });
+        if quit {
+            // After the answer: the asker learns the agent is stopping.
+            ctx.quit.notify_one();
+        }
     }
 }
 
@@ -717,14 +732,19 @@ async fn handle(ctx: &Ctx, req: Request) -> Result<(), String> {
                 .errors
                 .get(index)
                 .ok_or_else(|| format!("no error #{index}"))?;
+            let place = match (&e.file, e.line) {
+                (Some(f), Some(l)) => format!("\n{f}:{l}"),
+                (Some(f), None) => format!("\n{f}"),
+                _ => String::new(),
+            };
+            let fix = if e.reason.contains("Fix:") {
+                ""
+            } else {
+                crate::state::fix_for(e)
+            };
             notify(
                 format!("{} — {}", e.area, e.source),
-                format!(
-                    "{}\n\n{}{}",
-                    e.reason,
-                    e.file.as_deref().unwrap_or(""),
-                    e.line.map(|l| format!(":{l}")).unwrap_or_default()
-                ),
+                format!("{}{place}\n\n{fix}", e.reason),
             );
         }
         Request::OpenRecord { url } => {
@@ -737,7 +757,7 @@ async fn handle(ctx: &Ctx, req: Request) -> Result<(), String> {
                 _ => return Err("not a page of the org signed in to".into()),
             }
         }
-        Request::Quit => ctx.quit.notify_one(),
+        Request::Quit => {}
     }
     Ok(())
 }

@@ -161,6 +161,8 @@ pub fn import_reader(
     })?;
     if bulk {
         cache.finish_bulk()?;
+    } else {
+        cache.flush()?;
     }
     report.lines = lines;
     Ok(report)

@@ -195,6 +195,16 @@ enum Command {
         /// How many records the simulated org holds.
         #[arg(long, default_value_t = 20_000)]
         records: usize,
+        /// End after the walkthrough instead of running the agent (tray, screen pops).
+        #[arg(long)]
+        no_agent: bool,
+        /// Run the agent without the tray.
+        #[arg(long)]
+        headless: bool,
+        /// Stop the agent after this many seconds [default: when Ctrl-C or Quit ends it; 30 s
+        /// when not run from a terminal].
+        #[arg(long)]
+        agent_secs: Option<u64>,
     },
 }
 
@@ -287,8 +297,19 @@ fn main() -> ExitCode {
             });
         }
     };
-    if let Command::Demo { records } = cli.command {
-        return match demo(&cli.global, records) {
+    if let Command::Demo {
+        records,
+        no_agent,
+        headless,
+        agent_secs,
+    } = cli.command
+    {
+        let secs = agent_secs.or((!std::io::stdin().is_terminal()).then_some(30));
+        return match demo(
+            &cli.global,
+            records,
+            (!no_agent).then_some((headless, secs)),
+        ) {
             Ok(()) => ExitCode::from(exit::OK),
             Err(e) => {
                 eprintln!("callsync: {e:#}");
@@ -816,21 +837,24 @@ fn show_config(layered: &Layered, data: &DataDir, json: bool) -> anyhow::Result<
 /// The quick-start demo: a simulated org on loopback, a real PKCE sign-in (the demo plays the
 /// browser), a full sync with progress, lookups, a change in Salesforce picked up by one
 /// incremental sync.
-fn demo(g: &Global, records: usize) -> anyhow::Result<()> {
+/// The walkthrough, then (`agent`: `Some((headless, seconds))`) the agent itself against the
+/// same simulated org, with a call ringing every 20 s.
+fn demo(g: &Global, records: usize, agent: Option<(bool, Option<u64>)>) -> anyhow::Result<()> {
     use callsync::sim::{self, Sim, SimOptions};
     use std::time::Instant;
 
     let temp = tempfile::tempdir()?;
     let root = g.data_dir.clone().unwrap_or_else(|| temp.path().to_owned());
     let data = DataDir::new(&root);
-    runtime()?.block_on(async {
+    let rt = runtime()?;
+    let (sim, app, phones, _log) = rt.block_on(async {
         let sim = Sim::start(SimOptions { records, ..Default::default() }, 0).await?;
         let mut config = config::Config::default();
         config.salesforce.login_url = sim.url();
         config.salesforce.client_id = sim.org().opts.client_id.clone();
         config.salesforce.redirect_port = free_port()?;
         config.auth.store = "file".into();
-        let _log = logging::init(&data.logs(), &config.logging, Console::Quiet, false)?;
+        let log_guard = logging::init(&data.logs(), &config.logging, Console::Quiet, false)?;
         let app = App::new(config, data.clone());
         outln!("callsync demo");
         outln!("  simulated Salesforce org: {} ({records} generated records: Contacts, Accounts, person accounts, Leads, Users)", sim.url());
@@ -959,15 +983,120 @@ fn demo(g: &Global, records: usize) -> anyhow::Result<()> {
             }
         }
         outln!();
-        if g.data_dir.is_some() {
-            outln!("Try: callsync --data-dir {} status", root.display());
-        } else {
-            outln!("(the demo's temporary folder is removed now; pass --data-dir DIR to keep it)");
-        }
         drop(cache);
-        sim.stop().await;
-        Ok::<(), anyhow::Error>(())
-    })
+        Ok::<_, anyhow::Error>((sim, app, (contact_phone, lead_phone), log_guard))
+    })?;
+    if let Some((headless, secs)) = agent {
+        outln!("6. The agent: tray icon, screen pops, a Task for every call");
+        let log = root.join("calls.jsonl");
+        std::fs::write(&log, "")?;
+        let mut app = app;
+        app.config.calllog.sources = vec![config::CallLogSource {
+            kind: "native".into(),
+            path: log.display().to_string(),
+            name: "demo".into(),
+            csv: None,
+        }];
+        outln!(
+            "   a call rings every 20 s (written to {}); watch the notifications and the tray menu",
+            log.display()
+        );
+        outln!(
+            "   in another terminal: callsync --data-dir {} status",
+            root.display()
+        );
+        match secs {
+            Some(s) => outln!("   the agent stops after {s} s (--agent-secs); Ctrl-C or the tray's Quit end it sooner\n"),
+            None => outln!("   Ctrl-C or the tray's Quit ends the demo\n"),
+        }
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let feeder = {
+            let stop = stop.clone();
+            std::thread::spawn(move || demo_calls(&log, &[phones.0, phones.1], &stop))
+        };
+        if let Some(s) = secs {
+            let (data, stop) = (app.data.clone(), stop.clone());
+            std::thread::spawn(move || {
+                for _ in 0..s * 10 {
+                    if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        return;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                let req = callsync::control::Request::Quit;
+                let _ = callsync::control::call(&data, &req, std::time::Duration::from_secs(5));
+            });
+        }
+        let r = run_agent(app, headless);
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = feeder.join();
+        r?;
+        let live = sim
+            .org()
+            .rows("Task")
+            .iter()
+            .filter(|t| {
+                t["CallObject"]
+                    .as_str()
+                    .is_some_and(|c| c.starts_with("demo-live-"))
+            })
+            .count();
+        outln!("   the agent wrote {live} Task(s) for the calls it saw\n");
+    }
+    if g.data_dir.is_some() {
+        outln!("Try: callsync --data-dir {} status", root.display());
+    } else {
+        outln!("(the demo's temporary folder is removed now; pass --data-dir DIR to keep it)");
+    }
+    rt.block_on(sim.stop());
+    Ok(())
+}
+
+/// The demo's softphone: a call every 20 s, alternately from a known Contact, an unknown
+/// number and a Lead; each rings, is answered after 3 s and ends after 12 s.
+fn demo_calls(log: &std::path::Path, known: &[String], stop: &std::sync::atomic::AtomicBool) {
+    use std::io::Write;
+    use std::sync::atomic::Ordering;
+    let wait = |secs: u64| {
+        for _ in 0..secs * 10 {
+            if stop.load(Ordering::SeqCst) {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        true
+    };
+    let mut n = 0usize;
+    while wait(if n == 0 { 3 } else { 8 }) {
+        n += 1;
+        let remote = match n % 3 {
+            1 => known.first().cloned().unwrap_or_default(),
+            2 => "0120-000-000".to_owned(),
+            _ => known.get(1).cloned().unwrap_or_default(),
+        };
+        let id = format!("demo-live-{n}-{}", chrono::Utc::now().timestamp());
+        let line = |event: &str, extra: &str| {
+            let at = chrono::Local::now().fixed_offset().to_rfc3339();
+            format!("{{\"call_id\":\"{id}\",\"event\":\"{event}\",\"at\":\"{at}\"{extra}}}\n")
+        };
+        let write = |s: String| {
+            if let Ok(mut f) = std::fs::OpenOptions::new().append(true).open(log) {
+                let _ = f.write_all(s.as_bytes());
+            }
+        };
+        write(line(
+            "ringing",
+            &format!(",\"direction\":\"inbound\",\"remote\":\"{remote}\""),
+        ));
+        if !wait(3) {
+            return;
+        }
+        write(line("answered", ""));
+        if !wait(9) {
+            return;
+        }
+        write(line("ended", ",\"outcome\":\"answered\""));
+    }
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -1072,18 +1201,27 @@ fn run_agent(app: App, headless: bool) -> anyhow::Result<u8> {
     let mut core = rt.spawn(callsync::agent::run(app, stop_signal(), ends));
     rt.spawn(listener.serve(handle.requests.clone()));
     let result = rt.block_on(async {
-        if tray {
+        let r = if tray {
             tokio::select! {
-                r = &mut core => return r,
+                r = &mut core => Some(r),
                 t = callsync::tray::run(handle.clone(), lang) => {
                     if let Err(e) = t {
                         eprintln!("callsync: warning: {e}; running headless");
                         tracing::warn!(error = %e, "tray failed; running headless");
                     }
+                    None
                 }
             }
-        }
-        core.await
+        } else {
+            None
+        };
+        let r = match r {
+            Some(r) => r,
+            None => core.await,
+        };
+        // Lets the answer to a Quit request reach the asker.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        r
     });
     rt.shutdown_timeout(std::time::Duration::from_secs(1));
     result??;

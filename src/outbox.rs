@@ -148,7 +148,14 @@ impl Outbox {
         };
         let mut attempt = 0;
         let db = loop {
-            match sled::Config::new().path(dir).cache_capacity(8 << 20).open() {
+            match sled::Config::new()
+                .path(dir)
+                .cache_capacity(8 << 20)
+                // Every durable step flushes explicitly; sled's periodic flusher would only wake
+                // the idle agent (its 500 ms default: twice a second).
+                .flush_every_ms(None)
+                .open()
+            {
                 // Our own lock is held: a sled lock error is this process's previous handle
                 // shutting down.
                 Err(e) if attempt < 100 && e.to_string().contains("lock") => {

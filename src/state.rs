@@ -132,6 +132,17 @@ pub fn error_line(e: &ErrorEntry) -> String {
     format!("{when} {}: {reason}", e.area)
 }
 
+/// What to do about an error, for its explanation (Salesforce entries carry their own fix).
+pub fn fix_for(e: &ErrorEntry) -> &'static str {
+    match e.area.as_str() {
+        "calllog" => "callsync skipped this line and carries on. If it happens often, check the softphone's call-log settings or the source's kind in [calllog]; `callsync calls import FILE` lists every problem in a file.",
+        "network" => "Nothing is lost: Tasks stay queued and sending resumes by itself. `callsync doctor` checks the proxy, the trust roots and the route and says what to change.",
+        "salesforce" => "`callsync queue` shows the parked Task and why; after the fix, `callsync queue retry` sends it again.",
+        "sign-in" => "Choose \"Sign in again\" in the menu (or run `callsync connect`).",
+        _ => "`callsync errors` lists every entry with its details.",
+    }
+}
+
 pub fn view(s: &AgentState, lang: Lang, now_ms: i64) -> View {
     let h = health(s);
     View {
@@ -267,6 +278,20 @@ mod tests {
         for (name, s, h, line) in cases {
             assert_eq!(health(&s), h, "{name}");
             assert_eq!(status_line(&s, Lang::En, NOW), line, "{name}");
+        }
+    }
+
+    #[test]
+    fn every_area_has_a_fix() {
+        let e = |area: &str| ErrorEntry::now(area, "x", "y");
+        for (area, needle) in [
+            ("calllog", "calls import"),
+            ("network", "doctor"),
+            ("salesforce", "queue retry"),
+            ("sign-in", "Sign in again"),
+            ("other", "callsync errors"),
+        ] {
+            assert!(fix_for(&e(area)).contains(needle), "{area}");
         }
     }
 

@@ -310,6 +310,7 @@ impl SyncEngine<'_> {
         let mut upserted = 0usize;
         let mut deleted = 0usize;
         let mut max_stamp: Option<String> = st.watermark.clone().filter(|_| resuming);
+        let mut flushed = std::time::Instant::now();
         loop {
             // Fetch the next page while this one is converted and stored.
             let prefetch = page.next_records_url.clone().map(|url| {
@@ -352,6 +353,12 @@ impl SyncEngine<'_> {
             st.resume_url = page.next_records_url.clone();
             st.watermark = max_stamp.clone();
             self.store_page(&key, &st, &changes, empty)?;
+            // Durable about once a second: a kill mid-load resumes near where it stopped (sled's
+            // own periodic flush is off: it would wake the idle agent).
+            if flushed.elapsed() >= Duration::from_secs(1) {
+                self.cache.flush()?;
+                flushed = std::time::Instant::now();
+            }
             progress(kind, loaded, total);
             match joined(prefetch).await? {
                 Some(next) => page = next,
@@ -480,6 +487,7 @@ impl SyncEngine<'_> {
         st.bulk_job = Some(job.clone());
         let object = kind.api_name();
         let mut max_stamp = st.watermark.clone().filter(|_| resuming);
+        let mut flushed = std::time::Instant::now();
         let mut page = self
             .client
             .bulk_results(&job, object, st.bulk_locator.as_deref(), page_size)
@@ -501,6 +509,12 @@ impl SyncEngine<'_> {
             st.bulk_locator = page.next_locator.clone();
             st.watermark = max_stamp.clone();
             self.store_page(&key, &st, &changes, empty)?;
+            // Durable about once a second: a kill mid-load resumes near where it stopped (sled's
+            // own periodic flush is off: it would wake the idle agent).
+            if flushed.elapsed() >= Duration::from_secs(1) {
+                self.cache.flush()?;
+                flushed = std::time::Instant::now();
+            }
             progress(kind, loaded, loaded);
             match joined(prefetch).await? {
                 Some(next) => page = next,

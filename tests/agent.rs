@@ -144,3 +144,34 @@ async fn headless_without_display_or_dbus_one_instance_socket_pause_resume_and_g
     let out = common::command(d).args(["agent", "quit"]).output().unwrap();
     assert_eq!(out.status.code(), Some(7), "{out:?}");
 }
+
+/// The login autostart entry and the systemd user unit start commands that exist.
+#[test]
+fn autostart_entry_and_user_unit_start_the_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    for (file, key, want) in [
+        ("packaging/linux/callsync-autostart.desktop", "Exec=", "run"),
+        (
+            "packaging/linux/callsync.service",
+            "ExecStart=",
+            "run --headless",
+        ),
+    ] {
+        let text =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(file)).unwrap();
+        let line = text
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap_or_else(|| panic!("{file}: no {key}"));
+        let mut words = line.split_whitespace();
+        assert_eq!(words.next(), Some("/usr/bin/callsync"), "{file}");
+        let args: Vec<&str> = words.collect();
+        assert_eq!(args.join(" "), want, "{file}");
+        let out = common::command(dir.path())
+            .args(&args)
+            .arg("--help")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{file}: {out:?}");
+    }
+}

@@ -1,0 +1,548 @@
+//! Agent resource benchmark: `cargo bench --bench agent`.
+//!
+//! Sets up a real desktop session like `shared/tools/run_headless.sh` (Xvfb, a private D-Bus
+//! session bus, xfce4-panel as the StatusNotifier host, dunst as the notification server), a
+//! simulated org in its own process and a data folder with about 100,000 cached records
+//! (`CALLSYNC_BENCH_RECORDS` generated rows; 75,000 → ~100k records). Then it measures the
+//! `callsync run` process (not this one):
+//!
+//! - start → tray visible: from spawning the agent to its StatusNotifierItem being registered
+//!   with the host (5 starts, each stopped with the tray's Quit request);
+//! - idle: CPU time (utime + stime from /proc) and RSS over `CALLSYNC_BENCH_IDLE_SECS`
+//!   (default 600 s) with nothing happening, on the default sync schedule;
+//! - ringing line → notification: a native call-log line is appended and flushed, and the clock
+//!   stops when `dbus-monitor` sees the agent's `Notify` call reach the bus (60 calls, one at a
+//!   time, half from known Contacts);
+//! - Quit → process exit.
+//!
+//! Without the desktop tools it measures idle headless only and says so.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime};
+
+use callsync::app::App;
+use callsync::config::Config;
+use callsync::control::{self, Request};
+use callsync::paths::DataDir;
+
+mod common;
+use common::{free_port, percentile};
+
+fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// (RSS MiB, CPU seconds) of a process, from /proc.
+fn proc_usage(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let rss = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN);
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0.0))
+        .collect();
+    let ticks = 100.0; // CLK_TCK on Linux
+    let cpu = (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / ticks;
+    (rss, cpu)
+}
+
+/// CPU seconds per thread name (summed over threads of the same name), from /proc.
+fn threads_cpu(pid: u32) -> std::collections::BTreeMap<String, f64> {
+    let mut m = std::collections::BTreeMap::new();
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return m;
+    };
+    for t in dir.flatten() {
+        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+        let name = stat
+            .split_once('(')
+            .and_then(|(_, r)| r.rsplit_once(')'))
+            .map(|(n, _)| n.to_owned())
+            .unwrap_or_default();
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        let f: Vec<f64> = rest
+            .split_whitespace()
+            .map(|x| x.parse().unwrap_or(0.0))
+            .collect();
+        let cpu = (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / 100.0;
+        *m.entry(name).or_insert(0.0) += cpu;
+    }
+    m
+}
+
+/// The desktop session: killed (process groups) on drop.
+struct Desktop {
+    env: Vec<(String, String)>,
+    children: Vec<Child>,
+    _tmp: tempfile::TempDir,
+}
+
+impl Drop for Desktop {
+    fn drop(&mut self) {
+        for c in self.children.iter_mut().rev() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &format!("-{}", c.id())])
+                .status();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn group(cmd: &str, args: &[&str], env: &[(String, String)], log: &Path) -> Child {
+    let mut c = Command::new("setsid");
+    c.arg(cmd).args(args).envs(env.iter().cloned());
+    c.stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"))
+}
+
+fn has_owner(env: &[(String, String)], name: &str) -> bool {
+    Command::new("dbus-send")
+        .envs(env.iter().cloned())
+        .args([
+            "--session",
+            "--print-reply",
+            "--dest=org.freedesktop.DBus",
+            "/org/freedesktop/DBus",
+            "org.freedesktop.DBus.NameHasOwner",
+            &format!("string:{name}"),
+        ])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("boolean true"))
+        .unwrap_or(false)
+}
+
+fn wait(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn desktop() -> Option<Desktop> {
+    let tools = [
+        "Xvfb",
+        "xfce4-panel",
+        "dunst",
+        "dbus-daemon",
+        "dbus-send",
+        "dbus-monitor",
+        "setsid",
+    ];
+    if let Some(t) = tools.iter().find(|t| !have(t)) {
+        println!("(no desktop session: `{t}` is missing; measuring headless only)");
+        return None;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let n = (90..400)
+        .find(|n| !Path::new(&format!("/tmp/.X{n}-lock")).exists())
+        .expect("a free X display");
+    let display = n.to_string();
+    let xvfb = Command::new("setsid")
+        .args([
+            "Xvfb",
+            &format!(":{n}"),
+            "-screen",
+            "0",
+            "1024x768x24",
+            "-nolisten",
+            "tcp",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait(10, "Xvfb", || {
+        Path::new(&format!("/tmp/.X11-unix/X{n}")).exists()
+    });
+    let home = t.join("home");
+    let cfg = home.join(".config");
+    std::fs::create_dir_all(cfg.join("xfce4/xfconf/xfce-perchannel-xml")).unwrap();
+    std::fs::create_dir_all(cfg.join("dunst")).unwrap();
+    std::fs::create_dir_all(t.join("runtime")).unwrap();
+    std::fs::write(
+        cfg.join("xfce4/xfconf/xfce-perchannel-xml/xfce4-panel.xml"),
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<channel name="xfce4-panel" version="1.0">
+  <property name="configver" type="int" value="2"/>
+  <property name="panels" type="array"><value type="int" value="1"/>
+    <property name="panel-1" type="empty">
+      <property name="position" type="string" value="p=6;x=0;y=0"/>
+      <property name="size" type="uint" value="32"/>
+      <property name="plugin-ids" type="array"><value type="int" value="1"/><value type="int" value="2"/></property>
+    </property>
+  </property>
+  <property name="plugins" type="empty">
+    <property name="plugin-1" type="string" value="separator"><property name="expand" type="bool" value="true"/></property>
+    <property name="plugin-2" type="string" value="systray"><property name="hide-new-items" type="bool" value="false"/></property>
+  </property>
+</channel>
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        cfg.join("dunst/dunstrc"),
+        "[global]\n    origin = bottom-right\n[urgency_normal]\n    timeout = 2\n",
+    )
+    .unwrap();
+    let mut env: Vec<(String, String)> = vec![
+        ("DISPLAY".into(), format!(":{}", display.trim())),
+        ("HOME".into(), home.display().to_string()),
+        ("XDG_CONFIG_HOME".into(), cfg.display().to_string()),
+        (
+            "XDG_RUNTIME_DIR".into(),
+            t.join("runtime").display().to_string(),
+        ),
+        ("NO_AT_BRIDGE".into(), "1".into()),
+    ];
+    let bus = Command::new("dbus-daemon")
+        .envs(env.iter().cloned())
+        .args([
+            "--session",
+            "--fork",
+            "--nopidfile",
+            &format!("--address=unix:path={}", t.join("bus").display()),
+            "--print-address=1",
+        ])
+        .output()
+        .unwrap();
+    let address = String::from_utf8_lossy(&bus.stdout)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_owned();
+    env.push(("DBUS_SESSION_BUS_ADDRESS".into(), address));
+    let mut children = vec![xvfb];
+    children.push(group(
+        "xfce4-panel",
+        &["--disable-wm-check", "--sm-client-disable"],
+        &env,
+        &t.join("panel.log"),
+    ));
+    wait(20, "the tray host", || {
+        has_owner(&env, "org.kde.StatusNotifierWatcher")
+    });
+    let dunstrc = cfg.join("dunst/dunstrc").display().to_string();
+    children.push(group(
+        "dunst",
+        &["-config", &dunstrc],
+        &env,
+        &t.join("dunst.log"),
+    ));
+    wait(10, "the notification server", || {
+        has_owner(&env, "org.freedesktop.Notifications")
+    });
+    Some(Desktop {
+        env,
+        children,
+        _tmp: tmp,
+    })
+}
+
+fn registered(env: &[(String, String)], pid: u32) -> bool {
+    Command::new("dbus-send")
+        .envs(env.iter().cloned())
+        .args([
+            "--session",
+            "--print-reply",
+            "--dest=org.kde.StatusNotifierWatcher",
+            "/StatusNotifierWatcher",
+            "org.freedesktop.DBus.Properties.Get",
+            "string:org.kde.StatusNotifierWatcher",
+            "string:RegisteredStatusNotifierItems",
+        ])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains(&format!("-{pid}-")))
+        .unwrap_or(false)
+}
+
+fn agent(dir: &Path, env: &[(String, String)]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_callsync"))
+        .arg("run")
+        .env("CALLSYNC_DATA_DIR", dir.join("data"))
+        .env("CALLSYNC_CONFIG", dir.join("user.toml"))
+        .env("CALLSYNC_MANAGED_CONFIG", dir.join("managed.toml"))
+        .env_remove("DBUS_SESSION_BUS_ADDRESS")
+        .env_remove("DISPLAY")
+        .envs(env.iter().cloned())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn quit(data: &DataDir, mut child: Child) -> Duration {
+    let t = Instant::now();
+    control::call(data, &Request::Quit, Duration::from_secs(5)).unwrap();
+    child.wait().unwrap();
+    t.elapsed()
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn main() {
+    let records: usize = std::env::var("CALLSYNC_BENCH_RECORDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(75_000);
+    let idle_secs: u64 = std::env::var("CALLSYNC_BENCH_IDLE_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(600);
+    let port = free_port();
+    let mut sim = Command::new(env!("CARGO_BIN_EXE_callsync"))
+        .args([
+            "sim",
+            "--port",
+            &port.to_string(),
+            "--records",
+            &records.to_string(),
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start the simulated org");
+    let url = format!("http://127.0.0.1:{port}");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_owned();
+    let data = DataDir::new(d.join("data"));
+    let log = d.join("calls.jsonl");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    // Sign in and load the cache here, so the agent starts with a full cache.
+    let (cached, known) = rt.block_on(async {
+        let t = Instant::now();
+        while reqwest::get(format!("{url}/__sim/state")).await.is_err() {
+            assert!(
+                t.elapsed() < Duration::from_secs(120),
+                "the simulated org did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let mut config = Config::default();
+        config.salesforce.login_url = url.clone();
+        config.salesforce.client_id = "callsync-sim-client".into();
+        config.salesforce.redirect_port = free_port();
+        config.auth.store = "file".into();
+        let app = App::new(config, data.clone());
+        let token = callsync::auth::sign_in_pkce(
+            &app.client_config(),
+            app.config.salesforce.redirect_port,
+            |u| {
+                tokio::spawn(callsync::sim::play_browser(u.to_owned()));
+            },
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+        app.complete_sign_in(&token, "pkce").await.unwrap();
+        let client = app.client().unwrap();
+        let (cache, _) = app.open_cache().unwrap();
+        let r = app
+            .sync(&cache, &client, false, &mut |_, _, _| {})
+            .await
+            .unwrap();
+        let page = client
+            .query(
+                "SELECT Phone FROM Contact WHERE Phone != null LIMIT 30",
+                false,
+            )
+            .await
+            .unwrap();
+        let known: Vec<String> = page
+            .records
+            .iter()
+            .filter_map(|r| r["Phone"].as_str().map(str::to_owned))
+            .collect();
+        cache.flush().unwrap();
+        (r.upserted, known)
+    });
+    std::fs::write(
+        d.join("user.toml"),
+        format!(
+            "[salesforce]\nlogin_url = \"{url}\"\nclient_id = \"callsync-sim-client\"\nredirect_port = {}\n\
+             [auth]\nstore = \"file\"\n\
+             [calllog]\nsources = [{{ kind = \"native\", path = \"{}\" }}]\n\
+             [ui]\nlanguage = \"en\"\nscreen_pop = \"ringing\"\n",
+            free_port(),
+            log.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(&log, "").unwrap();
+
+    let desk = desktop();
+    let env: Vec<(String, String)> = match &desk {
+        Some(dk) => dk.env.clone(),
+        None => vec![],
+    };
+    println!("callsync agent benchmark: {cached} cached records, idle window {idle_secs} s");
+    println!();
+    println!("| measure | value | target |");
+    println!("|---|---|---|");
+
+    // Start → tray visible.
+    let mut child = None;
+    if desk.is_some() {
+        let mut starts = Vec::new();
+        let mut stops = Vec::new();
+        for _ in 0..5 {
+            let t = Instant::now();
+            let c = agent(&d, &env);
+            let pid = c.id();
+            wait(20, "the tray icon", || registered(&env, pid));
+            starts.push(t.elapsed());
+            // Let it settle (first sync) before quitting.
+            wait(30, "the control socket", || {
+                control::call(&data, &Request::Status, Duration::from_secs(2)).is_ok()
+            });
+            std::thread::sleep(Duration::from_millis(500));
+            stops.push(quit(&data, c));
+            wait(20, "the icon to go", || !registered(&env, pid));
+        }
+        starts.sort();
+        stops.sort();
+        println!("| start → tray icon registered with the host, median of 5 (max) | {:.0} ms ({:.0} ms) | ≤ 1,000 ms |", ms(starts[2]), ms(starts[4]));
+        println!(
+            "| Quit → process exited, median of 5 (max) | {:.0} ms ({:.0} ms) | – |",
+            ms(stops[2]),
+            ms(stops[4])
+        );
+    }
+
+    // Idle.
+    let c = agent(&d, &env);
+    let pid = c.id();
+    wait(60, "the first sync", || {
+        control::call(&data, &Request::Status, Duration::from_secs(2))
+            .ok()
+            .and_then(|r| r.state)
+            .is_some_and(|s| s.last_sync_ms.is_some())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let (_, cpu0) = proc_usage(pid);
+    let threads0 = threads_cpu(pid);
+    let t0 = Instant::now();
+    let mut rss = Vec::new();
+    while t0.elapsed() < Duration::from_secs(idle_secs) {
+        rss.push(proc_usage(pid).0);
+        std::thread::sleep(Duration::from_secs(5));
+    }
+    let (rss_end, cpu1) = proc_usage(pid);
+    let busy: Vec<String> = threads_cpu(pid)
+        .into_iter()
+        .map(|(n, c)| (n.clone(), c - threads0.get(&n).copied().unwrap_or(0.0)))
+        .filter(|(_, c)| *c > 0.0)
+        .map(|(n, c)| format!("{n} {c:.2} s"))
+        .collect();
+    rss.push(rss_end);
+    let per_10min = (cpu1 - cpu0) * 600.0 / t0.elapsed().as_secs_f64();
+    rss.sort_by(|a, b| a.total_cmp(b));
+    println!(
+        "| idle CPU time per 10 min (measured over {:.0} s) | {per_10min:.2} s | ≤ 0.2 s |",
+        t0.elapsed().as_secs_f64()
+    );
+    println!("| idle CPU by thread | {} | – |", busy.join(", "));
+    println!(
+        "| idle RSS, median (max) | {:.1} MiB ({:.1} MiB) | ≤ 60 MB |",
+        rss[rss.len() / 2],
+        rss[rss.len() - 1]
+    );
+    child.replace(c);
+
+    // Ringing line → Notify on the bus.
+    if desk.is_some() {
+        let mut mon = Command::new("dbus-monitor")
+            .envs(env.iter().cloned())
+            .args([
+                "--session",
+                "type='method_call',interface='org.freedesktop.Notifications',member='Notify'",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let (tx, rx) = mpsc::channel::<f64>();
+        let out = mon.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if line.starts_with("method call time=") && line.contains("member=Notify") {
+                    let t: f64 = line["method call time=".len()..]
+                        .split_whitespace()
+                        .next()
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(f64::NAN);
+                    let _ = tx.send(t);
+                }
+            }
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+        let mut lat = Vec::new();
+        let mut missed = 0;
+        for i in 0..60 {
+            let remote = if i % 2 == 0 && !known.is_empty() {
+                known[(i / 2) % known.len()].clone()
+            } else {
+                format!("03-7000-{i:04}")
+            };
+            let now = chrono::Utc::now().fixed_offset().to_rfc3339();
+            let line = format!("{{\"call_id\":\"bench-{i}\",\"event\":\"ringing\",\"at\":\"{now}\",\"direction\":\"inbound\",\"remote\":\"{remote}\"}}\n");
+            let t = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .as_secs_f64();
+            f.write_all(line.as_bytes()).unwrap();
+            f.flush().unwrap();
+            match rx.recv_timeout(Duration::from_secs(5)) {
+                Ok(seen) => lat.push(Duration::from_secs_f64((seen - t).max(0.0))),
+                Err(_) => missed += 1,
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        let _ = mon.kill();
+        let _ = mon.wait();
+        lat.sort();
+        if lat.is_empty() {
+            println!("| ringing line → notification | no notification seen ({missed} missed) | p99 ≤ 200 ms |");
+        } else {
+            println!(
+                "| ringing line → notification on the bus, p50 / p99 / max of {} ({missed} missed) | {:.1} / {:.1} / {:.1} ms | p99 ≤ 200 ms |",
+                lat.len(),
+                ms(percentile(&lat, 0.5)),
+                ms(percentile(&lat, 0.99)),
+                ms(lat[lat.len() - 1])
+            );
+        }
+        let (rss_after, _) = proc_usage(pid);
+        println!("| RSS after 60 calls | {rss_after:.1} MiB | – |");
+    }
+    if let Some(c) = child.take() {
+        quit(&data, c);
+    }
+    drop(desk);
+    let _ = sim.kill();
+    let _ = sim.wait();
+}
