@@ -161,7 +161,7 @@ async fn tray_menu_and_screen_pop_on_a_real_desktop() {
         let mut c = Command::new("bash");
         c.arg(SCRIPT)
             .args(["-o", &out.display().to_string()])
-            .args(["--at", "6,14", "--hover-text", "Errors", "--notify"])
+            .args(["--at", "10,18", "--hover-text", "Errors", "--notify"])
             .args(["--expect", "Pending Tasks: 0"])
             .args(["--expect", "Errors (2)"])
             .args(["--expect", "Quit"])
