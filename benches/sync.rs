@@ -3,7 +3,6 @@
 //! agent's alone. Prints: full-sync rate, API calls used, records per API call, peak RSS, and the
 //! API calls of an idle incremental cycle.
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use callsync::app::App;
@@ -11,30 +10,15 @@ use callsync::config::Config;
 use callsync::paths::DataDir;
 
 mod common;
-use common::{free_port, rss_mib, sim_state};
+use common::{env_or, free_port, rss_mib, sim_state, start_sim};
 
 async fn api_calls(url: &str) -> u64 {
     sim_state(url).await["api_calls"].as_u64().unwrap()
 }
 
 fn main() {
-    let records: usize = std::env::var("CALLSYNC_BENCH_RECORDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(200_000);
-    let port = free_port();
-    let mut sim = Command::new(env!("CARGO_BIN_EXE_callsync"))
-        .args([
-            "sim",
-            "--port",
-            &port.to_string(),
-            "--records",
-            &records.to_string(),
-        ])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start the simulated org");
-    let url = format!("http://127.0.0.1:{port}");
+    let records: usize = env_or("CALLSYNC_BENCH_RECORDS", 200_000);
+    let (mut sim, url) = start_sim(records);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

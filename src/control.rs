@@ -165,6 +165,21 @@ fn read_reply(r: impl io::Read) -> Result<Response, ControlError> {
 /// A request from the socket with the way back.
 pub type Envelope = (Request, tokio::sync::oneshot::Sender<Response>);
 
+/// Hands one request line to the core and waits for its answer.
+async fn answer(core: &tokio::sync::mpsc::Sender<Envelope>, line: &str) -> Response {
+    match serde_json::from_str::<Request>(line) {
+        Ok(req) => {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            if core.send((req, tx)).await.is_err() {
+                return Response::error("the agent is stopping");
+            }
+            rx.await
+                .unwrap_or_else(|_| Response::error("the agent is stopping"))
+        }
+        Err(e) => Response::error(format!("unknown request: {e}")),
+    }
+}
+
 #[cfg(unix)]
 mod imp {
     use super::*;
@@ -244,19 +259,7 @@ mod imp {
                     if !matches!(read.await, Ok(Ok(n)) if n > 0) {
                         return;
                     }
-                    let reply = match serde_json::from_str::<Request>(&line) {
-                        Ok(req) => {
-                            let (tx, rx) = tokio::sync::oneshot::channel();
-                            if core.send((req, tx)).await.is_err() {
-                                Response::error("the agent is stopping")
-                            } else {
-                                rx.await
-                                    .unwrap_or_else(|_| Response::error("the agent is stopping"))
-                            }
-                        }
-                        Err(e) => Response::error(format!("unknown request: {e}")),
-                    };
-                    if let Ok(bytes) = encode(&reply) {
+                    if let Ok(bytes) = encode(&answer(&core, &line).await) {
                         let _ = w.write_all(&bytes).await;
                     }
                 });
@@ -330,19 +333,7 @@ mod imp {
                     if !matches!(r.read_line(&mut line).await, Ok(n) if n > 0) {
                         return;
                     }
-                    let reply = match serde_json::from_str::<Request>(&line) {
-                        Ok(req) => {
-                            let (tx, rx) = tokio::sync::oneshot::channel();
-                            if core.send((req, tx)).await.is_err() {
-                                Response::error("the agent is stopping")
-                            } else {
-                                rx.await
-                                    .unwrap_or_else(|_| Response::error("the agent is stopping"))
-                            }
-                        }
-                        Err(e) => Response::error(format!("unknown request: {e}")),
-                    };
-                    if let Ok(bytes) = encode(&reply) {
+                    if let Ok(bytes) = encode(&answer(&core, &line).await) {
                         let _ = w.write_all(&bytes).await;
                     }
                 });

@@ -1,7 +1,6 @@
 //! Following call logs with real files: half-written lines, rotation, truncation, replacement,
 //! a log that appears late, a restart mid-file, and a real softphone (linphone) making calls.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -20,15 +19,8 @@ fn line(call: &str, event: &str, secs: u32) -> String {
     format!("{{\"call_id\":\"{call}\",\"event\":\"{event}\",\"at\":\"2026-11-21T10:00:{secs:02}+09:00\"{extra}}}\n")
 }
 
-fn append(path: &Path, text: &str) {
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap();
-    f.write_all(text.as_bytes()).unwrap();
-    f.sync_all().unwrap();
-}
+mod common;
+use common::append;
 
 fn follower(log: &Path, store: &Path) -> Follower {
     let sources: Vec<Box<dyn Source>> = vec![Box::new(NativeSource::new("native", log))];

@@ -41,3 +41,29 @@ pub fn rss_mib() -> (f64, f64) {
 pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
+
+/// An integer setting of a benchmark from the environment.
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// `callsync sim` with `records` generated rows in its own process (so that this process's
+/// figures are callsync's alone); returns it and its URL.
+pub fn start_sim(records: usize) -> (std::process::Child, String) {
+    let port = free_port();
+    let sim = std::process::Command::new(env!("CARGO_BIN_EXE_callsync"))
+        .args([
+            "sim",
+            "--port",
+            &port.to_string(),
+            "--records",
+            &records.to_string(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start the simulated org");
+    (sim, format!("http://127.0.0.1:{port}"))
+}

@@ -109,7 +109,7 @@ pub fn append(path: &Path, text: &str) {
         .open(path)
         .unwrap();
     f.write_all(text.as_bytes()).unwrap();
-    f.flush().unwrap();
+    f.sync_all().unwrap();
 }
 
 /// Polls `f` every 50 ms until it is true; panics with `what` after `secs`.
