@@ -380,7 +380,12 @@ fn main() {
     .unwrap();
     std::fs::write(&log, "").unwrap();
 
-    let desk = desktop();
+    // CALLSYNC_BENCH_HEADLESS=1: no desktop (the agent runs headless), to see the tray's share.
+    let desk = if env_or("CALLSYNC_BENCH_HEADLESS", 0u8) == 1 {
+        None
+    } else {
+        desktop()
+    };
     let env: Vec<(String, String)> = match &desk {
         Some(dk) => dk.env.clone(),
         None => vec![],

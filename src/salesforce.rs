@@ -478,6 +478,7 @@ impl Inner {
         body: Option<&Value>,
     ) -> Result<(u16, reqwest::header::HeaderMap, String), SfError> {
         let mut refreshed = false;
+        let mut stale_retried = false;
         loop {
             let (url, token) = {
                 let mut live = self.live.lock().await;
@@ -499,7 +500,16 @@ impl Inner {
                 rb = rb.json(b);
             }
             self.calls.fetch_add(1, Ordering::Relaxed);
-            let r = rb.send().await.map_err(network)?;
+            let r = match rb.send().await {
+                Ok(r) => r,
+                // A pooled connection the peer (often a proxy without keep-alive) had closed:
+                // a GET is safe to send once more on a fresh connection.
+                Err(e) if method == Method::GET && !stale_retried && is_stale_connection(&e) => {
+                    stale_retried = true;
+                    continue;
+                }
+                Err(e) => return Err(network(e)),
+            };
             self.note_usage(r.headers());
             let status = r.status();
             if is_proxy_refusal(&r) {
@@ -733,6 +743,22 @@ impl QueryPage {
             records,
         })
     }
+}
+
+/// hyper's "connection closed before message completed": the request went out on a kept-alive
+/// connection the other end had already closed.
+fn is_stale_connection(e: &reqwest::Error) -> bool {
+    let mut source: Option<&dyn std::error::Error> = Some(e);
+    while let Some(err) = source {
+        if err
+            .to_string()
+            .contains("connection closed before message completed")
+        {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }
 
 #[cfg(test)]

@@ -312,13 +312,14 @@ async fn limits_and_outages_are_typed_for_backoff() {
 async fn an_interrupted_full_load_resumes_where_it_stopped() {
     let rig = Rig::new(10_000, 1_000).await;
     let client = rig.client();
-    // The connection drops on the fourth follow-up page of the first object.
+    // The connection drops on the fourth follow-up page of the first object, and again on
+    // the client's one immediate retry of that GET (a single drop is absorbed by it).
     rig.sim.org().faults = vec![Fault {
         kind: FaultKind::CommitThenDrop,
         method: Some("GET".into()),
         path_contains: Some("/query/".into()),
         skip: 3,
-        times: Some(1),
+        times: Some(2),
         latency_ms: 0,
         probability: None,
     }];
@@ -537,13 +538,14 @@ async fn big_first_loads_use_bulk_api_and_resume_after_a_drop() {
         rules: &rig.rules,
         settings: settings.clone(),
     };
-    // The connection drops on the third results page of the first object.
+    // The connection drops on the third results page of the first object, and again on the
+    // client's one immediate retry of that GET.
     rig.sim.org().faults = vec![Fault {
         kind: FaultKind::CommitThenDrop,
         method: Some("GET".into()),
         path_contains: Some("/results".into()),
         skip: 2,
-        times: Some(1),
+        times: Some(2),
         latency_ms: 0,
         probability: None,
     }];

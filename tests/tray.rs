@@ -161,7 +161,7 @@ async fn tray_menu_and_screen_pop_on_a_real_desktop() {
         let mut c = Command::new("bash");
         c.arg(SCRIPT)
             .args(["-o", &out.display().to_string()])
-            .args(["--at", "10,18", "--hover-text", "Errors", "--notify"])
+            .args(["--at", "10,24", "--hover-text", "Errors", "--notify"])
             .args(["--expect", "Pending Tasks: 0"])
             .args(["--expect", "Errors (2)"])
             .args(["--expect", "Quit"])
@@ -264,10 +264,10 @@ async fn tray_menu_and_screen_pop_on_a_real_desktop() {
             "no screen pop for {call}:\n{logs}"
         );
     }
-    let final_png = out.join("final.png");
-    assert!(final_png.exists());
-    // dunst draws white on blue at the bottom right (the script's dunstrc).
-    let text = ocr(&final_png, "420x200+604+568");
+    assert!(out.join("final.png").exists());
+    // Round 1's root screenshot, while the pops are up (they close after 30 s); dunst draws
+    // white on blue at the bottom right (the script's dunstrc).
+    let text = ocr(&out.join("r1-tray.png"), "420x200+604+568");
     assert!(
         text.contains("Hanako Traytest") && text.contains("Unknown caller"),
         "the notifications on screen read:\n{text}"

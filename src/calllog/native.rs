@@ -44,6 +44,9 @@ pub struct AppendedLog<F: LineFormat> {
     name: String,
     path: PathBuf,
     format: F,
+    /// The file as it was when last read to its end: an unchanged file is not opened again
+    /// (every open is also an inotify event that wakes the watcher).
+    read_to_end: Option<(FileId, u64, Option<std::time::SystemTime>)>,
 }
 
 impl<F: LineFormat> AppendedLog<F> {
@@ -52,6 +55,7 @@ impl<F: LineFormat> AppendedLog<F> {
             name: name.into(),
             path: path.into(),
             format,
+            read_to_end: None,
         }
     }
 }
@@ -251,6 +255,11 @@ impl<F: LineFormat> Source for AppendedLog<F> {
             }
         };
         let id = FileId::of(&meta);
+        let stamp = (id, meta.len(), meta.modified().ok());
+        if self.read_to_end == Some(stamp) && next.file == Some(id) && next.offset == meta.len() {
+            out.next = next;
+            return out;
+        }
         if next.file != Some(id) {
             // Rotated: finish the old file first, wherever it went.
             if let Some(old) = next.file.and_then(|old| find_rotated(&self.path, old)) {
@@ -269,6 +278,8 @@ impl<F: LineFormat> Source for AppendedLog<F> {
             next.line = 0;
         }
         self.read_from(&self.path.clone(), &mut next, &mut out);
+        // Remember the file only when this read reached its end as it was measured.
+        self.read_to_end = (next.file == Some(id) && next.offset == meta.len()).then_some(stamp);
         out.next = next;
         out
     }
