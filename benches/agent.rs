@@ -32,7 +32,7 @@ use callsync::control::{self, Request};
 use callsync::paths::DataDir;
 
 mod common;
-use common::{env_or, free_port, percentile, start_sim};
+use common::{env_or, free_port, percentile, start_sim, wait_for_sim};
 
 fn have(tool: &str) -> bool {
     Command::new("sh")
@@ -318,14 +318,7 @@ fn main() {
         .unwrap();
     // Sign in and load the cache here, so the agent starts with a full cache.
     let (cached, known) = rt.block_on(async {
-        let t = Instant::now();
-        while reqwest::get(format!("{url}/__sim/state")).await.is_err() {
-            assert!(
-                t.elapsed() < Duration::from_secs(120),
-                "the simulated org did not start"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        wait_for_sim(&url).await;
         let mut config = Config::default();
         config.salesforce.login_url = url.clone();
         config.salesforce.client_id = "callsync-sim-client".into();

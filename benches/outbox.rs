@@ -14,7 +14,7 @@ use callsync::outbox::{Op, Outbox, Sender};
 use callsync::salesforce::{Client, ClientConfig};
 
 mod common;
-use common::{free_port, percentile, sim_state};
+use common::{free_port, percentile, sim_state, start_sim, wait_for_sim};
 
 async fn task_count(url: &str) -> u64 {
     sim_state(url).await["records"]["Task"]
@@ -27,24 +27,14 @@ fn ms(d: Duration) -> f64 {
 }
 
 fn main() {
-    let port = free_port();
-    let mut sim = Command::new(env!("CARGO_BIN_EXE_callsync"))
-        .args(["sim", "--port", &port.to_string(), "--records", "200"])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("simulated org");
-    let url = format!("http://127.0.0.1:{port}");
+    let (mut sim, url) = start_sim(200);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async {
-        let t = Instant::now();
-        while reqwest::get(format!("{url}/__sim/state")).await.is_err() {
-            assert!(t.elapsed() < Duration::from_secs(60));
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait_for_sim(&url).await;
         let dir = tempfile::tempdir().unwrap();
         let cfg = ClientConfig {
             login_url: url.clone(),

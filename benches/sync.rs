@@ -10,7 +10,7 @@ use callsync::config::Config;
 use callsync::paths::DataDir;
 
 mod common;
-use common::{env_or, free_port, rss_mib, sim_state, start_sim};
+use common::{env_or, free_port, rss_mib, sim_state, start_sim, wait_for_sim};
 
 async fn api_calls(url: &str) -> u64 {
     sim_state(url).await["api_calls"].as_u64().unwrap()
@@ -25,11 +25,7 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let t = Instant::now();
-        while reqwest::get(format!("{url}/__sim/state")).await.is_err() {
-            assert!(t.elapsed() < Duration::from_secs(120), "the simulated org did not start");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        wait_for_sim(&url).await;
         let dir = tempfile::tempdir().unwrap();
         let mut config = Config::default();
         config.salesforce.login_url = url.clone();

@@ -236,17 +236,17 @@ pub async fn run(
     let calls_resumed = Arc::new(Notify::new());
     let me = app.auth_store().load().ok().flatten().map(|a| a.user_id);
 
-    let started = now_ms();
+    let started = chrono::Utc::now();
     let report = Arc::new(Reporter {
         tx: ends.state,
         outbox: outbox.clone(),
         errors: errors.clone(),
         errors_len: Mutex::new(None),
-        started_at: crate::record::format_sf_datetime(chrono::Utc::now()),
+        started_at: crate::record::format_sf_datetime(started),
     });
     report.update(|s| {
         s.pid = std::process::id();
-        s.started_ms = started;
+        s.started_ms = started.timestamp_millis();
     });
     report.all(&app, &cache);
 
@@ -296,24 +296,13 @@ pub async fn run(
                 };
                 for d in deliveries {
                     // Before the Task writes: the agent is waiting for the name, not the queue.
-                    if pop_mode != PopMode::Off {
-                        let instance = state.borrow().instance_url.clone();
-                        for e in &d.batch.events {
-                            let pop = pop_for(e, &outbox, pop_mode, |number| {
-                                crate::lookup::lookup(&cache, &normalizer, &rules, number).ok()
-                            })
-                            .map(|r| {
-                                screenpop::content(
-                                    &e.call_id,
-                                    &r,
-                                    lang,
-                                    &region,
-                                    instance.as_deref(),
-                                )
-                            });
-                            if let Some(pop) = pop {
-                                let _ = pop_tx.send(pop);
-                            }
+                    for e in &d.batch.events {
+                        if let Some(pop) = pop_for(e, &outbox, pop_mode, |number| {
+                            let r = crate::lookup::lookup(&cache, &normalizer, &rules, number).ok()?;
+                            let instance = state.borrow().instance_url.clone();
+                            Some(screenpop::content(&e.call_id, &r, lang, &region, instance.as_deref()))
+                        }) {
+                            let _ = pop_tx.send(pop);
                         }
                     }
                     for prob in &d.batch.problems {
@@ -329,9 +318,12 @@ pub async fn run(
                     if !d.batch.events.is_empty() && activity.note_call(now_ms()) {
                         calls_resumed.notify_one();
                     }
-                    let problems = !d.batch.problems.is_empty();
+                    let (events, problems) =
+                        (!d.batch.events.is_empty(), !d.batch.problems.is_empty());
                     d.ack();
-                    report.queue();
+                    if events {
+                        report.queue();
+                    }
                     if problems {
                         report.errors();
                     }
@@ -344,9 +336,8 @@ pub async fn run(
     // Screen pops.
     let pop_task = tokio::spawn(notifier(pop_rx, lang));
 
-    // Sending. A stop waits for the pass in flight (`stopping`), then the loop ends.
-    let stopping = Arc::new(AtomicBool::new(false));
-    let stop_sender = Arc::new(Notify::new());
+    // Sending. A stop waits for the pass in flight, then the loop ends.
+    let (stop_sender, mut stopping) = watch::channel(false);
     let sender_task = {
         let (outbox, errors, send_now, report) = (
             outbox.clone(),
@@ -354,14 +345,13 @@ pub async fn run(
             send_now.clone(),
             report.clone(),
         );
-        let (stopping, stop_sender) = (stopping.clone(), stop_sender.clone());
         let app = app.clone();
         let interval = Duration::from_secs(app.config.activity.send_interval_secs);
         let ext = app.config.activity.external_id();
         tokio::spawn(async move {
             let mut client = None;
             let mut last_net: Option<String> = None;
-            while !stopping.load(Ordering::SeqCst) {
+            while !*stopping.borrow() {
                 if client.is_none() {
                     client = app.client().ok();
                 }
@@ -372,43 +362,46 @@ pub async fn run(
                         external_id: ext.clone(),
                         errors: Some(&errors),
                     };
-                    let result = sender.send_due().await;
-                    if let Ok(r) = &result {
-                        match &r.last_error {
-                            Some(e) => note_network(&errors, &mut last_net, "sending Tasks", e),
-                            None if r.sent > 0 => last_net = None,
-                            None => {}
-                        }
-                        let offline = r.last_error.clone();
-                        let sent = r.sent > 0;
-                        report.update(|s| {
-                            if offline.is_some() || sent {
-                                s.offline = offline;
+                    match sender.send_due().await {
+                        Ok(r) => {
+                            match &r.last_error {
+                                Some(e) => note_network(&errors, &mut last_net, "sending Tasks", e),
+                                None if r.sent > 0 => last_net = None,
+                                None => {}
                             }
-                            if sent {
-                                s.sign_in_needed = false;
+                            let signed_out =
+                                r.stopped.as_deref().is_some_and(|s| s.contains("sign-in"));
+                            if signed_out {
+                                // Re-read the sign-in next time (`callsync connect` may have run).
+                                client = None;
                             }
-                        });
-                    }
-                    match result {
-                        Ok(r) if r.sent + r.parked > 0 => {
-                            tracing::info!(
-                                sent = r.sent,
-                                parked = r.parked,
-                                later = r.retried_later,
-                                "Tasks sent"
-                            );
+                            report.update(|s| {
+                                if r.last_error.is_some() || r.sent > 0 {
+                                    s.offline = r.last_error.clone();
+                                }
+                                if r.sent > 0 {
+                                    s.sign_in_needed = false;
+                                }
+                                if signed_out {
+                                    s.sign_in_needed = true;
+                                }
+                            });
+                            if r.sent + r.parked > 0 {
+                                tracing::info!(
+                                    sent = r.sent,
+                                    parked = r.parked,
+                                    later = r.retried_later,
+                                    "Tasks sent"
+                                );
+                                // Only then did the counts change (a scan of the queue).
+                                report.queue();
+                            }
+                            if r.parked > 0 || r.last_error.is_some() {
+                                report.errors();
+                            }
                         }
-                        Ok(r) if r.stopped.as_deref().is_some_and(|s| s.contains("sign-in")) => {
-                            // Re-read the sign-in next time (`callsync connect` may have run).
-                            client = None;
-                            report.update(|s| s.sign_in_needed = true);
-                        }
-                        Ok(_) => {}
                         Err(e) => tracing::error!(error = %e, "outbox"),
                     }
-                    report.queue();
-                    report.errors();
                 }
                 // Nothing queued: sleep until the pipeline queues something (no polling);
                 // the long backstop only re-reads a sign-in made by `callsync connect`.
@@ -419,7 +412,7 @@ pub async fn run(
                 };
                 tokio::select! {
                     _ = send_now.notified() => {}
-                    _ = stop_sender.notified() => {}
+                    _ = stopping.changed() => {}
                     _ = tokio::time::sleep(nap) => {}
                 }
             }
@@ -536,8 +529,7 @@ pub async fn run(
     sync_task.abort();
     pop_task.abort();
     // A send in flight finishes (its result is recorded) or stays queued for the next start.
-    stopping.store(true, Ordering::SeqCst);
-    stop_sender.notify_one();
+    let _ = stop_sender.send(true);
     let abort = sender_task.abort_handle();
     if tokio::time::timeout(STOP_GRACE, sender_task).await.is_err() {
         abort.abort();
@@ -567,14 +559,17 @@ fn release_free_memory() {
     }
 }
 
-/// The lookup for an event that pops, or `None`. The direction comes from the event, or from
-/// the call record the pipeline keeps for events that carry no call info.
+/// The screen pop for an event, or `None`. The direction comes from the event, or from the
+/// call record the pipeline keeps for events that carry no call info.
 fn pop_for(
     e: &CallEvent,
     outbox: &Outbox,
     mode: PopMode,
-    lookup: impl FnOnce(&str) -> Option<crate::lookup::LookupResult>,
-) -> Option<crate::lookup::LookupResult> {
+    pop: impl FnOnce(&str) -> Option<Pop>,
+) -> Option<Pop> {
+    if mode == PopMode::Off {
+        return None;
+    }
     let info = match &e.info {
         Some(i) => i.clone(),
         None => outbox.call(&e.call_id).ok().flatten()?.summary.info,
@@ -582,7 +577,7 @@ fn pop_for(
     if !screenpop::wanted(mode, e, info.direction, now_ms()) {
         return None;
     }
-    lookup(&info.remote)
+    pop(&info.remote)
 }
 
 /// Shows screen pops as they come, each on a blocking thread (`show` waits for a click).
@@ -618,12 +613,7 @@ struct Ctx {
 /// A plain notification (no action), shown off the async threads.
 fn notify(summary: String, body: String) {
     tokio::task::spawn_blocking(move || {
-        let r = notify_rust::Notification::new()
-            .appname("callsync")
-            .summary(&summary)
-            .body(&body)
-            .show();
-        if let Err(e) = r {
+        if let Err(e) = screenpop::notice(&summary, &body) {
             tracing::info!(error = %e, %summary, %body, "no desktop notification");
         }
     });
@@ -715,11 +705,10 @@ async fn handle(ctx: &Ctx, req: Request) -> Result<(), String> {
                 };
                 match done {
                     Ok(stored) => {
-                        // The queue resumes for its own org only (`callsync connect` decides
-                        // the other case with the user).
-                        let own = outbox.org().ok().flatten();
-                        if own.is_none() || own.as_deref() == Some(stored.org_id.as_str()) {
-                            let _ = outbox.set_paused(None);
+                        // Another org's queue stays held (`callsync connect --send-queue-here`
+                        // hands it over, asked).
+                        if let Err(e) = outbox.adopt_sign_in(&stored.org_id, false) {
+                            tracing::warn!(error = %e, "the Task queue after sign-in");
                         }
                         report.update(|s| s.sign_in_needed = false);
                         report.sign_in(&app);
@@ -750,20 +739,8 @@ async fn handle(ctx: &Ctx, req: Request) -> Result<(), String> {
                 .errors
                 .get(index)
                 .ok_or_else(|| format!("no error #{index}"))?;
-            let place = match (&e.file, e.line) {
-                (Some(f), Some(l)) => format!("\n{f}:{l}"),
-                (Some(f), None) => format!("\n{f}"),
-                _ => String::new(),
-            };
-            let fix = if e.reason.contains("Fix:") {
-                ""
-            } else {
-                crate::state::fix_for(e)
-            };
-            notify(
-                format!("{} — {}", e.area, e.source),
-                format!("{}{place}\n\n{fix}", e.reason),
-            );
+            let (title, body) = crate::state::explanation(e);
+            notify(title, body);
         }
         Request::OpenRecord { url } => {
             // Only pages of the org signed in to: the socket is no general URL opener.

@@ -1017,11 +1017,8 @@ fn demo(g: &Global, records: usize, agent: Option<(bool, Option<u64>)>) -> anyho
         if let Some(s) = secs {
             let (data, stop) = (app.data.clone(), stop.clone());
             std::thread::spawn(move || {
-                for _ in 0..s * 10 {
-                    if stop.load(std::sync::atomic::Ordering::SeqCst) {
-                        return;
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(100));
+                if !demo_wait(&stop, s) {
+                    return;
                 }
                 let req = callsync::control::Request::Quit;
                 let _ = callsync::control::call(&data, &req, std::time::Duration::from_secs(5));
@@ -1052,20 +1049,22 @@ fn demo(g: &Global, records: usize, agent: Option<(bool, Option<u64>)>) -> anyho
     Ok(())
 }
 
+/// Sleeps `secs` in the demo's helper threads; false as soon as the demo's agent stopped.
+fn demo_wait(stop: &std::sync::atomic::AtomicBool, secs: u64) -> bool {
+    for _ in 0..secs * 10 {
+        if stop.load(std::sync::atomic::Ordering::SeqCst) {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    true
+}
+
 /// The demo's softphone: a call every 20 s, alternately from a known Contact, an unknown
 /// number and a Lead; each rings, is answered after 3 s and ends after 12 s.
 fn demo_calls(log: &std::path::Path, known: &[String], stop: &std::sync::atomic::AtomicBool) {
     use std::io::Write;
-    use std::sync::atomic::Ordering;
-    let wait = |secs: u64| {
-        for _ in 0..secs * 10 {
-            if stop.load(Ordering::SeqCst) {
-                return false;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        true
-    };
+    let wait = |secs: u64| demo_wait(stop, secs);
     let mut n = 0usize;
     while wait(if n == 0 { 3 } else { 8 }) {
         n += 1;
@@ -1338,26 +1337,13 @@ async fn connect(app: &App, no_browser: bool, send_queue_here: bool) -> anyhow::
     );
     // The queue: resume it for its own org; never hand it to another one unasked.
     match callsync::outbox::Outbox::open(&app.data.outbox()) {
-        Ok(outbox) => {
-            let (pending, parked) = outbox.counts()?;
-            let queued = pending + parked;
-            match outbox.org()? {
-                Some(q) if q != stored.org_id && queued > 0 && !send_queue_here => {
-                    let why = format!("{queued} Task(s) are queued for org {q}, but you signed in to org {}: they are not sent. Sign in to {q} again, or run `callsync connect --send-queue-here` to send them to this org.", stored.org_id);
-                    outbox.set_paused(Some(&why))?;
-                    eprintln!("callsync: warning: {why}");
-                }
-                _ => {
-                    if send_queue_here {
-                        outbox.set_org(&stored.org_id)?;
-                    }
-                    outbox.set_paused(None)?;
-                    if queued > 0 {
-                        outln!("{queued} queued Task(s) will be sent to this org.");
-                    }
-                }
+        Ok(outbox) => match outbox.adopt_sign_in(&stored.org_id, send_queue_here)? {
+            callsync::outbox::Adoption::Held { why } => eprintln!("callsync: warning: {why}"),
+            callsync::outbox::Adoption::Resumed { queued } if queued > 0 => {
+                outln!("{queued} queued Task(s) will be sent to this org.")
             }
-        }
+            callsync::outbox::Adoption::Resumed { .. } => {}
+        },
         Err(callsync::outbox::OutboxError::Locked(_)) => {
             eprintln!("callsync: note: the running agent holds the Task queue; restart it to pick up the new sign-in");
         }

@@ -341,6 +341,27 @@ impl Outbox {
         Ok((items.len() - parked, parked))
     }
 
+    /// A sign-in to `org` happened: the queue resumes for its own org (or for any org when
+    /// `send_here`, which hands it over); queued Tasks of another org are never sent unasked.
+    pub fn adopt_sign_in(&self, org: &str, send_here: bool) -> Result<Adoption, OutboxError> {
+        let (pending, parked) = self.counts()?;
+        let queued = pending + parked;
+        match self.org()? {
+            Some(q) if q != org && queued > 0 && !send_here => {
+                let why = format!("{queued} Task(s) are queued for org {q}, but you signed in to org {org}: they are not sent. Sign in to {q} again, or run `callsync connect --send-queue-here` to send them to this org.");
+                self.set_paused(Some(&why))?;
+                Ok(Adoption::Held { why })
+            }
+            _ => {
+                if send_here {
+                    self.set_org(org)?;
+                }
+                self.set_paused(None)?;
+                Ok(Adoption::Resumed { queued })
+            }
+        }
+    }
+
     /// A call in progress (what its events said so far), kept across restarts.
     pub fn call(&self, call_id: &str) -> Result<Option<CallRecord>, OutboxError> {
         Ok(self
@@ -402,6 +423,15 @@ pub struct CallRecord {
     /// A create was queued (at the beginning or at the end).
     pub created: bool,
     pub ended: bool,
+}
+
+/// What [`Outbox::adopt_sign_in`] did with the queue.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Adoption {
+    /// Sending (again): `queued` Tasks will go to the org signed in to.
+    Resumed { queued: usize },
+    /// Paused: the queue belongs to another org (`why` says what to do).
+    Held { why: String },
 }
 
 /// What a Salesforce error code means for the admin, and what fixes it.

@@ -94,14 +94,25 @@ pub fn content(
     }
 }
 
+/// A callsync notification with no action (status, explanations). Blocks on D-Bus.
+pub fn notice(summary: &str, body: &str) -> Result<(), String> {
+    notification(summary, body)
+        .show()
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+fn notification(summary: &str, body: &str) -> notify_rust::Notification {
+    let mut n = notify_rust::Notification::new();
+    n.appname("callsync").summary(summary).body(body);
+    n
+}
+
 /// Shows `pop`; a click or the "open" action calls `open` with the record's URL. Blocks until
 /// the notification is closed (run it on a blocking thread).
 pub fn show(pop: &Pop, lang: Lang, open: impl FnOnce(&str)) -> Result<(), String> {
-    let mut n = notify_rust::Notification::new();
-    n.appname("callsync")
-        .summary(&pop.summary)
-        .body(&pop.body)
-        .icon("call-start")
+    let mut n = notification(&pop.summary, &pop.body);
+    n.icon("call-start")
         .timeout(notify_rust::Timeout::Milliseconds(30_000));
     if pop.url.is_some() {
         n.action("default", &i18n::text(lang, &Msg::OpenRecord));

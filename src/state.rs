@@ -143,6 +143,25 @@ pub fn fix_for(e: &ErrorEntry) -> &'static str {
     }
 }
 
+/// An error's notification when it is clicked in the menu: (title, body with the place and the
+/// fix; Salesforce entries already carry theirs).
+pub fn explanation(e: &ErrorEntry) -> (String, String) {
+    let place = match (&e.file, e.line) {
+        (Some(f), Some(l)) => format!("\n{f}:{l}"),
+        (Some(f), None) => format!("\n{f}"),
+        _ => String::new(),
+    };
+    let fix = if e.reason.contains("Fix:") {
+        ""
+    } else {
+        fix_for(e)
+    };
+    (
+        format!("{} — {}", e.area, e.source),
+        format!("{}{place}\n\n{fix}", e.reason),
+    )
+}
+
 pub fn view(s: &AgentState, lang: Lang, now_ms: i64) -> View {
     let h = health(s);
     View {

@@ -45,7 +45,7 @@ async fn headless_without_display_or_dbus_one_instance_socket_pause_resume_and_g
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let log = d.join("calls.jsonl");
-    common::agent_setup(&sim, d, &log, "[ui]\nlanguage = \"en\"\n").await;
+    common::agent_setup(&sim, d, &log, 3600, "[ui]\nlanguage = \"en\"\n").await;
     let runtime_dir = d.join("run");
     std::fs::create_dir(&runtime_dir).unwrap();
 

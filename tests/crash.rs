@@ -53,20 +53,7 @@ async fn five_hundred_calls_through_kills_and_faults_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
     let d: PathBuf = dir.path().to_owned();
     let log = d.join("calls.jsonl");
-    std::fs::write(
-        d.join("user.toml"),
-        format!(
-            "[salesforce]\nlogin_url = \"{}\"\nclient_id = \"callsync-sim-client\"\nredirect_port = {}\ntimeout_secs = 5\n\
-             [auth]\nstore = \"file\"\n[sync]\ninterval_secs = 3600\n\
-             [calllog]\nsources = [{{ kind = \"native\", path = \"{}\" }}]\npoll_secs = 1\n\
-             [activity]\nsend_interval_secs = 1\n",
-            sim.url(),
-            common::free_port(),
-            log.display()
-        ),
-    )
-    .unwrap();
-    common::sign_in(&sim, &d.join("data/auth.json")).await;
+    common::agent_setup(&sim, &d, &log, 3600, "").await;
 
     // A flaky org.
     sim.org().faults = vec![

@@ -17,6 +17,35 @@ use serde_json::json;
 mod common;
 use common::free_port;
 
+/// JWT sign-in, stored in `dir`, and one full sync into a cache in `dir`, all over `c`'s network
+/// settings.
+async fn sign_in_and_sync(
+    c: &ClientConfig,
+    pem: &[u8],
+    dir: &Path,
+) -> (Arc<dyn AuthStore>, Client, callsync::cache::Cache) {
+    let t = auth::sign_in_jwt(c, "agent@sim.example.com", pem)
+        .await
+        .unwrap();
+    let store: Arc<dyn AuthStore> = Arc::new(FileStore::new(dir.join("auth.json")));
+    let mut stored = auth::stored_from(c, &t, "agent@sim.example.com", "jwt");
+    stored.jwt_key_file = Some(KEY.into());
+    store.save(&stored).unwrap();
+    let client = Client::from_store(c.clone(), store.clone()).unwrap();
+    let (cache, _) = callsync::cache::Cache::open(&dir.join("cache"), &Default::default()).unwrap();
+    let n = callsync::phone::Normalizer::from_codes("JP", &[]).unwrap();
+    let rules = callsync::lookup::LookupRules::default();
+    let engine = callsync::sync::SyncEngine {
+        client: &client,
+        cache: &cache,
+        normalizer: &n,
+        rules: &rules,
+        settings: Default::default(),
+    };
+    engine.run(false, &mut |_, _, _| {}).await.unwrap();
+    (store, client, cache)
+}
+
 const KEY: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/fixtures/jwt-test-key.pem"
@@ -127,27 +156,8 @@ async fn https_with_a_private_ca_needs_the_extra_ca_file() {
         ..NetSettings::default()
     };
     let c = cfg(&sim.url(), net);
-    let t = auth::sign_in_jwt(&c, "agent@sim.example.com", &pem)
-        .await
-        .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn AuthStore> = Arc::new(FileStore::new(dir.path().join("auth.json")));
-    let mut stored = auth::stored_from(&c, &t, "agent@sim.example.com", "jwt");
-    stored.jwt_key_file = Some(KEY.into());
-    store.save(&stored).unwrap();
-    let client = Client::from_store(c, store).unwrap();
-    let (cache, _) =
-        callsync::cache::Cache::open(&dir.path().join("cache"), &Default::default()).unwrap();
-    let n = callsync::phone::Normalizer::from_codes("JP", &[]).unwrap();
-    let rules = callsync::lookup::LookupRules::default();
-    let engine = callsync::sync::SyncEngine {
-        client: &client,
-        cache: &cache,
-        normalizer: &n,
-        rules: &rules,
-        settings: Default::default(),
-    };
-    engine.run(false, &mut |_, _, _| {}).await.unwrap();
+    let (_, client, cache) = sign_in_and_sync(&c, &pem, dir.path()).await;
     assert!(cache.count(callsync::record::ObjectKind::Contact).unwrap() > 0);
     let outbox = Outbox::open(&dir.path().join("outbox")).unwrap();
     outbox.enqueue("tls-1", Op::Create, task("tls-1")).unwrap();
@@ -268,26 +278,7 @@ async fn everything_goes_through_a_real_proxy_and_survives_its_failures() {
     let c = cfg(&sim.url(), net);
 
     // Sign-in, sync and a Task write, all through the proxy.
-    let t = auth::sign_in_jwt(&c, "agent@sim.example.com", &pem)
-        .await
-        .unwrap();
-    let store: Arc<dyn AuthStore> = Arc::new(FileStore::new(dir.path().join("auth.json")));
-    let mut stored = auth::stored_from(&c, &t, "agent@sim.example.com", "jwt");
-    stored.jwt_key_file = Some(KEY.into());
-    store.save(&stored).unwrap();
-    let client = Client::from_store(c.clone(), store.clone()).unwrap();
-    let (cache, _) =
-        callsync::cache::Cache::open(&dir.path().join("cache"), &Default::default()).unwrap();
-    let n = callsync::phone::Normalizer::from_codes("JP", &[]).unwrap();
-    let rules = callsync::lookup::LookupRules::default();
-    let engine = callsync::sync::SyncEngine {
-        client: &client,
-        cache: &cache,
-        normalizer: &n,
-        rules: &rules,
-        settings: Default::default(),
-    };
-    engine.run(false, &mut |_, _, _| {}).await.unwrap();
+    let (store, client, _cache) = sign_in_and_sync(&c, &pem, dir.path()).await;
     let outbox = Outbox::open(&dir.path().join("outbox")).unwrap();
     outbox
         .enqueue("via-proxy", Op::Create, task("via-proxy"))

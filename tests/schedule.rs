@@ -39,20 +39,7 @@ async fn a_call_brings_the_next_sync_forward() {
     let d = dir.path();
     let log = d.join("calls.jsonl");
     std::fs::write(&log, "").unwrap();
-    std::fs::write(
-        d.join("user.toml"),
-        format!(
-            "[salesforce]\nlogin_url = \"{}\"\nclient_id = \"callsync-sim-client\"\nredirect_port = {}\n\
-             [auth]\nstore = \"file\"\n[sync]\ninterval_secs = 60\n\
-             [calllog]\nsources = [{{ kind = \"native\", path = \"{}\" }}]\npoll_secs = 1\n\
-             [activity]\nsend_interval_secs = 1\n",
-            sim.url(),
-            common::free_port(),
-            log.display()
-        ),
-    )
-    .unwrap();
-    common::sign_in(&sim, &d.join("data/auth.json")).await;
+    common::agent_setup(&sim, d, &log, 60, "").await;
     let mut agent = common::command(d)
         .args(["run", "--headless"])
         .stdout(Stdio::null())

@@ -148,7 +148,7 @@ async fn tray_menu_and_screen_pop_on_a_real_desktop() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_owned();
     let log = d.join("calls.jsonl");
-    common::agent_setup(&sim, &d, &log, "[ui]\nlanguage = \"en\"\n").await;
+    common::agent_setup(&sim, &d, &log, 3600, "[ui]\nlanguage = \"en\"\n").await;
     // Two lines the agent cannot use: they are the "Errors (2)".
     common::append(&log, "this is not JSON\n{\"event\":\"ringing\"}\n");
 

@@ -67,3 +67,15 @@ pub fn start_sim(records: usize) -> (std::process::Child, String) {
         .expect("start the simulated org");
     (sim, format!("http://127.0.0.1:{port}"))
 }
+
+/// Waits until the simulated org at `url` answers (it generates its records first).
+pub async fn wait_for_sim(url: &str) {
+    let t = std::time::Instant::now();
+    while reqwest::get(format!("{url}/__sim/state")).await.is_err() {
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "the simulated org did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
