@@ -72,7 +72,7 @@ fn main() {
         }
         let enqueue = t.elapsed();
         let client = Client::from_store(cfg.clone(), store.clone()).unwrap();
-        let sender = Sender { client: &client, outbox: &outbox, external_id: Some("Call_Id__c".into()), errors: None };
+        let sender = Sender { client: &client, outbox: &outbox, external_id: Some("Call_Id__c".into()), event_external_id: None, errors: None };
         let before = task_count(&url).await;
         let t = Instant::now();
         while outbox.counts().unwrap().0 > 0 {

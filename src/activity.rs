@@ -58,7 +58,7 @@ pub struct ActivitySettings {
 }
 
 /// Who owns the Task (`OwnerId`).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Assignees {
     /// The signed-in agent's own user (the default owner).
     pub default_owner: Option<RecordId>,
@@ -66,6 +66,19 @@ pub struct Assignees {
     pub agents: BTreeMap<String, RecordId>,
     /// Owner of missed incoming calls and voicemail (MiiTel uses the integration user).
     pub missed_owner: Option<RecordId>,
+    /// An automatically forwarded call belongs to the User whose Phone is the destination.
+    pub forward_to_destination: bool,
+}
+
+impl Default for Assignees {
+    fn default() -> Self {
+        Assignees {
+            default_owner: None,
+            agents: BTreeMap::new(),
+            missed_owner: None,
+            forward_to_destination: true,
+        }
+    }
 }
 
 /// What is known about a call so far.
@@ -264,9 +277,14 @@ pub fn render(
         ),
         ("{AGENT}", call.info.agent.clone().unwrap_or_default()),
     ];
+    fill(template, &values)
+}
+
+/// Replaces the placeholders, then drops lines left empty or reduced to a bare `Label:`.
+fn fill(template: &str, values: &[(&str, String)]) -> String {
     let mut out = template.to_owned();
     for (k, v) in values {
-        out = out.replace(k, &v);
+        out = out.replace(k, v);
     }
     out.lines()
         .filter(|l| {
@@ -278,6 +296,79 @@ pub fn render(
         })
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// The meeting (video) history integration's Event settings.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MeetingSettings {
+    pub subject: String,
+    pub description: String,
+    /// Custom Event fields (API names; empty: not written).
+    pub recording_url_field: String,
+    pub tags_field: String,
+}
+
+/// The Event for a meeting (`start` is the meeting's `at`): Subject and Description from the
+/// templates, start and end, Who/What like a call's Task, the host's user as owner, the
+/// recording URL and tags in their custom fields.
+pub fn meeting_event(
+    m: &crate::calllog::MeetingInfo,
+    start: DateTime<FixedOffset>,
+    target: &Target,
+    a: &Assignees,
+    s: &MeetingSettings,
+) -> Fields {
+    let secs = (m.end - start).num_seconds().max(0) as u64;
+    let values = [
+        ("{TITLE}", m.title.clone()),
+        (
+            "{RECORDING_URL}",
+            m.recording_url.clone().unwrap_or_default(),
+        ),
+        ("{TRANSCRIPT}", m.transcript.clone().unwrap_or_default()),
+        ("{TAGS}", m.tags.join(", ")),
+        ("{DURATION}", duration_text(Some(secs))),
+        ("{AGENT}", m.agent.clone().unwrap_or_default()),
+    ];
+    let fmt =
+        |d: DateTime<FixedOffset>| crate::record::format_sf_datetime(d.with_timezone(&chrono::Utc));
+    let mut f = Fields::new();
+    let subject = fill(&s.subject, &values);
+    let subject = if subject.trim().is_empty() {
+        "Meeting".to_owned()
+    } else {
+        subject
+    };
+    f.insert("Subject".into(), json!(truncate(&subject, SUBJECT_MAX)));
+    f.insert(
+        "Description".into(),
+        json!(truncate(&fill(&s.description, &values), DESCRIPTION_MAX)),
+    );
+    f.insert("StartDateTime".into(), json!(fmt(start)));
+    // An Event must end at or after its start.
+    f.insert("EndDateTime".into(), json!(fmt(m.end.max(start))));
+    if let Some(w) = &target.who {
+        f.insert("WhoId".into(), json!(w.as_str()));
+    }
+    let lead_who = target.who.as_ref().is_some_and(|w| w.prefix() == "00Q");
+    if let (Some(w), false) = (&target.what, lead_who) {
+        f.insert("WhatId".into(), json!(w.as_str()));
+    }
+    let owner = m
+        .agent
+        .as_ref()
+        .and_then(|id| a.agents.get(id))
+        .or(a.default_owner.as_ref());
+    if let Some(o) = owner {
+        f.insert("OwnerId".into(), json!(o.as_str()));
+    }
+    if let (false, Some(url)) = (s.recording_url_field.is_empty(), &m.recording_url) {
+        f.insert(s.recording_url_field.clone(), json!(url));
+    }
+    if !s.tags_field.is_empty() && !m.tags.is_empty() {
+        f.insert(s.tags_field.clone(), json!(m.tags.join(";")));
+    }
+    f
 }
 
 /// Decides what to write for `call` at `stage`.
@@ -441,7 +532,7 @@ fn owner<'a>(
         .and_then(|id| a.agents.get(id))
         .or(a.default_owner.as_ref());
     match t {
-        Some(CallType::TransferAutoForward) => forward_user.or(agent),
+        Some(CallType::TransferAutoForward) if a.forward_to_destination => forward_user.or(agent),
         Some(CallType::IncomingMissed | CallType::Voicemail) => a.missed_owner.as_ref().or(agent),
         _ => agent,
     }
@@ -520,6 +611,7 @@ mod tests {
             default_owner: Some(id("005000000000001AAA")),
             agents: [("taro".to_string(), id("005000000000002AAA"))].into(),
             missed_owner: Some(id("005000000000099AAA")),
+            forward_to_destination: true,
         }
     }
 
@@ -800,6 +892,15 @@ mod tests {
             Some(json!("005000000000077AAA"))
         );
         assert_eq!(owner_of(&fwd, None, &a), Some(json!("005000000000002AAA")));
+        // Forwarding to the destination's user turned off: the agent's own user.
+        let no_fwd = Assignees {
+            forward_to_destination: false,
+            ..a.clone()
+        };
+        assert_eq!(
+            owner_of(&fwd, Some(&u), &no_fwd),
+            Some(json!("005000000000002AAA"))
+        );
     }
 
     /// Every call type × timing × match kind, at the end of the call.

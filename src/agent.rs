@@ -276,9 +276,17 @@ pub async fn run(
             report.clone(),
         );
         let rules = app.config.lookup_rules();
-        let settings = app.config.activity.settings();
-        let assignees = app.config.activity.assignees(me.as_deref());
-        let enabled = app.config.activity.enabled;
+        let settings = app
+            .config
+            .activity
+            .enabled
+            .then(|| app.config.activity.settings());
+        let meeting = app
+            .config
+            .meeting
+            .enabled
+            .then(|| app.config.meeting.settings());
+        let assignees = app.config.assignee.assignees(me.as_deref());
         let normalizer = normalizer.clone();
         let pop_mode = app.config.ui.screen_pop;
         let region = app.config.phone.default_region.clone();
@@ -291,7 +299,8 @@ pub async fn run(
                     cache: Some(&cache),
                     normalizer: &normalizer,
                     rules: &rules,
-                    settings: &settings,
+                    settings: settings.as_ref(),
+                    meeting: meeting.as_ref(),
                     assignees: &assignees,
                 };
                 for d in deliveries {
@@ -308,12 +317,10 @@ pub async fn run(
                     for prob in &d.batch.problems {
                         let _ = errors.calllog(prob);
                     }
-                    if enabled {
-                        if let Err(e) = p.handle(&d.batch.events) {
-                            // Not acknowledged: the batch comes again after a restart.
-                            tracing::error!(error = %e, "cannot queue Tasks; the call-log position is kept");
-                            continue;
-                        }
+                    if let Err(e) = p.handle(&d.batch.events) {
+                        // Not acknowledged: the batch comes again after a restart.
+                        tracing::error!(error = %e, "cannot queue Tasks; the call-log position is kept");
+                        continue;
                     }
                     if !d.batch.events.is_empty() && activity.note_call(now_ms()) {
                         calls_resumed.notify_one();
@@ -348,6 +355,7 @@ pub async fn run(
         let app = app.clone();
         let interval = Duration::from_secs(app.config.activity.send_interval_secs);
         let ext = app.config.activity.external_id();
+        let event_ext = app.config.meeting.external_id();
         tokio::spawn(async move {
             let mut client = None;
             let mut last_net: Option<String> = None;
@@ -360,6 +368,7 @@ pub async fn run(
                         client: c,
                         outbox: &outbox,
                         external_id: ext.clone(),
+                        event_external_id: event_ext.clone(),
                         errors: Some(&errors),
                     };
                     match sender.send_due().await {

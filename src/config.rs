@@ -1,5 +1,6 @@
 //! Layered configuration. Lowest first: built-in defaults → the machine-wide managed file →
-//! the user's file → `CALLSYNC_*` environment variables → command-line `--set`. The managed file
+//! the user's file → the integration settings store (`callsync settings`, see [`crate::settings`])
+//! → `CALLSYNC_*` environment variables → command-line `--set`. The managed file
 //! may lock keys (`[policy] locked = [...]`); later layers then cannot change them, and the agent
 //! says so instead of failing, because a user's stale file must never stop a fleet's agents.
 //!
@@ -31,6 +32,8 @@ pub struct Config {
     pub sync: SyncConfig,
     pub calllog: CallLogConfig,
     pub activity: ActivityConfig,
+    pub meeting: MeetingConfig,
+    pub assignee: AssigneeConfig,
     pub tls: TlsConfig,
     pub proxy: ProxyConfig,
     pub ui: UiConfig,
@@ -295,10 +298,6 @@ pub struct ActivityConfig {
     pub memo_field: String,
     /// The outgoing-call setting: a click-to-call Task goes on the record it started from.
     pub click_to_call_on_record: bool,
-    /// Agent identity in the call log → Salesforce User Id.
-    pub agents: BTreeMap<String, String>,
-    /// Owner of missed incoming calls and voicemail (empty: the signed-in user).
-    pub missed_owner: String,
     /// Seconds between sends of queued Tasks while some are waiting.
     pub send_interval_secs: u64,
 }
@@ -322,8 +321,6 @@ impl Default for ActivityConfig {
             call_end_field: String::new(),
             memo_field: String::new(),
             click_to_call_on_record: true,
-            agents: BTreeMap::new(),
-            missed_owner: String::new(),
             send_interval_secs: 2,
         }
     }
@@ -358,22 +355,109 @@ impl ActivityConfig {
         }
     }
 
+    pub fn external_id(&self) -> Option<String> {
+        (!self.external_id_field.is_empty()).then(|| self.external_id_field.clone())
+    }
+}
+
+/// The meeting (video) history integration: a Salesforce Event per `meeting` entry of the native
+/// call-event log.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MeetingConfig {
+    pub enabled: bool,
+    /// Event Subject template (placeholders: {TITLE} {RECORDING_URL} {TRANSCRIPT} {TAGS}
+    /// {DURATION} {AGENT}); cut at 255 characters.
+    pub subject: String,
+    /// Event Description template (same placeholders); cut at 32,000 characters.
+    pub description: String,
+    /// Custom Event fields (API names; empty: not written): the recording URL (URL or Text) and
+    /// the tags (multi-select picklist, `;`-joined).
+    pub recording_url_field: String,
+    pub tags_field: String,
+    /// The Event's unique external-id field holding the meeting id (exactly-once by upsert).
+    /// Empty: an Event that may have landed is looked up by Subject and start time.
+    pub external_id_field: String,
+}
+
+impl Default for MeetingConfig {
+    fn default() -> Self {
+        MeetingConfig {
+            enabled: false,
+            subject: "Meeting: {TITLE}".into(),
+            description:
+                "{TITLE} ({DURATION})\nRecording: {RECORDING_URL}\nTags: {TAGS}\n{TRANSCRIPT}"
+                    .into(),
+            recording_url_field: String::new(),
+            tags_field: String::new(),
+            external_id_field: String::new(),
+        }
+    }
+}
+
+impl MeetingConfig {
+    pub fn settings(&self) -> crate::activity::MeetingSettings {
+        crate::activity::MeetingSettings {
+            subject: self.subject.clone(),
+            description: self.description.clone(),
+            recording_url_field: self.recording_url_field.clone(),
+            tags_field: self.tags_field.clone(),
+        }
+    }
+
+    pub fn external_id(&self) -> Option<String> {
+        (!self.external_id_field.is_empty()).then(|| self.external_id_field.clone())
+    }
+}
+
+/// The activity history assignee: who owns the Tasks (and Events).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AssigneeConfig {
+    /// Off: every Task is owned by the signed-in user.
+    pub enabled: bool,
+    /// Agent identity in the call log → Salesforce User Id.
+    pub agents: BTreeMap<String, String>,
+    /// Owner of missed incoming calls and voicemail (empty: the signed-in user).
+    pub missed_owner: String,
+    /// An automatically forwarded call belongs to the User whose Phone is the destination.
+    pub forwarding_to_destination: bool,
+}
+
+impl Default for AssigneeConfig {
+    fn default() -> Self {
+        AssigneeConfig {
+            enabled: true,
+            agents: BTreeMap::new(),
+            missed_owner: String::new(),
+            forwarding_to_destination: true,
+        }
+    }
+}
+
+impl AssigneeConfig {
     /// Owners, with `me` (the signed-in user) as the default.
     pub fn assignees(&self, me: Option<&str>) -> crate::activity::Assignees {
         use crate::record::RecordId;
+        let default_owner = me.and_then(RecordId::parse);
+        if !self.enabled {
+            return crate::activity::Assignees {
+                default_owner,
+                agents: BTreeMap::new(),
+                missed_owner: None,
+                forward_to_destination: false,
+            };
+        }
         crate::activity::Assignees {
-            default_owner: me.and_then(RecordId::parse),
+            default_owner,
             agents: self
                 .agents
                 .iter()
                 .filter_map(|(k, v)| RecordId::parse(v).map(|id| (k.clone(), id)))
                 .collect(),
             missed_owner: RecordId::parse(&self.missed_owner),
+            forward_to_destination: self.forwarding_to_destination,
         }
-    }
-
-    pub fn external_id(&self) -> Option<String> {
-        (!self.external_id_field.is_empty()).then(|| self.external_id_field.clone())
     }
 }
 
@@ -596,20 +680,20 @@ impl Config {
         if self.activity.status.trim().is_empty() {
             bad("activity.status", "must name a Task Status value".into());
         }
-        for (agent, user) in &self.activity.agents {
+        for (agent, user) in &self.assignee.agents {
             if crate::record::RecordId::parse(user).is_none_or(|u| u.prefix() != "005") {
                 bad(
-                    "activity.agents",
+                    "assignee.agents",
                     format!("{agent:?} → {user:?} is not a User Id (005…)"),
                 );
             }
         }
-        if !self.activity.missed_owner.is_empty()
-            && crate::record::RecordId::parse(&self.activity.missed_owner)
+        if !self.assignee.missed_owner.is_empty()
+            && crate::record::RecordId::parse(&self.assignee.missed_owner)
                 .is_none_or(|u| u.prefix() != "005")
         {
             bad(
-                "activity.missed_owner",
+                "assignee.missed_owner",
                 "must be a User Id (005…) or empty".into(),
             );
         }
@@ -622,6 +706,12 @@ impl Config {
             ("activity.call_start_field", &self.activity.call_start_field),
             ("activity.call_end_field", &self.activity.call_end_field),
             ("activity.memo_field", &self.activity.memo_field),
+            (
+                "meeting.recording_url_field",
+                &self.meeting.recording_url_field,
+            ),
+            ("meeting.tags_field", &self.meeting.tags_field),
+            ("meeting.external_id_field", &self.meeting.external_id_field),
         ] {
             let ok = f.is_empty()
                 || (f.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
@@ -629,6 +719,12 @@ impl Config {
             if !ok {
                 bad(key, format!("{f:?} is not a field API name"));
             }
+        }
+        if self.meeting.subject.trim().is_empty() {
+            bad(
+                "meeting.subject",
+                "an Event needs a Subject template".into(),
+            );
         }
         if !(1..=3_600).contains(&self.activity.send_interval_secs) {
             bad(
@@ -666,6 +762,8 @@ pub enum Source {
     Default,
     Managed(PathBuf),
     User(PathBuf),
+    /// The integration settings store (`callsync settings set|import|restore`).
+    Settings(PathBuf),
     Env(String),
     CommandLine,
 }
@@ -676,6 +774,7 @@ impl fmt::Display for Source {
             Source::Default => f.write_str("default"),
             Source::Managed(p) => write!(f, "managed file {}", p.display()),
             Source::User(p) => write!(f, "user file {}", p.display()),
+            Source::Settings(p) => write!(f, "settings store {}", p.display()),
             Source::Env(v) => write!(f, "environment variable {v}"),
             Source::CommandLine => f.write_str("command line"),
         }
@@ -717,6 +816,10 @@ pub struct LoadOptions {
     pub user_file: Option<PathBuf>,
     /// The user named the file (`--config`): it must exist.
     pub user_file_required: bool,
+    /// The integration settings store (`<data>/settings.json`).
+    pub settings_file: Option<PathBuf>,
+    /// Values to use instead of the store's (checking a change before it is saved).
+    pub settings_values: Option<BTreeMap<String, toml::Value>>,
     pub env: Vec<(String, String)>,
     pub cli: Vec<(String, String)>,
 }
@@ -761,6 +864,41 @@ impl Layered {
     pub fn entries(&self) -> Vec<(String, toml::Value)> {
         flatten(&to_value(&self.config)).into_iter().collect()
     }
+
+    /// Effective values by schema key (maps such as `assignee.agents` whole).
+    pub fn values(&self) -> BTreeMap<String, toml::Value> {
+        flatten_with(&to_value(&self.config), &schema())
+    }
+}
+
+/// Every key with its default value (maps such as `assignee.agents` as one key).
+pub fn schema() -> BTreeMap<String, toml::Value> {
+    flatten(&to_value(&Config::default()))
+}
+
+/// Parses a value given on the command line for `key` (by the type of its default): strings
+/// as they are, booleans, numbers, lists as `a,b` or TOML, maps as an inline TOML table.
+pub fn parse_value(key: &str, raw: &str) -> Result<toml::Value, String> {
+    let schema = schema();
+    let template = schema
+        .get(key)
+        .ok_or_else(|| format!("unknown key `{key}`{}", hint_for(&schema, key)))?;
+    parse_scalar(template, raw)
+}
+
+/// Flattens a TOML document to schema keys (for imports); unknown keys are errors.
+pub fn flatten_document(table: toml::Table) -> Result<BTreeMap<String, toml::Value>, String> {
+    let schema = schema();
+    let flat = flatten_with(&toml::Value::Table(table), &schema);
+    if let Some(k) = flat.keys().find(|k| !schema.contains_key(*k)) {
+        return Err(format!("unknown key `{k}`{}", hint_for(&schema, k)));
+    }
+    Ok(flat)
+}
+
+/// Nests schema keys back into a TOML document (for exports).
+pub fn document(values: &BTreeMap<String, toml::Value>) -> toml::Value {
+    unflatten(values)
 }
 
 fn is_locked_by(locked: &BTreeSet<String>, key: &str) -> bool {
@@ -774,7 +912,7 @@ fn to_value(c: &Config) -> toml::Value {
 }
 
 /// `a.b.c` → value for every non-table leaf. Empty tables (maps with keys of the user's
-/// choosing, like `activity.agents`) are leaves too.
+/// choosing, like `assignee.agents`) are leaves too.
 fn flatten(v: &toml::Value) -> BTreeMap<String, toml::Value> {
     flatten_with(v, &BTreeMap::new())
 }
@@ -876,6 +1014,15 @@ fn parse_scalar(template: &toml::Value, raw: &str) -> Result<toml::Value, String
                 ))
             }
         }
+        toml::Value::Table(_) => {
+            // `{taro = "005…", hanako = "005…"}`.
+            let doc: toml::Table = toml::from_str(&format!("v = {raw}"))
+                .map_err(|e| format!("not a TOML inline table ({{key = \"value\"}}): {e}"))?;
+            match doc.get("v") {
+                Some(t @ toml::Value::Table(_)) => Ok(t.clone()),
+                _ => Err("not a TOML inline table".into()),
+            }
+        }
         _ => Err("this key cannot be set this way".into()),
     }
 }
@@ -975,6 +1122,25 @@ impl Merger {
         Ok(())
     }
 
+    /// A layer of values already keyed by schema keys (the settings store).
+    fn values(
+        &mut self,
+        values: &BTreeMap<String, toml::Value>,
+        source: Source,
+    ) -> Result<(), ConfigError> {
+        for (key, value) in values {
+            if !self.schema.contains_key(key) || key.starts_with("policy.") {
+                return Err(ConfigError::UnknownKey {
+                    hint: hint_for(&self.schema, key),
+                    origin: source,
+                    key: key.clone(),
+                });
+            }
+            self.set(key.clone(), value.clone(), source.clone());
+        }
+        Ok(())
+    }
+
     fn scalar(&mut self, key: &str, raw: &str, source: Source) -> Result<(), ConfigError> {
         let Some(known) = self.known(key) else {
             return Err(ConfigError::UnknownKey {
@@ -1031,6 +1197,20 @@ pub fn load(opts: &LoadOptions) -> Result<Layered, ConfigError> {
             m.file(p, Source::User(p.clone()))?;
             user_used = Some(p.clone());
         }
+    }
+    if let Some(p) = &opts.settings_file {
+        let values = match &opts.settings_values {
+            Some(v) => v.clone(),
+            None => {
+                crate::settings::Store::load(p)
+                    .map_err(|e| ConfigError::Read {
+                        path: p.clone(),
+                        source: std::io::Error::other(e.to_string()),
+                    })?
+                    .values
+            }
+        };
+        m.values(&values, Source::Settings(p.clone()))?;
     }
     for (var, raw) in &opts.env {
         let key = var
@@ -1244,19 +1424,19 @@ mod tests {
         let user = write(
             d.path(),
             "u.toml",
-            "[activity.agents]\ntaro = \"005000000000001AAA\"\nhanako = \"005000000000002AAA\"\n",
+            "[assignee.agents]\ntaro = \"005000000000001AAA\"\nhanako = \"005000000000002AAA\"\n",
         );
         let l = load(&LoadOptions {
             user_file: Some(user.clone()),
             ..Default::default()
         })
         .unwrap();
-        assert_eq!(l.config.activity.agents.len(), 2);
-        assert_eq!(l.origins["activity.agents"], Source::User(user));
+        assert_eq!(l.config.assignee.agents.len(), 2);
+        assert_eq!(l.origins["assignee.agents"], Source::User(user));
         let bad = write(
             d.path(),
             "b.toml",
-            "[activity.agents]\ntaro = \"003000000000001AAA\"\n",
+            "[assignee.agents]\ntaro = \"003000000000001AAA\"\n",
         );
         let e = load(&LoadOptions {
             user_file: Some(bad),

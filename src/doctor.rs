@@ -1,6 +1,8 @@
 //! `callsync doctor`: checks that explain themselves. Each check says what it found and, when it
-//! fails, what to do. This stage covers the network path (proxy, trust roots, the route to the
-//! login host), the sign-in and the API; the integration-lifecycle stage adds the rest.
+//! fails, what to do: the network path (proxy, trust roots, route, clock), the sign-in and the
+//! connected app (OAuth errors mapped to the seed's steps 3–6), API access and budget, object
+//! permissions, the configured fields and assignees, person accounts, the call-log sources, disk
+//! space, and the health of the cache and the Task queue.
 
 use serde::Serialize;
 
@@ -79,6 +81,11 @@ pub fn trust_roots(app: &App) -> (bool, String) {
     }
 }
 
+/// Free space below this fails the check (the cache of a large org needs a few hundred MB).
+const MIN_FREE_BYTES: u64 = 200 * 1024 * 1024;
+/// A clock further off than this breaks JWT sign-in and shifts sync windows.
+const MAX_SKEW_SECS: i64 = 60;
+
 pub async fn run(app: &App) -> Vec<Check> {
     let mut out = Vec::new();
     out.push(check("proxy", true, proxy_in_use(app), None));
@@ -87,18 +94,26 @@ pub async fn run(app: &App) -> Vec<Check> {
 
     // The route: the login host's version list is free and needs no sign-in.
     let cfg = app.client_config();
+    let mut server_date = None;
     let route = match http_client(&cfg) {
         Ok(http) => match http
             .get(format!("{}/services/data/", cfg.login_url))
             .send()
             .await
         {
-            Ok(r) if r.status().is_success() => check(
-                "route to Salesforce",
-                true,
-                format!("{} answers", cfg.login_url),
-                None,
-            ),
+            Ok(r) if r.status().is_success() => {
+                server_date = r
+                    .headers()
+                    .get(reqwest::header::DATE)
+                    .and_then(|d| d.to_str().ok())
+                    .and_then(|d| chrono::DateTime::parse_from_rfc2822(d).ok());
+                check(
+                    "route to Salesforce",
+                    true,
+                    format!("{} answers", cfg.login_url),
+                    None,
+                )
+            }
             Ok(r) if r.status().as_u16() == 407 => check(
                 "route to Salesforce",
                 false,
@@ -133,44 +148,284 @@ pub async fn run(app: &App) -> Vec<Check> {
     };
     let route_ok = route.ok;
     out.push(route);
+    if let Some(d) = server_date {
+        let skew = (chrono::Utc::now() - d.with_timezone(&chrono::Utc)).num_seconds();
+        out.push(check(
+            "clock",
+            skew.abs() <= MAX_SKEW_SECS,
+            if skew == 0 {
+                "in step with Salesforce".to_owned()
+            } else {
+                format!(
+                    "{}s {} Salesforce",
+                    skew.abs(),
+                    if skew > 0 { "ahead of" } else { "behind" }
+                )
+            },
+            Some("Turn on automatic time synchronisation (NTP) on this PC: sign-in assertions and sync windows depend on the clock."),
+        ));
+    }
 
-    // Sign-in and API.
-    match app.client() {
-        Err(e) => out.push(check(
-            "sign-in",
-            false,
-            e.to_string(),
-            Some("Run `callsync connect`."),
-        )),
-        Ok(client) if route_ok => match client.get(&client.data_path("/limits")).await {
-            Ok(v) => {
-                let a = client.auth();
-                out.push(check(
-                    "sign-in",
-                    true,
-                    format!("{} in org {} at {}", a.username, a.org_id, a.instance_url),
-                    None,
-                ));
-                let max = v["DailyApiRequests"]["Max"].as_u64().unwrap_or(0);
-                let left = v["DailyApiRequests"]["Remaining"].as_u64().unwrap_or(0);
-                let low = max > 0 && left * 10 < max;
-                out.push(check("API budget", !low, format!("{left} of {max} daily API calls left"), Some("The org is close to its daily API limit; callsync slows down by itself. Check other integrations' usage.")));
-            }
-            Err(e) => {
-                let fix = match &e {
-                    SfError::SignInNeeded(_) => "Run `callsync connect` to sign in again.",
-                    SfError::Api { code, .. } if code == "API_DISABLED_FOR_ORG" => "The org or the user has no API access: give the user the \"API Enabled\" permission (an edition with API access is needed).",
-                    _ => "See the message.",
-                };
-                out.push(check("sign-in", false, e.to_string(), Some(fix)));
-            }
-        },
-        Ok(_) => out.push(check(
+    if route_ok {
+        org_checks(app, &mut out).await;
+    } else {
+        out.push(check(
             "sign-in",
             false,
             "not checked: Salesforce cannot be reached",
             Some("Fix the route first."),
+        ));
+    }
+    local_checks(app, &mut out);
+    out
+}
+
+/// Sign-in, connected app, API, permissions, fields, assignees, person accounts.
+async fn org_checks(app: &App, out: &mut Vec<Check>) {
+    let client = match app.client() {
+        Ok(c) => c,
+        Err(e) => {
+            out.push(check(
+                "sign-in",
+                false,
+                e.to_string(),
+                Some("Run `callsync connect`."),
+            ));
+            return;
+        }
+    };
+    // A fresh access token proves the refresh token (or the JWT key) and the connected app.
+    if let Err(e) = client.refresh().await {
+        let fix = match &e {
+            SfError::SignInNeeded(m) => {
+                let (code, description) = m.split_once(": ").unwrap_or((m.as_str(), ""));
+                match crate::auth::explain(code, description) {
+                    crate::auth::SignInError::Refused { fix, .. } => fix,
+                    other => other.to_string(),
+                }
+            }
+            _ => "Run `callsync connect` to sign in again.".into(),
+        };
+        out.push(Check {
+            name: "sign-in".into(),
+            ok: false,
+            detail: e.to_string(),
+            fix: Some(fix),
+        });
+        return;
+    }
+    let a = client.auth();
+    out.push(check(
+        "sign-in",
+        true,
+        format!(
+            "{} in org {} at {} (connected app allowed)",
+            a.username, a.org_id, a.instance_url
+        ),
+        None,
+    ));
+    match client.get(&client.data_path("/limits")).await {
+        Ok(v) => {
+            out.push(check("API access", true, "the REST API answers", None));
+            let max = v["DailyApiRequests"]["Max"].as_u64().unwrap_or(0);
+            let left = v["DailyApiRequests"]["Remaining"].as_u64().unwrap_or(0);
+            let low = max > 0 && left * 10 < max;
+            out.push(check("API budget", !low, format!("{left} of {max} daily API calls left"), Some("The org is close to its daily API limit; callsync slows down by itself. Check other integrations' usage.")));
+        }
+        Err(e) => {
+            let fix = match &e {
+                SfError::Api { code, .. } if code == "API_DISABLED_FOR_ORG" => "The org or the user has no API access: give the user the \"API Enabled\" permission (profile or permission set); the org's edition must include API access.",
+                e if e.is_retryable() => "Salesforce is failing for now; try again later.",
+                _ => "See the message.",
+            };
+            out.push(check("API access", false, e.to_string(), Some(fix)));
+            return;
+        }
+    }
+    // Read access to what callsync reads.
+    let cfg = &app.config;
+    let mut read: Vec<&str> = Vec::new();
+    if cfg.sync.contact_retrieval {
+        read.extend(["Contact", "Account", "Lead"]);
+    }
+    read.push("User");
+    let mut missing = Vec::new();
+    let mut account = None;
+    for object in &read {
+        match crate::settings::describe(&client, object).await {
+            Ok(Some(info)) if info.queryable => {
+                if *object == "Account" {
+                    account = Some(info);
+                }
+            }
+            Ok(_) => missing.push(*object),
+            Err(e) => {
+                out.push(check(
+                    "read access",
+                    false,
+                    e.to_string(),
+                    Some("See the message."),
+                ));
+                return;
+            }
+        }
+    }
+    out.push(check(
+        "read access",
+        missing.is_empty(),
+        if missing.is_empty() {
+            format!("the user can read {}", read.join(", "))
+        } else {
+            format!("the user cannot read {}", missing.join(", "))
+        },
+        Some(&format!("Give the user Read on {} (profile or permission set → Object Settings); User needs \"View All Users\" or sharing for forwarding owners and assignees.", missing.join(", "))),
+    ));
+    if let Some(acc) = account {
+        let person = acc.fields.contains_key("IsPersonAccount");
+        out.push(check(
+            "person accounts",
+            true,
+            if person {
+                "enabled: person accounts are matched by Phone and PersonMobilePhone"
+            } else {
+                "not enabled in this org: Accounts are business accounts"
+            },
+            None,
+        ));
+    }
+    // The enabled groups against the org: objects, custom fields, status, assignees.
+    match crate::settings::check_against_org(&client, cfg).await {
+        Ok(findings) if findings.is_empty() => {
+            let mut what = Vec::new();
+            if cfg.activity.enabled {
+                what.push("Tasks can be created with the configured fields");
+            }
+            if cfg.meeting.enabled {
+                what.push("Events can be created with the configured fields");
+            }
+            if cfg.assignee.enabled {
+                what.push("the assignees are active users");
+            }
+            if what.is_empty() {
+                what.push("every integration group is disabled");
+            }
+            out.push(check("integration settings", true, what.join("; "), None));
+        }
+        Ok(findings) => {
+            for f in findings {
+                out.push(Check {
+                    name: f.item,
+                    ok: false,
+                    detail: f.problem,
+                    fix: Some(f.fix),
+                });
+            }
+        }
+        Err(e) => out.push(check(
+            "integration settings",
+            false,
+            e.to_string(),
+            Some("See the message."),
         )),
     }
-    out
+}
+
+/// What is on this PC: call-log sources, disk space, the cache and the queue.
+fn local_checks(app: &App, out: &mut Vec<Check>) {
+    let sources = &app.config.calllog.sources;
+    if sources.is_empty() {
+        out.push(check("call-log sources", false, "none configured: no call becomes a Task", Some("Add your softphone's call log to calllog.sources (e.g. `[[calllog.sources]] kind = \"linphone\"`; see `callsync config example`).")));
+    }
+    for s in sources {
+        let name = format!("call log {}", s.display_name());
+        match s.resolved_path() {
+            None => out.push(check(&name, false, "no path", Some("Set its path."))),
+            Some(p) => match std::fs::File::open(&p) {
+                Ok(_) => out.push(check(&name, true, format!("{} is readable", p.display()), None)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => out.push(check(
+                    &name,
+                    p.parent().is_some_and(|d| d.is_dir()),
+                    format!("{} does not exist yet", p.display()),
+                    Some("Check the path: neither the file nor its folder exists (the softphone creates the file at its first call)."),
+                )),
+                Err(e) => out.push(check(
+                    &name,
+                    false,
+                    format!("{}: {e}", p.display()),
+                    Some("Let this user read the file (permissions), or fix the path."),
+                )),
+            },
+        }
+    }
+    let root = app.data.root();
+    let probe = if root.exists() {
+        root
+    } else {
+        root.parent().unwrap_or(root)
+    };
+    match fs4::available_space(probe) {
+        Ok(free) => out.push(check(
+            "disk space",
+            free >= MIN_FREE_BYTES,
+            format!("{} MB free for {}", free / 1_048_576, root.display()),
+            Some("Free some disk space: the cache and the Task queue need room to grow."),
+        )),
+        Err(e) => out.push(check(
+            "disk space",
+            false,
+            format!("cannot tell for {}: {e}", root.display()),
+            Some("Check that the data folder is on a mounted disk."),
+        )),
+    }
+    match app.open_cache() {
+        Ok((cache, report)) => {
+            let st = app.status(&cache);
+            let records: u64 = st
+                .as_ref()
+                .map(|s| s.records.iter().map(|r| r.records).sum())
+                .unwrap_or(0);
+            let synced = st
+                .as_ref()
+                .ok()
+                .and_then(|s| s.records.iter().filter_map(|r| r.last_sync.clone()).max());
+            let (ok, detail) = match (&report.rebuilt, report.cleared, &synced) {
+                (Some((why, aside)), _, _) => (false, format!("was damaged ({why}) and rebuilt empty; old files in {}", aside.display())),
+                (None, true, _) => (true, "was from another version and was cleared; the next sync refills it".to_owned()),
+                (None, false, None) if app.config.sync.contact_retrieval => {
+                    (false, format!("{records} records, never synced"))
+                }
+                (None, false, s) => (true, format!("{records} records, last sync {}", s.clone().unwrap_or_else(|| "never (contact retrieval is off)".into()))),
+            };
+            out.push(check("cache", ok, detail, Some("Run `callsync sync` (or let the agent run) to fill the cache.")));
+        }
+        Err(crate::cache::CacheError::Locked(_)) => {
+            out.push(check("cache", true, "in use by the running agent", None))
+        }
+        Err(e) => out.push(check("cache", false, e.to_string(), Some("Run `callsync cache clear` and `callsync sync --full`, or move the cache folder aside."))),
+    }
+    match crate::outbox::Outbox::open(&app.data.outbox()) {
+        Ok(outbox) => {
+            let items = outbox.items().unwrap_or_default();
+            let parked = items
+                .iter()
+                .filter(|i| matches!(i.state, crate::outbox::State::Parked { .. }))
+                .count();
+            let paused = outbox.paused().ok().flatten();
+            let detail = format!(
+                "{} waiting, {parked} parked{}",
+                items.len() - parked,
+                paused.as_ref().map(|p| format!("; sending paused: {p}")).unwrap_or_default()
+            );
+            let fix = if parked > 0 {
+                "See `callsync queue` for each parked Task's reason and fix, then `callsync queue retry --all`."
+            } else {
+                "Run `callsync connect` to resume sending."
+            };
+            out.push(check("Task queue", parked == 0 && paused.is_none(), detail, Some(fix)));
+        }
+        Err(crate::outbox::OutboxError::Locked(_)) => {
+            out.push(check("Task queue", true, "in use by the running agent (`callsync status` shows it)", None))
+        }
+        Err(e) => out.push(check("Task queue", false, e.to_string(), Some("The queue holds calls not yet in Salesforce: do not delete it; contact support with `callsync doctor --json`."))),
+    }
 }

@@ -28,6 +28,7 @@ pub mod record;
 pub mod salesforce;
 pub mod schedule;
 pub mod screenpop;
+pub mod settings;
 pub mod sim;
 pub mod state;
 pub mod sync;

@@ -48,6 +48,9 @@ mod exit {
     pub const UNAVAILABLE: u8 = 7;
 }
 
+#[path = "cli/settings.rs"]
+mod settings_cli;
+
 #[derive(Subcommand, Debug)]
 enum AgentCmd {
     /// Tell the user the agent is running (a desktop notification).
@@ -141,6 +144,10 @@ enum Command {
     /// Authentication history.
     #[command(subcommand)]
     Auth(AuthCmd),
+    /// Integration settings: activity history, meeting history, assignee groups and contact
+    /// retrieval; export/import; restore the backup taken at `disconnect`.
+    #[command(subcommand)]
+    Settings(settings_cli::SettingsCmd),
     /// Softphone call logs: follow them or read one.
     #[command(subcommand)]
     Calls(CallsCmd),
@@ -358,16 +365,6 @@ fn main() -> ExitCode {
         print!("{}", config::EXAMPLE);
         return ExitCode::from(exit::OK);
     }
-    let layered = match load_config(&cli.global) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("callsync: {e:#}");
-            return ExitCode::from(exit::USAGE);
-        }
-    };
-    for w in &layered.warnings {
-        eprintln!("callsync: warning: {w}");
-    }
     let Some(data) = cli
         .global
         .data_dir
@@ -378,6 +375,16 @@ fn main() -> ExitCode {
         eprintln!("callsync: no home directory found; pass --data-dir");
         return ExitCode::from(exit::USAGE);
     };
+    let (layered, opts) = match load_config(&cli.global, &data) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("callsync: {e:#}");
+            return ExitCode::from(exit::USAGE);
+        }
+    };
+    for w in &layered.warnings {
+        eprintln!("callsync: warning: {w}");
+    }
     let _log = match logging::init(&data.logs(), &layered.config.logging, Console::Quiet, false) {
         Ok(g) => Some(g),
         Err(e) => {
@@ -390,7 +397,7 @@ fn main() -> ExitCode {
         .config
         .clone()
         .or_else(paths::default_user_config);
-    match run(cli.command, &layered, &data, settings) {
+    match run(cli.command, &layered, &data, settings, &opts) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             tracing::error!("{e:#}");
@@ -407,7 +414,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn load_config(g: &Global) -> anyhow::Result<Layered> {
+fn load_config(g: &Global, data: &DataDir) -> anyhow::Result<(Layered, LoadOptions)> {
     let cli = g
         .set
         .iter()
@@ -417,10 +424,12 @@ fn load_config(g: &Global) -> anyhow::Result<Layered> {
         managed_file: config::default_managed_file(),
         user_file_required: g.config.is_some(),
         user_file: g.config.clone().or_else(paths::default_user_config),
+        settings_file: Some(data.settings()),
+        settings_values: None,
         env: config::env_overrides(),
         cli,
     };
-    Ok(config::load(&opts)?)
+    Ok((config::load(&opts)?, opts))
 }
 
 /// The cache, telling the user when it had to be rebuilt or cleared.
@@ -443,6 +452,7 @@ fn run(
     layered: &Layered,
     data: &DataDir,
     settings: Option<PathBuf>,
+    opts: &LoadOptions,
 ) -> anyhow::Result<u8> {
     let cfg = &layered.config;
     let mut app = App::new(cfg.clone(), data.clone());
@@ -577,7 +587,8 @@ fn run(
         } => runtime()?.block_on(connect(&app, no_browser, send_queue_here)),
         Command::Run { headless } => run_agent(app, headless),
         Command::Agent(cmd) => agent_cmd(&app, cmd),
-        Command::Disconnect => runtime()?.block_on(disconnect(&app)),
+        Command::Disconnect => runtime()?.block_on(disconnect(&app, layered)),
+        Command::Settings(cmd) => settings_cli::run(cmd, &app, layered, data, opts),
         Command::Sync {
             full: _,
             watch: true,
@@ -960,17 +971,18 @@ fn demo(g: &Global, records: usize, agent: Option<(bool, Option<u64>)>) -> anyho
             .collect();
         let outbox = callsync::outbox::Outbox::open(&data.outbox())?;
         let settings = app.config.activity.settings();
-        let assignees = app.config.activity.assignees(Some(&stored.user_id));
+        let assignees = app.config.assignee.assignees(Some(&stored.user_id));
         let pipeline = callsync::pipeline::Pipeline {
             outbox: &outbox,
             cache: Some(&cache),
             normalizer: &normalizer,
             rules: &rules,
-            settings: &settings,
+            settings: Some(&settings),
+            meeting: None,
             assignees: &assignees,
         };
         pipeline.handle(&events)?;
-        let sender = callsync::outbox::Sender { client: &client, outbox: &outbox, external_id: Some("Call_Id__c".into()), errors: None };
+        let sender = callsync::outbox::Sender { client: &client, outbox: &outbox, external_id: Some("Call_Id__c".into()), event_external_id: None, errors: None };
         let rep = sender.send_due().await?;
         outln!("   {} Task(s) sent\n", rep.sent);
         for task in sim.org().rows("Task") {
@@ -1335,6 +1347,18 @@ async fn connect(app: &App, no_browser: bool, send_queue_here: bool) -> anyhow::
         "The refresh token is kept in {}.",
         app.auth_store().describe()
     );
+    match callsync::settings::Backup::load(&app.data.settings_backup()) {
+        Ok(Some(b)) if b.org_id != stored.org_id => eprintln!(
+            "callsync: warning: the settings backup ({}) is from org {} ({}), not this org: restoring it here would apply another org's field names and users; `callsync settings restore` checks them",
+            b.taken_at, b.org_id, b.username
+        ),
+        Ok(Some(b)) => outln!(
+            "A settings backup from {} is available: `callsync settings restore` applies it.",
+            b.taken_at
+        ),
+        Ok(None) => {}
+        Err(e) => eprintln!("callsync: warning: {e}"),
+    }
     // The queue: resume it for its own org; never hand it to another one unasked.
     match callsync::outbox::Outbox::open(&app.data.outbox()) {
         Ok(outbox) => match outbox.adopt_sign_in(&stored.org_id, send_queue_here)? {
@@ -1352,18 +1376,42 @@ async fn connect(app: &App, no_browser: bool, send_queue_here: bool) -> anyhow::
     Ok(exit::OK)
 }
 
-async fn disconnect(app: &App) -> anyhow::Result<u8> {
+async fn disconnect(app: &App, layered: &Layered) -> anyhow::Result<u8> {
+    // The backup first: whatever happens at Salesforce, the settings are kept.
+    let who = app.auth_store().load().ok().flatten();
+    if let Some(a) = &who {
+        let path = app.data.settings_backup();
+        let previous = callsync::settings::Backup::load(&path).ok().flatten();
+        callsync::settings::Backup::of(layered, &a.org_id, &a.username).save(&path)?;
+        let replaced = previous
+            .map(|p| format!(" (replacing the backup of {})", p.taken_at))
+            .unwrap_or_default();
+        outln!(
+            "settings backed up to {}{replaced}; `callsync settings restore` applies them after `callsync connect`",
+            path.display()
+        );
+    }
     if !app.sign_out().await? {
         outln!("not signed in");
         return Ok(exit::OK);
     }
+    let why = "signed out with `callsync disconnect`; the queue is kept and sent after `callsync connect`";
     match callsync::outbox::Outbox::open(&app.data.outbox()) {
         Ok(outbox) => {
-            outbox.set_paused(Some("signed out with `callsync disconnect`; the queue is kept and sent after `callsync connect`"))?;
+            outbox.set_paused(Some(why))?;
             let (p, k) = outbox.counts()?;
             outln!("signed out; the token is revoked and forgotten; the cache and {} queued Task(s) are kept", p + k);
         }
-        Err(_) => outln!("signed out; the token is revoked and forgotten (the cache and the Task queue are kept)"),
+        Err(callsync::outbox::OutboxError::Locked(_)) => {
+            // The running agent holds the queue: it stops sending when its token fails.
+            let _ = callsync::control::call(
+                &app.data,
+                &callsync::control::Request::SignOut,
+                std::time::Duration::from_secs(5),
+            );
+            outln!("signed out; the token is revoked and forgotten; the running agent keeps the cache and the Task queue")
+        }
+        Err(e) => return Err(e.into()),
     }
     Ok(exit::OK)
 }

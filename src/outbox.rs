@@ -46,10 +46,39 @@ pub enum State {
     },
 }
 
+/// What an item writes: a call's Task, or a meeting's Event.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SObject {
+    #[default]
+    Task,
+    Event,
+}
+
+impl SObject {
+    pub fn api_name(self) -> &'static str {
+        match self {
+            SObject::Task => "Task",
+            SObject::Event => "Event",
+        }
+    }
+
+    /// Store key for a call or meeting id: Tasks keep the bare id (the format before Events).
+    fn key(self, id: &str) -> Vec<u8> {
+        match self {
+            SObject::Task => id.as_bytes().to_vec(),
+            SObject::Event => format!("Event:{id}").into_bytes(),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Item {
     pub seq: u64,
+    /// The call id (Tasks) or meeting id (Events).
     pub call_id: String,
+    /// Absent in items queued before Events existed: a Task.
+    #[serde(default)]
+    pub object: SObject,
     pub op: Op,
     pub fields: Fields,
     pub queued_at: String,
@@ -194,7 +223,18 @@ impl Outbox {
     /// one, or becomes an update once the Task exists; an update for a call whose create is
     /// still queued is merged into that create.
     pub fn enqueue(&self, call_id: &str, op: Op, fields: Fields) -> Result<u64, OutboxError> {
-        if let Some(seq) = self.queued_create(call_id)? {
+        self.enqueue_for(SObject::Task, call_id, op, fields)
+    }
+
+    /// As [`Outbox::enqueue`], for a Task or an Event.
+    pub fn enqueue_for(
+        &self,
+        object: SObject,
+        call_id: &str,
+        op: Op,
+        fields: Fields,
+    ) -> Result<u64, OutboxError> {
+        if let Some(seq) = self.queued_create(object, call_id)? {
             if let Some(mut item) = self.get(seq)? {
                 let mergeable = op == Op::Create || item.state == State::Pending;
                 if mergeable {
@@ -207,7 +247,7 @@ impl Outbox {
                 }
             }
         }
-        let op = if op == Op::Create && self.task_id(call_id)?.is_some() {
+        let op = if op == Op::Create && self.record_id(object, call_id)?.is_some() {
             Op::Update
         } else {
             op
@@ -216,6 +256,7 @@ impl Outbox {
         let item = Item {
             seq,
             call_id: call_id.to_owned(),
+            object,
             op,
             fields,
             queued_at: crate::record::format_sf_datetime(chrono::Utc::now()),
@@ -230,17 +271,17 @@ impl Outbox {
             .map_err(self.st())?;
         if op == Op::Create {
             self.creates
-                .insert(call_id.as_bytes(), &seq.to_be_bytes())
+                .insert(object.key(call_id), &seq.to_be_bytes())
                 .map_err(self.st())?;
         }
         self.flush()?;
         Ok(seq)
     }
 
-    fn queued_create(&self, call_id: &str) -> Result<Option<u64>, OutboxError> {
+    fn queued_create(&self, object: SObject, call_id: &str) -> Result<Option<u64>, OutboxError> {
         Ok(self
             .creates
-            .get(call_id.as_bytes())
+            .get(object.key(call_id))
             .map_err(self.st())?
             .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
             .map(u64::from_be_bytes))
@@ -272,7 +313,7 @@ impl Outbox {
         let mut seen_calls = std::collections::HashSet::new();
         let mut out = Vec::new();
         for item in self.items()? {
-            let first_of_call = seen_calls.insert(item.call_id.clone());
+            let first_of_call = seen_calls.insert((item.object, item.call_id.clone()));
             if !first_of_call {
                 continue;
             }
@@ -297,7 +338,7 @@ impl Outbox {
     pub fn done(&self, item: &Item, task_id: Option<&str>) -> Result<(), OutboxError> {
         if let Some(id) = task_id {
             self.tasks
-                .insert(item.call_id.as_bytes(), id.as_bytes())
+                .insert(item.object.key(&item.call_id), id.as_bytes())
                 .map_err(self.st())?;
         }
         self.items
@@ -307,9 +348,14 @@ impl Outbox {
     }
 
     pub fn task_id(&self, call_id: &str) -> Result<Option<String>, OutboxError> {
+        self.record_id(SObject::Task, call_id)
+    }
+
+    /// The Salesforce Id of the Task (or Event) written for a call (or meeting).
+    pub fn record_id(&self, object: SObject, call_id: &str) -> Result<Option<String>, OutboxError> {
         Ok(self
             .tasks
-            .get(call_id.as_bytes())
+            .get(object.key(call_id))
             .map_err(self.st())?
             .map(|v| String::from_utf8_lossy(&v).into_owned()))
     }
@@ -599,6 +645,8 @@ pub struct Sender<'a> {
     pub outbox: &'a Outbox,
     /// The Task's unique external-id field holding the call id (recommended), e.g. `Call_Id__c`.
     pub external_id: Option<String>,
+    /// The Event's external-id field holding the meeting id.
+    pub event_external_id: Option<String>,
     pub errors: Option<&'a crate::errorlog::ErrorLog>,
 }
 
@@ -649,8 +697,13 @@ impl Sender<'_> {
             None => self.outbox.set_org(org)?,
         }
         let now = chrono::Utc::now().timestamp_millis();
-        let due = self.outbox.due(now, 2_000)?;
-        if due.len() >= 2 {
+        // Meetings are rare: their Events go one by one, after the Tasks.
+        let (events, due): (Vec<Item>, Vec<Item>) = self
+            .outbox
+            .due(now, 2_000)?
+            .into_iter()
+            .partition(|i| i.object == SObject::Event);
+        let mut report = if due.len() >= 2 {
             let mut report = SendReport::default();
             for chunk in due.chunks(200) {
                 self.send_collection(chunk.to_vec(), now, &mut report)
@@ -660,16 +713,29 @@ impl Sender<'_> {
                 }
             }
             self.outbox.flush()?;
-            return Ok(report);
+            report
+        } else {
+            self.send_each(due, now).await?
+        };
+        if report.stopped.is_none() && !events.is_empty() {
+            let r = self.send_each(events, now).await?;
+            report.sent += r.sent;
+            report.retried_later += r.retried_later;
+            report.parked += r.parked;
+            report.stopped = r.stopped;
+            report.last_error = r.last_error.or(report.last_error);
         }
-        self.send_each(due, now).await
+        Ok(report)
     }
 
     async fn send_each(&self, due: Vec<Item>, now: i64) -> Result<SendReport, OutboxError> {
         let mut report = SendReport::default();
         let mut rng = fastrand::Rng::new();
         for mut item in due {
-            if self.external_id.is_none() && item.op == Op::Create && !item.maybe_sent {
+            if self.external_id_for(item.object).is_none()
+                && item.op == Op::Create
+                && !item.maybe_sent
+            {
                 // Write the intent first: if the process dies with this create in flight, the
                 // next attempt looks for the Task before creating another.
                 item.maybe_sent = true;
@@ -728,7 +794,11 @@ impl Sender<'_> {
                     let _ = log.append(&crate::errorlog::ErrorEntry::now(
                         "salesforce",
                         format!("call {}", item.call_id),
-                        format!("Task {:?} parked: {explanation}. Fix: {fix}", item.op),
+                        format!(
+                            "{} {:?} parked: {explanation}. Fix: {fix}",
+                            item.object.api_name(),
+                            item.op
+                        ),
                     ));
                 }
                 item.state = State::Parked {
@@ -941,15 +1011,33 @@ impl Sender<'_> {
         }
     }
 
-    /// The Task already created for a call, by its `CallObject`.
-    async fn find_by_call_object(
+    fn external_id_for(&self, object: SObject) -> Option<&String> {
+        match object {
+            SObject::Task => self.external_id.as_ref(),
+            SObject::Event => self.event_external_id.as_ref(),
+        }
+    }
+
+    /// The record already written for an item whose write may have landed: a Task by its
+    /// `CallObject`, an Event by its Subject and start.
+    async fn find_existing(
         &self,
-        call_id: &str,
+        item: &Item,
     ) -> Result<Option<String>, crate::salesforce::SfError> {
-        let q = format!(
-            "SELECT Id FROM Task WHERE CallObject = '{}' LIMIT 1",
-            soql_quote(call_id)
-        );
+        let q = match item.object {
+            SObject::Task => format!(
+                "SELECT Id FROM Task WHERE CallObject = '{}' LIMIT 1",
+                soql_quote(&item.call_id)
+            ),
+            SObject::Event => {
+                let text = |k: &str| item.fields.get(k).and_then(Value::as_str).unwrap_or("");
+                format!(
+                    "SELECT Id FROM Event WHERE Subject = '{}' AND StartDateTime = {} LIMIT 1",
+                    soql_quote(text("Subject")),
+                    text("StartDateTime")
+                )
+            }
+        };
         let page = self.client.query(&q, false).await?;
         Ok(page
             .records
@@ -961,16 +1049,18 @@ impl Sender<'_> {
     async fn send_one(&self, item: &Item) -> Outcome {
         use reqwest::Method;
         let creating = item.op == Op::Create;
+        let object = item.object.api_name();
         let mut fields = item.fields.clone();
-        let result = match (&self.external_id, item.op) {
+        if item.op == Op::Update {
+            // Set once at creation (and not updateable).
+            fields.remove("TaskSubtype");
+        }
+        let result = match (self.external_id_for(item.object), item.op) {
             // Upsert on the call id: sending twice is harmless.
             (Some(ext), _) => {
                 fields.remove(ext);
-                if item.op == Op::Update {
-                    fields.remove("TaskSubtype");
-                }
                 let path = self.client.data_path(&format!(
-                    "/sobjects/Task/{ext}/{}",
+                    "/sobjects/{object}/{ext}/{}",
                     urlencode(&item.call_id)
                 ));
                 self.client
@@ -980,22 +1070,22 @@ impl Sender<'_> {
             }
             (None, Op::Create) => {
                 if item.maybe_sent {
-                    match self.find_by_call_object(&item.call_id).await {
+                    match self.find_existing(item).await {
                         Ok(Some(id)) => return Outcome::Done(Some(id)),
                         Ok(None) => {}
                         Err(e) => return self.classify(e, false),
                     }
                 }
-                let path = self.client.data_path("/sobjects/Task");
+                let path = self.client.data_path(&format!("/sobjects/{object}"));
                 self.client
                     .send(Method::POST, &path, Some(&body(&fields)))
                     .await
                     .map(|(_, v)| v.and_then(|v| v["id"].as_str().map(str::to_owned)))
             }
             (None, Op::Update) => {
-                let id = match self.outbox.task_id(&item.call_id) {
+                let id = match self.outbox.record_id(item.object, &item.call_id) {
                     Ok(Some(id)) => Some(id),
-                    _ => match self.find_by_call_object(&item.call_id).await {
+                    _ => match self.find_existing(item).await {
                         Ok(id) => id,
                         Err(e) => return self.classify(e, false),
                     },
@@ -1003,12 +1093,11 @@ impl Sender<'_> {
                 let Some(id) = id else {
                     return Outcome::Park(
                         "TASK_NOT_FOUND".into(),
-                        format!("no Task with CallObject {} to update", item.call_id),
+                        format!("no {object} for {} to update", item.call_id),
                         Vec::new(),
                     );
                 };
-                fields.remove("TaskSubtype");
-                let path = self.client.data_path(&format!("/sobjects/Task/{id}"));
+                let path = self.client.data_path(&format!("/sobjects/{object}/{id}"));
                 self.client
                     .send(Method::PATCH, &path, Some(&body(&fields)))
                     .await

@@ -39,6 +39,16 @@ impl DataDir {
         self.root.join("outbox")
     }
 
+    /// The integration settings store (`callsync settings`).
+    pub fn settings(&self) -> PathBuf {
+        self.root.join("settings.json")
+    }
+
+    /// The backup `callsync disconnect` takes of the integration settings.
+    pub fn settings_backup(&self) -> PathBuf {
+        self.root.join("settings-backup.json")
+    }
+
     /// The integration error log (JSON lines).
     pub fn error_log(&self) -> PathBuf {
         self.root.join("errors.jsonl")

@@ -3,11 +3,13 @@
 //! caller acknowledges the call-log batch only then (nothing lost, and a re-delivered batch
 //! finds its writes already queued or merged).
 
-use crate::activity::{self, ActivitySettings, Assignees, CallSummary, Decision, Stage, Target};
+use crate::activity::{
+    self, ActivitySettings, Assignees, CallSummary, Decision, MeetingSettings, Stage, Target,
+};
 use crate::cache::Cache;
 use crate::calllog::{CallEvent, Direction, EventKind, Origin, TransferKind};
 use crate::lookup::{self, LookupRules};
-use crate::outbox::{CallRecord, Op, Outbox, OutboxError};
+use crate::outbox::{CallRecord, Op, Outbox, OutboxError, SObject};
 use crate::phone::Normalizer;
 use crate::record::{ObjectKind, RecordId};
 
@@ -17,22 +19,47 @@ pub struct Pipeline<'a> {
     pub cache: Option<&'a Cache>,
     pub normalizer: &'a Normalizer,
     pub rules: &'a LookupRules,
-    pub settings: &'a ActivitySettings,
+    /// The activity history integration (None: off, calls write nothing).
+    pub settings: Option<&'a ActivitySettings>,
+    /// The meeting history integration (None: off, meetings write nothing).
+    pub meeting: Option<&'a MeetingSettings>,
     pub assignees: &'a Assignees,
 }
 
 impl Pipeline<'_> {
-    fn target(&self, s: &CallSummary) -> Target {
-        if self.settings.click_to_call_on_record && s.info.origin == Origin::ClickToCall {
-            if let Some(id) = s.info.record_id.as_deref().and_then(RecordId::parse) {
-                return activity::target_of_record(&id);
-            }
+    fn target(&self, s: &CallSummary, settings: &ActivitySettings) -> Target {
+        let record = (settings.click_to_call_on_record && s.info.origin == Origin::ClickToCall)
+            .then_some(s.info.record_id.as_deref())
+            .flatten();
+        self.target_of(record, &s.info.remote)
+    }
+
+    /// The record a write goes on: the one named, else the number's best match.
+    fn target_of(&self, record: Option<&str>, number: &str) -> Target {
+        if let Some(id) = record.and_then(RecordId::parse) {
+            return activity::target_of_record(&id);
         }
         self.cache
-            .and_then(|c| lookup::lookup(c, self.normalizer, self.rules, &s.info.remote).ok())
+            .and_then(|c| lookup::lookup(c, self.normalizer, self.rules, number).ok())
             .and_then(|r| r.best)
             .map(|m| activity::target_of(&m))
             .unwrap_or_default()
+    }
+
+    /// A meeting's Event, queued once (a re-delivered line merges into the queued one).
+    fn meeting(
+        &self,
+        e: &CallEvent,
+        m: &crate::calllog::MeetingInfo,
+    ) -> Result<Option<Decision>, OutboxError> {
+        let Some(settings) = self.meeting else {
+            return Ok(None);
+        };
+        let target = self.target_of(m.record_id.as_deref(), m.remote.as_deref().unwrap_or(""));
+        let f = activity::meeting_event(m, e.at, &target, self.assignees, settings);
+        self.outbox
+            .enqueue_for(SObject::Event, &e.call_id, Op::Create, f.clone())?;
+        Ok(Some(Decision::Create(f)))
     }
 
     /// For automatic forwarding: the active User whose phone is the destination.
@@ -61,6 +88,15 @@ impl Pipeline<'_> {
     pub fn handle(&self, events: &[CallEvent]) -> Result<Vec<(String, Decision)>, OutboxError> {
         let mut out = Vec::new();
         for e in events {
+            if let EventKind::Meeting(m) = &e.kind {
+                if let Some(d) = self.meeting(e, m)? {
+                    out.push((e.call_id.clone(), d));
+                }
+                continue;
+            }
+            let Some(settings) = self.settings else {
+                continue;
+            };
             let mut rec = match (self.outbox.call(&e.call_id)?, &e.info) {
                 (Some(r), _) => r,
                 (None, Some(info)) => CallRecord {
@@ -126,6 +162,7 @@ impl Pipeline<'_> {
                     s.summary = Some(summary.clone());
                     rec.ended.then_some(Stage::Update)
                 }
+                EventKind::Meeting(_) => None,
             };
             // A re-delivered end (the batch was not acknowledged before a crash) was handled.
             let stage = stage.filter(|st| !(*st == Stage::End && rec.ended));
@@ -133,7 +170,7 @@ impl Pipeline<'_> {
                 let skip_begin = stage == Stage::Begin && rec.created;
                 let skip_update = stage == Stage::Update && !rec.created;
                 if !skip_begin && !skip_update {
-                    let target = self.target(&rec.summary);
+                    let target = self.target(&rec.summary, settings);
                     let fwd = self.forward_user(&rec.summary);
                     let number = self.number(&rec.summary);
                     let d = activity::decide(
@@ -142,7 +179,7 @@ impl Pipeline<'_> {
                         &target,
                         fwd.as_ref(),
                         &number,
-                        self.settings,
+                        settings,
                         self.assignees,
                     );
                     match &d {
@@ -196,13 +233,15 @@ mod tests {
         cache.apply(&[Change::Upsert(r)], &[]).unwrap();
         let rules = LookupRules::default();
         let settings = ActivitySettings::default();
+        let meeting = crate::config::MeetingConfig::default().settings();
         let assignees = Assignees::default();
         let p = Pipeline {
             outbox: &outbox,
             cache: Some(&cache),
             normalizer: &n,
             rules: &rules,
-            settings: &settings,
+            settings: Some(&settings),
+            meeting: Some(&meeting),
             assignees: &assignees,
         };
         let events = [

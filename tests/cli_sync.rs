@@ -2,7 +2,6 @@
 //! browser), `callsync sync` killed with SIGKILL in the middle of a full load and run again,
 //! `callsync status`, `callsync lookup`, `callsync disconnect`.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -11,7 +10,7 @@ use callsync::sim::{Fault, FaultKind, Sim, SimOptions};
 use serde_json::{json, Value};
 
 mod common;
-use common::{command as cmd, free_port};
+use common::{command as cmd, connect_cli, free_port};
 
 fn status(dir: &Path) -> Value {
     let out = cmd(dir).args(["status", "--json"]).output().unwrap();
@@ -269,36 +268,6 @@ async fn watch_backs_off_when_the_org_limit_is_exhausted_and_stops_cleanly() {
 }
 
 /// `callsync connect --no-browser` with the test as the browser.
-async fn connect_cli(d: &Path, extra: &[&str]) {
-    let mut child = cmd(d)
-        .arg("connect")
-        .arg("--no-browser")
-        .args(extra)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let url = tokio::task::spawn_blocking(move || {
-        let mut lines = BufReader::new(stdout).lines();
-        let url = lines
-            .by_ref()
-            .map_while(Result::ok)
-            .find_map(|l| l.trim().starts_with("http").then(|| l.trim().to_owned()))
-            .unwrap();
-        std::thread::spawn(move || for _ in lines {});
-        url
-    })
-    .await
-    .unwrap();
-    assert!(url.contains("code_challenge_method=S256"), "{url}");
-    callsync::sim::play_browser(url).await.unwrap();
-    let st = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(st.success());
-}
-
 fn write_user(d: &Path, sim: &Sim, port: u16) {
     std::fs::write(
         d.join("user.toml"),
@@ -320,6 +289,7 @@ async fn send(d: &Path) -> callsync::outbox::SendReport {
         client: &client,
         outbox: &outbox,
         external_id: Some("Call_Id__c".into()),
+        event_external_id: None,
         errors: None,
     }
     .send_due()

@@ -165,6 +165,7 @@ async fn https_with_a_private_ca_needs_the_extra_ca_file() {
         client: &client,
         outbox: &outbox,
         external_id: Some("Call_Id__c".into()),
+        event_external_id: None,
         errors: None,
     }
     .send_due()
@@ -287,6 +288,7 @@ async fn everything_goes_through_a_real_proxy_and_survives_its_failures() {
         client: &client,
         outbox: &outbox,
         external_id: Some("Call_Id__c".into()),
+        event_external_id: None,
         errors: None,
     };
     assert_eq!(sender.send_due().await.unwrap().sent, 1);
@@ -353,6 +355,7 @@ async fn everything_goes_through_a_real_proxy_and_survives_its_failures() {
         client: &client,
         outbox: &outbox,
         external_id: Some("Call_Id__c".into()),
+        event_external_id: None,
         errors: None,
     };
     let rep = sender.send_due().await.unwrap();
@@ -383,6 +386,7 @@ async fn everything_goes_through_a_real_proxy_and_survives_its_failures() {
         client: &client,
         outbox: &outbox,
         external_id: Some("Call_Id__c".into()),
+        event_external_id: None,
         errors: None,
     };
     assert_eq!(sender.send_due().await.unwrap().sent, 1);

@@ -66,6 +66,7 @@ async fn drain(r: &Rig, ext: Option<&str>) {
         client: &r.client,
         outbox: &r.outbox,
         external_id: ext.map(str::to_owned),
+        event_external_id: None,
         errors: Some(&r.errors),
     };
     for _ in 0..20 {
@@ -145,6 +146,7 @@ async fn lock_errors_retry_and_permanent_errors_park_with_the_fix() {
         client: &r.client,
         outbox: &r.outbox,
         external_id: Some("Call_Id__c".into()),
+        event_external_id: None,
         errors: Some(&r.errors),
     };
     let rep = sender.send_due().await.unwrap();
@@ -212,6 +214,7 @@ async fn collections_send_200_per_call_and_park_only_the_bad_record() {
             client: &r.client,
             outbox: &r.outbox,
             external_id: ext.map(str::to_owned),
+            event_external_id: None,
             errors: Some(&r.errors),
         };
         let rep = sender.send_due().await.unwrap();

@@ -100,6 +100,32 @@ pub enum EventKind {
         #[serde(default)]
         summary: String,
     },
+    /// A meeting (video call) that ended, for the meeting history integration: one line,
+    /// `at` is its start. Becomes a Salesforce Event, not a Task.
+    Meeting(Box<MeetingInfo>),
+}
+
+/// What a `meeting` line says.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MeetingInfo {
+    #[serde(default)]
+    pub title: String,
+    pub end: DateTime<FixedOffset>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recording_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transcript: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// The host's identity in the phone system (mapped to a Salesforce user).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// A participant's number: the Event goes on its best match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<String>,
+    /// The Salesforce record the meeting was booked from (wins over `remote`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record_id: Option<String>,
 }
 
 impl EventKind {
@@ -112,6 +138,7 @@ impl EventKind {
             EventKind::Transferred { .. } => "transferred",
             EventKind::Memo { .. } => "memo",
             EventKind::Speech { .. } => "speech",
+            EventKind::Meeting(_) => "meeting",
         }
     }
 }

@@ -15,7 +15,7 @@ use super::{CallEvent, CallInfo, EventKind, Poll, Source};
 
 /// Event names the format defines; anything else is logged and skipped (later versions may add
 /// events).
-const KNOWN: [&str; 7] = [
+const KNOWN: [&str; 8] = [
     "dialing",
     "ringing",
     "answered",
@@ -23,6 +23,7 @@ const KNOWN: [&str; 7] = [
     "transferred",
     "memo",
     "speech",
+    "meeting",
 ];
 
 /// How the lines of an appended log are understood.

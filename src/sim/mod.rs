@@ -239,9 +239,18 @@ fn json_response(status: u16, body: Option<Value>, limit_info: Option<String>) -
 }
 
 async fn versions(State(org): State<Shared>) -> Response {
-    let v = lock(&org).opts.api_version.clone();
-    Json(json!([{"label": "Winter '25", "url": format!("/services/data/v{v}"), "version": v}]))
-        .into_response()
+    let (v, now) = {
+        let o = lock(&org);
+        (o.opts.api_version.clone(), o.now())
+    };
+    let mut r =
+        Json(json!([{"label": "Winter '25", "url": format!("/services/data/v{v}"), "version": v}]))
+            .into_response();
+    // The org's clock (moved by `/__sim/clock`), so that clock-skew checks can be tested.
+    if let Ok(d) = now.format("%a, %d %b %Y %H:%M:%S GMT").to_string().parse() {
+        r.headers_mut().insert(header::DATE, d);
+    }
+    r
 }
 
 fn bearer(headers: &HeaderMap) -> Option<String> {
@@ -533,6 +542,12 @@ async fn admin_config(State(org): State<Shared>, Json(body): Json<Value>) -> Res
     }
     if let Some(n) = body["api_calls"].as_u64() {
         o.api_calls = n;
+    }
+    if let Some(d) = body.get("denied") {
+        o.denied = serde_json::from_value(d.clone()).unwrap_or_default();
+    }
+    if let Some(d) = body.get("readonly_fields") {
+        o.readonly_fields = serde_json::from_value(d.clone()).unwrap_or_default();
     }
     match &body["authorize_error"] {
         Value::Null => {}

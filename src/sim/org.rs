@@ -142,8 +142,13 @@ pub struct Org {
     codes: HashMap<String, PendingCode>,
     pub faults: Vec<Fault>,
     fault_seen: Vec<u32>,
-    /// An authorize-step error to return (`OAUTH_APP_BLOCKED`, `invalid_client`).
+    /// An authorize-step error to return (`OAUTH_APP_BLOCKED`, `invalid_client`); a blocked
+    /// app's refresh-token grants fail with it too.
     pub authorize_error: Option<(String, String)>,
+    /// What the signed-in user may not do: object → `read` / `create`.
+    pub denied: BTreeMap<String, Vec<String>>,
+    /// Custom fields the user cannot write (field-level security): `Object.Field`.
+    pub readonly_fields: Vec<String>,
     /// User Id the browser "logs in" as.
     pub login_user: String,
     /// Requests counted per path family, for tests and benchmarks.
@@ -283,6 +288,19 @@ fn schema(object: &str, person_accounts: bool) -> Option<Vec<FieldDef>> {
             ]);
             f.extend(phones(&["Phone", "MobilePhone", "Fax"]));
         }
+        "Event" => f.extend([
+            ("Subject", String, 255, true, &[][..]),
+            ("Description", Textarea, 32_000, true, &[]),
+            ("StartDateTime", Datetime, 0, true, &[]),
+            ("EndDateTime", Datetime, 0, true, &[]),
+            ("ActivityDateTime", Datetime, 0, true, &[]),
+            ("DurationInMinutes", Int, 0, true, &[]),
+            ("IsAllDayEvent", Boolean, 0, true, &[]),
+            ("Location", String, 255, true, &[]),
+            ("WhoId", Reference, 18, true, &[]),
+            ("WhatId", Reference, 18, true, &[]),
+            ("Type", Picklist, 40, true, &[]),
+        ]),
         "Task" => f.extend([
             ("Subject", String, 255, true, &[][..]),
             ("Description", Textarea, 32_000, true, &[]),
@@ -325,6 +343,7 @@ fn prefix(object: &str) -> &'static str {
         "Lead" => "00Q",
         "User" => "005",
         "Task" => "00T",
+        "Event" => "00U",
         _ => "a00",
     }
 }
@@ -336,6 +355,7 @@ fn object_of_id(id: &str) -> Option<&'static str> {
         "00Q" => Some("Lead"),
         "005" => Some("User"),
         "00T" => Some("Task"),
+        "00U" => Some("Event"),
         "006" => Some("Opportunity"),
         "500" => Some("Case"),
         _ => None,
@@ -396,6 +416,13 @@ const TASK_CUSTOM: &[(&str, FieldType)] = &[
     ("Call_Memo__c", FieldType::Multipicklist),
 ];
 
+/// The Event's custom fields, for the meeting history integration.
+const EVENT_CUSTOM: &[(&str, FieldType)] = &[
+    ("Meeting_Id__c", FieldType::String),
+    ("Recording_URL__c", FieldType::String),
+    ("Meeting_Tags__c", FieldType::Multipicklist),
+];
+
 impl Org {
     pub fn new(opts: SimOptions, base_url: &str) -> Org {
         let mut org = Org {
@@ -417,17 +444,21 @@ impl Org {
             faults: Vec::new(),
             fault_seen: Vec::new(),
             authorize_error: None,
+            denied: BTreeMap::new(),
+            readonly_fields: Vec::new(),
             login_user: "005SIM000000001AAA".into(),
             token_requests: 0,
             queries: Vec::new(),
             rng: fastrand::Rng::with_seed(opts.seed ^ 0xC0FFEE),
             opts,
         };
-        for (name, ty) in TASK_CUSTOM {
-            org.custom_fields
-                .entry("Task".into())
-                .or_default()
-                .insert((*name).into(), *ty);
+        for (object, fields) in [("Task", TASK_CUSTOM), ("Event", EVENT_CUSTOM)] {
+            for (name, ty) in fields {
+                org.custom_fields
+                    .entry(object.into())
+                    .or_default()
+                    .insert((*name).into(), *ty);
+            }
         }
         org.seed_data();
         org
@@ -575,6 +606,12 @@ impl Org {
             .insert(name.into(), ty);
     }
 
+    fn is_denied(&self, object: &str, what: &str) -> bool {
+        self.denied
+            .get(object)
+            .is_some_and(|d| d.iter().any(|w| w == what))
+    }
+
     pub fn remove_custom_field(&mut self, object: &str, name: &str) {
         if let Some(m) = self.custom_fields.get_mut(object) {
             m.remove(name);
@@ -592,7 +629,8 @@ impl Org {
                 FieldType::Textarea => 32_000,
                 _ => 0,
             };
-            return Some((*t, len, true, &[]));
+            let writable = !self.readonly_fields.contains(&format!("{object}.{field}"));
+            return Some((*t, len, writable, &[]));
         }
         schema(object, self.opts.person_accounts)?
             .into_iter()
@@ -893,6 +931,9 @@ impl Org {
                 let Some(rt) = form.get("refresh_token") else {
                     return bad("invalid_request", "refresh_token required");
                 };
+                if let Some((e, d)) = self.authorize_error.clone() {
+                    return bad(&e, &d);
+                }
                 let Some(user) = self.refresh_tokens.get(rt).cloned() else {
                     return bad("invalid_grant", "expired access/refresh token");
                 };
@@ -993,8 +1034,28 @@ impl Org {
             ("GET", ["queryAll"]) => self.query(req.query.get("q"), true),
             ("GET", ["query" | "queryAll", locator]) => self.more(locator),
             ("GET", ["limits"]) => resp(200, self.limits()),
+            ("POST", ["sobjects", object] | ["composite", "sobjects", object, ..])
+                if self.is_denied(object, "create") =>
+            {
+                resp(
+                    400,
+                    err(
+                        "INSUFFICIENT_ACCESS_OR_READONLY",
+                        "insufficient access rights on object id",
+                        &[],
+                    ),
+                )
+            }
+            ("PATCH", ["sobjects", object, _, _]) if self.is_denied(object, "create") => resp(
+                400,
+                err(
+                    "INSUFFICIENT_ACCESS_OR_READONLY",
+                    "insufficient access rights on object id",
+                    &[],
+                ),
+            ),
             ("GET", ["sobjects"]) => resp(200, {
-                let list: Vec<Value> = ["Account", "Contact", "Lead", "User", "Task"]
+                let list: Vec<Value> = ["Account", "Contact", "Lead", "User", "Task", "Event"]
                     .iter()
                     .map(|o| json!({"name": o}))
                     .collect();
@@ -1043,7 +1104,9 @@ impl Org {
     }
 
     fn describe(&self, object: &str) -> Response {
-        let Some(fields) = schema(object, self.opts.person_accounts) else {
+        let fields =
+            schema(object, self.opts.person_accounts).filter(|_| !self.is_denied(object, "read"));
+        let Some(fields) = fields else {
             return resp(
                 404,
                 err(
@@ -1066,16 +1129,18 @@ impl Org {
             })
             .collect();
         for (name, ty) in self.custom_fields.get(object).into_iter().flatten() {
-            let ext = name == "Call_Id__c";
+            let ext = name.ends_with("_Id__c");
+            let writable = !self.readonly_fields.contains(&format!("{object}.{name}"));
             out.push(json!({
                 "name": name, "type": ty.sf(), "length": if *ty == FieldType::String { 255 } else { 0 },
-                "createable": true, "updateable": true, "nillable": true, "custom": true,
+                "createable": writable, "updateable": writable, "nillable": true, "custom": true,
                 "externalId": ext, "unique": ext, "restrictedPicklist": false, "picklistValues": [],
             }));
         }
         resp(
             200,
-            json!({"name": object, "queryable": true, "replicateable": true, "createable": true, "fields": out}),
+            json!({"name": object, "queryable": true, "replicateable": true,
+                "createable": !self.is_denied(object, "create"), "fields": out}),
         )
     }
 
@@ -1140,7 +1205,9 @@ impl Org {
             Ok(q) => q,
             Err(e) => return resp(400, err("MALFORMED_QUERY", &e, &[])),
         };
-        if schema(&query.object, self.opts.person_accounts).is_none() {
+        if schema(&query.object, self.opts.person_accounts).is_none()
+            || self.is_denied(&query.object, "read")
+        {
             return resp(
                 400,
                 err(
@@ -1621,7 +1688,7 @@ impl Org {
         let ext = self
             .custom_fields
             .get(object)
-            .is_some_and(|m| m.contains_key(field) && field == "Call_Id__c");
+            .is_some_and(|m| m.contains_key(field) && field.ends_with("_Id__c"));
         if field == "Id" {
             return self.update(object, value, body);
         }

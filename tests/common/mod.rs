@@ -112,6 +112,37 @@ pub fn append(path: &Path, text: &str) {
     f.sync_all().unwrap();
 }
 
+/// `callsync connect --no-browser` (plus `extra`), the test playing the browser.
+pub async fn connect_cli(d: &Path, extra: &[&str]) {
+    let mut child = command(d)
+        .arg("connect")
+        .arg("--no-browser")
+        .args(extra)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let url = tokio::task::spawn_blocking(move || {
+        let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+        let url = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .find_map(|l| l.trim().starts_with("http").then(|| l.trim().to_owned()))
+            .unwrap();
+        std::thread::spawn(move || for _ in lines {});
+        url
+    })
+    .await
+    .unwrap();
+    assert!(url.contains("code_challenge_method=S256"), "{url}");
+    callsync::sim::play_browser(url).await.unwrap();
+    let st = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(st.success());
+}
+
 /// Polls `f` every 50 ms until it is true; panics with `what` after `secs`.
 pub async fn wait_until(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
     let end = std::time::Instant::now() + Duration::from_secs(secs);
