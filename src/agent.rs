@@ -82,6 +82,7 @@ fn sources(app: &App) -> Result<Vec<Box<dyn crate::calllog::Source>>, AgentError
 pub struct Endpoints {
     requests: mpsc::Receiver<Envelope>,
     state: watch::Sender<AgentState>,
+    restart: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The other side: what the tray and the control socket hold.
@@ -89,9 +90,15 @@ pub struct Endpoints {
 pub struct Handle {
     pub requests: mpsc::Sender<Envelope>,
     pub state: watch::Receiver<AgentState>,
+    restart: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Handle {
+    /// The agent stopped because a restart was asked for (the process starts itself again).
+    pub fn restart_requested(&self) -> bool {
+        self.restart.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Sends a request without waiting for the answer (the tray: it renders the state instead).
     pub fn fire(&self, req: Request) {
         let (tx, _rx) = tokio::sync::oneshot::channel();
@@ -104,14 +111,17 @@ impl Handle {
 pub fn endpoints() -> (Endpoints, Handle) {
     let (req_tx, req_rx) = mpsc::channel(32);
     let (st_tx, st_rx) = watch::channel(AgentState::default());
+    let restart = Arc::new(std::sync::atomic::AtomicBool::new(false));
     (
         Endpoints {
             requests: req_rx,
             state: st_tx,
+            restart: restart.clone(),
         },
         Handle {
             requests: req_tx,
             state: st_rx,
+            restart,
         },
     )
 }
@@ -523,6 +533,7 @@ pub async fn run(
         send_now: send_now.clone(),
         sync_now: sync_now.clone(),
         quit: quit.clone(),
+        restart: ends.restart.clone(),
         activity: activity.clone(),
         lang,
     };
@@ -615,6 +626,7 @@ struct Ctx {
     send_now: Arc<Notify>,
     sync_now: Arc<Notify>,
     quit: Arc<Notify>,
+    restart: Arc<std::sync::atomic::AtomicBool>,
     activity: Arc<Activity>,
     lang: Lang,
 }
@@ -642,7 +654,10 @@ async fn serve_requests(mut rx: mpsc::Receiver<Envelope>, ctx: Ctx) {
         if req != Request::Status {
             ctx.activity.note_input(now_ms());
         }
-        let quit = req == Request::Quit;
+        let quit = matches!(req, Request::Quit | Request::Restart);
+        if req == Request::Restart {
+            ctx.restart.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
         let result = handle(&ctx, req).await;
         let st = ctx.report.tx.borrow().clone();
         let _ = back.send(match result {
@@ -761,7 +776,7 @@ async fn handle(ctx: &Ctx, req: Request) -> Result<(), String> {
                 _ => return Err("not a page of the org signed in to".into()),
             }
         }
-        Request::Quit => {}
+        Request::Quit | Request::Restart => {}
     }
     Ok(())
 }

@@ -38,6 +38,8 @@ pub enum Request {
         url: String,
     },
     Quit,
+    /// Stop gracefully, then start again with the same arguments (to apply changed settings).
+    Restart,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

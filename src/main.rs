@@ -61,6 +61,8 @@ enum AgentCmd {
     Resume,
     /// Stop the agent gracefully.
     Quit,
+    /// Stop gracefully and start again (applies changed settings; `settings set` does it).
+    Restart,
 }
 
 #[derive(Parser, Debug)]
@@ -1237,8 +1239,31 @@ fn run_agent(app: App, headless: bool) -> anyhow::Result<u8> {
     rt.shutdown_timeout(std::time::Duration::from_secs(1));
     result??;
     drop(lock);
+    if handle.restart_requested() {
+        tracing::info!("restarting to apply new settings");
+        return restart_self();
+    }
     outln!("stopped");
     Ok(exit::OK)
+}
+
+/// Starts this program again with the same arguments: on Unix in place (same pid, so a
+/// systemd unit or a supervisor keeps following it), elsewhere as a new process.
+fn restart_self() -> anyhow::Result<u8> {
+    let exe = std::env::current_exe().context("cannot find the callsync executable")?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(std::env::args_os().skip(1));
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        let e = cmd.exec();
+        Err(anyhow::anyhow!("cannot restart: {e}"))
+    }
+    #[cfg(not(unix))]
+    {
+        cmd.spawn().context("cannot restart")?;
+        Ok(exit::OK)
+    }
 }
 
 /// `callsync agent …`: asks the running agent.
@@ -1249,6 +1274,7 @@ fn agent_cmd(app: &App, cmd: AgentCmd) -> anyhow::Result<u8> {
         AgentCmd::Pause => Request::Pause,
         AgentCmd::Resume => Request::Resume,
         AgentCmd::Quit => Request::Quit,
+        AgentCmd::Restart => Request::Restart,
     };
     match control::call(&app.data, &req, std::time::Duration::from_secs(10)) {
         Ok(r) if r.ok => {

@@ -120,6 +120,42 @@ async fn headless_without_display_or_dbus_one_instance_socket_pause_resume_and_g
     common::wait_until(20, "the resumed Task", || tasks(&sim, "agent-2") == 1).await;
     common::wait_until(10, "an empty queue", || status(d)["agent"]["pending"] == 0).await;
 
+    // A settings change reaches the running agent: it restarts itself in place (same pid) and
+    // the next call's Task has the new status.
+    let started = status(d)["agent"]["started_ms"].as_i64().unwrap();
+    let out = common::command(d)
+        .args(["settings", "set", "activity.status", "In Progress"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("restarts to apply"),
+        "{out:?}"
+    );
+    common::wait_until(20, "the restarted agent", || {
+        // While it restarts, the stores are briefly busy and the socket absent.
+        let out = common::command(d)
+            .args(["status", "--json"])
+            .output()
+            .unwrap();
+        let st: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        st["running"] == true && st["agent"]["started_ms"].as_i64().unwrap_or(0) > started
+    })
+    .await;
+    assert_eq!(status(d)["agent"]["pid"], child.id());
+    common::append(&log, &common::call_lines("agent-3", "03-1111-0003"));
+    common::wait_until(20, "the Task after the restart", || {
+        tasks(&sim, "agent-3") == 1
+    })
+    .await;
+    let t = sim
+        .org()
+        .rows("Task")
+        .into_iter()
+        .find(|t| t["CallObject"] == "agent-3")
+        .unwrap();
+    assert_eq!(t["Status"], "In Progress");
+
     // SIGTERM (logout, service stop): a clean exit that removes the socket.
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -141,6 +177,7 @@ async fn headless_without_display_or_dbus_one_instance_socket_pause_resume_and_g
     assert_eq!(st["pending_tasks"], 0);
     assert_eq!(tasks(&sim, "agent-1"), 1);
     assert_eq!(tasks(&sim, "agent-2"), 1);
+    assert_eq!(tasks(&sim, "agent-3"), 1);
     let out = common::command(d).args(["agent", "quit"]).output().unwrap();
     assert_eq!(out.status.code(), Some(7), "{out:?}");
 }

@@ -50,7 +50,7 @@ pub fn run(
 ) -> anyhow::Result<u8> {
     let store_path = data.settings();
     match cmd {
-        SettingsCmd::Show { json } => show(layered, data, json),
+        SettingsCmd::Show { json } => show(app, layered, data, json),
         SettingsCmd::Set { key, value } => {
             let key = key.trim().to_owned();
             if let Some(code) = refuse(layered, &key) {
@@ -166,10 +166,11 @@ fn save(
         return Ok(None);
     }
     let store = Store::save(path, values)?;
+    // The running agent reads its settings at start: it restarts itself to apply them.
     let data = DataDir::new(path.parent().unwrap_or(Path::new(".")));
-    let status = callsync::control::Request::Status;
-    if callsync::control::call(&data, &status, std::time::Duration::from_millis(500)).is_ok() {
-        eprintln!("callsync: note: the running agent uses the new settings after a restart (`callsync agent quit`, then start it again)");
+    let restart = callsync::control::Request::Restart;
+    if callsync::control::call(&data, &restart, std::time::Duration::from_secs(3)).is_ok() {
+        eprintln!("callsync: the running agent restarts to apply the new settings");
     }
     Ok(Some(store.revision))
 }
@@ -245,8 +246,9 @@ fn import(
     Ok(exit::OK)
 }
 
-fn show(layered: &Layered, data: &DataDir, json: bool) -> anyhow::Result<u8> {
+fn show(app: &App, layered: &Layered, data: &DataDir, json: bool) -> anyhow::Result<u8> {
     let values = layered.values();
+    let connected = app.auth_store().load().ok().flatten();
     let store = Store::load(&data.settings())?;
     let backup = Backup::load(&data.settings_backup())?;
     let entry = |k: &str| {
@@ -293,6 +295,10 @@ fn show(layered: &Layered, data: &DataDir, json: bool) -> anyhow::Result<u8> {
             .collect();
         let (cr, source, locked) = entry(CONTACT_RETRIEVAL);
         let out = serde_json::json!({
+            "connected": connected.as_ref().map(|a| serde_json::json!({
+                "org_id": a.org_id, "user_id": a.user_id, "username": a.username,
+                "instance_url": a.instance_url, "since": a.connected_at,
+            })),
             "groups": groups,
             "contact_retrieval": {"value": cr, "source": source, "locked": locked},
             "store": {"path": data.settings(), "revision": store.revision, "updated_at": store.updated_at},
@@ -303,6 +309,17 @@ fn show(layered: &Layered, data: &DataDir, json: bool) -> anyhow::Result<u8> {
         });
         outln!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(exit::OK);
+    }
+    match &connected {
+        Some(a) => outln!(
+            "integrated with org {} as {} ({}) at {}, since {}",
+            a.org_id,
+            a.username,
+            a.user_id,
+            a.instance_url,
+            a.connected_at
+        ),
+        None => outln!("not integrated: `callsync connect` signs in"),
     }
     for g in Group::ALL {
         let enabled = values
