@@ -132,6 +132,25 @@ pub async fn run_headless(app: App, stop: impl Future<Output = ()>) -> Result<()
     run(app, stop, ends).await
 }
 
+/// How long the agent waits at start for a store another (short-lived) process holds.
+const STORE_WAIT: Duration = Duration::from_secs(10);
+
+/// `open()` again while it fails with a lock another process holds, up to [`STORE_WAIT`].
+async fn retry_locked<T, E>(
+    mut open: impl FnMut() -> Result<T, E>,
+    locked: impl Fn(&E) -> bool,
+) -> Result<T, E> {
+    let end = tokio::time::Instant::now() + STORE_WAIT;
+    loop {
+        match open() {
+            Err(e) if locked(&e) && tokio::time::Instant::now() < end => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            r => return r,
+        }
+    }
+}
+
 /// Keeps [`AgentState`] current from the stores; every change wakes the tray once.
 struct Reporter {
     tx: watch::Sender<AgentState>,
@@ -230,9 +249,21 @@ pub async fn run(
     stop: impl Future<Output = ()>,
     ends: Endpoints,
 ) -> Result<(), AgentError> {
-    let (cache, _) = app.open_cache()?;
+    // A CLI command (`status`, `lookup`) may hold the stores for a moment as the agent starts
+    // (autostart, a restart): wait for it rather than fail the start.
+    let (cache, _) = retry_locked(
+        || app.open_cache(),
+        |e| matches!(e, crate::cache::CacheError::Locked(_)),
+    )
+    .await?;
     let cache = Arc::new(cache);
-    let outbox = Arc::new(Outbox::open(&app.data.outbox())?);
+    let outbox = Arc::new(
+        retry_locked(
+            || Outbox::open(&app.data.outbox()),
+            |e| matches!(e, crate::outbox::OutboxError::Locked(_)),
+        )
+        .await?,
+    );
     let errors = Arc::new(ErrorLog::new(app.data.error_log()));
     let normalizer = app
         .config

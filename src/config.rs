@@ -816,6 +816,9 @@ pub struct LoadOptions {
     pub user_file: Option<PathBuf>,
     /// The user named the file (`--config`): it must exist.
     pub user_file_required: bool,
+    /// Values from the OS policy store (Group Policy, managed preferences): applied after the
+    /// managed file, and locked.
+    pub policy: BTreeMap<String, toml::Value>,
     /// The integration settings store (`<data>/settings.json`).
     pub settings_file: Option<PathBuf>,
     /// Values to use instead of the store's (checking a change before it is saved).
@@ -1191,6 +1194,13 @@ pub fn load(opts: &LoadOptions) -> Result<Layered, ConfigError> {
             managed_used = Some(p.clone());
         }
     }
+    if !opts.policy.is_empty() {
+        let source = Source::Managed(PathBuf::from(crate::policy::SOURCE));
+        for (key, value) in &opts.policy {
+            m.locked.insert(key.clone());
+            m.set(key.clone(), value.clone(), source.clone());
+        }
+    }
     let mut user_used = None;
     if let Some(p) = &opts.user_file {
         if p.exists() || opts.user_file_required {
@@ -1257,6 +1267,55 @@ pub fn parse_set(s: &str) -> Result<(String, String), ConfigError> {
         .ok_or_else(|| ConfigError::BadSet(s.to_owned()))
 }
 
+/// Sets `KEY=VALUE` pairs in the TOML file `path` (created if missing), keeping its comments and
+/// layout; values are typed and checked like `--set`. Empty values are skipped. Returns how many
+/// were written.
+pub fn set_in_file(path: &Path, pairs: &[String]) -> Result<usize, String> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
+    let mut doc: toml_edit::DocumentMut = text
+        .parse()
+        .map_err(|e| format!("{} is not valid TOML: {e}", path.display()))?;
+    let mut n = 0;
+    for pair in pairs {
+        let (key, raw) = parse_set(pair).map_err(|e| e.to_string())?;
+        if raw.trim().is_empty() {
+            continue;
+        }
+        let v = parse_value(&key, &raw).map_err(|e| format!("{key}: {e}"))?;
+        let item: toml_edit::DocumentMut = format!("v = {v}")
+            .parse()
+            .map_err(|e| format!("{key}: {e}"))?;
+        let Some(value) = item.get("v").cloned() else {
+            continue;
+        };
+        let parts: Vec<&str> = key.split('.').collect();
+        let (last, sections) = parts.split_last().ok_or("empty key")?;
+        let mut table = doc.as_table_mut();
+        for s in sections {
+            let entry = table
+                .entry(s)
+                .or_insert_with(|| toml_edit::Item::Table(toml_edit::Table::new()));
+            table = entry
+                .as_table_mut()
+                .ok_or_else(|| format!("{key}: `{s}` is not a table in {}", path.display()))?;
+        }
+        // Indexing keeps the key, and the comments above it.
+        table[last] = value;
+        n += 1;
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    std::fs::write(path, doc.to_string())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(n)
+}
+
 /// The annotated example shipped in `assets/`, printed by `callsync config example`.
 pub const EXAMPLE: &str = include_str!("../assets/config.example.toml");
 
@@ -1268,6 +1327,81 @@ mod tests {
         let p = dir.join(name);
         std::fs::write(&p, text).unwrap();
         p
+    }
+
+    #[test]
+    fn installers_set_keys_in_a_file_keeping_its_comments() {
+        let d = tempfile::tempdir().unwrap();
+        let f = write(
+            d.path(),
+            "config.toml",
+            "# IT notes\n[phone]\n# region\ndefault_region = \"JP\"\n",
+        );
+        let n = set_in_file(
+            &f,
+            &[
+                "salesforce.login_url=https://acme.my.salesforce.com".into(),
+                "phone.default_region=US".into(),
+                "salesforce.client_id=".into(),
+                "calllog.poll_secs=5".into(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(n, 3);
+        let text = std::fs::read_to_string(&f).unwrap();
+        assert!(
+            text.contains("# IT notes") && text.contains("# region"),
+            "{text}"
+        );
+        let l = load(&LoadOptions {
+            managed_file: Some(f.clone()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(
+            l.config.salesforce.login_url,
+            "https://acme.my.salesforce.com"
+        );
+        assert_eq!(l.config.phone.default_region, "US");
+        assert_eq!(l.config.calllog.poll_secs, 5);
+        assert!(set_in_file(&f, &["calllog.poll_secs=soon".into()]).is_err());
+    }
+
+    #[test]
+    fn os_policies_win_over_the_managed_file_and_are_locked() {
+        let d = tempfile::tempdir().unwrap();
+        let managed = write(d.path(), "m.toml", "[sync]\ninterval_secs = 900\n");
+        let user = write(
+            d.path(),
+            "u.toml",
+            "[sync]\ninterval_secs = 60\ncontact_retrieval = true\n",
+        );
+        let (policy, problems) = crate::policy::to_config(&[
+            (
+                "sync.interval_secs".into(),
+                crate::policy::PolicyValue::Number(600),
+            ),
+            (
+                "sync.contact_retrieval".into(),
+                crate::policy::PolicyValue::Number(0),
+            ),
+        ]);
+        assert!(problems.is_empty());
+        let l = load(&LoadOptions {
+            managed_file: Some(managed),
+            user_file: Some(user),
+            policy,
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(l.config.sync.interval_secs, 600);
+        assert!(!l.config.sync.contact_retrieval);
+        assert!(l.is_locked("sync.interval_secs") && l.is_locked("sync.contact_retrieval"));
+        assert!(matches!(
+            l.origins["sync.interval_secs"],
+            Source::Managed(_)
+        ));
+        assert_eq!(l.warnings.len(), 2, "{:?}", l.warnings);
     }
 
     #[test]

@@ -173,6 +173,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Zip logs, status, configuration, queue and settings for IT or support, with tokens removed
+    /// and phone numbers masked.
+    SupportBundle {
+        /// Where to write it [default: ./callsync-support-DATE.zip]
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Write the manual pages (callsync.1 and one per subcommand) into DIR (packaging).
+    #[command(hide = true)]
+    Man { dir: PathBuf },
     /// Run the simulated Salesforce org on loopback (for trying things with curl, and tests).
     Sim {
         #[arg(long, default_value_t = 8900)]
@@ -292,6 +302,15 @@ enum ConfigCmd {
     },
     /// A complete, annotated configuration file.
     Example,
+    /// Set keys in a configuration file, keeping its comments (installers write the
+    /// machine-wide file with it: `config set-file FILE salesforce.login_url=…`). Empty values
+    /// are skipped, so unset installer properties change nothing.
+    #[command(hide = true)]
+    SetFile {
+        file: PathBuf,
+        #[arg(value_name = "KEY=VALUE")]
+        values: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -363,6 +382,33 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Command::Man { dir } = &cli.command {
+        use clap::CommandFactory;
+        let r = std::fs::create_dir_all(dir)
+            .and_then(|()| clap_mangen::generate_to(Cli::command(), dir));
+        return match r {
+            Ok(()) => ExitCode::from(exit::OK),
+            Err(e) => {
+                eprintln!(
+                    "callsync: cannot write the manual pages to {}: {e}",
+                    dir.display()
+                );
+                ExitCode::from(exit::FAILURE)
+            }
+        };
+    }
+    if let Command::Config(ConfigCmd::SetFile { file, values }) = &cli.command {
+        return match config::set_in_file(file, values) {
+            Ok(n) => {
+                outln!("{n} value(s) written to {}", file.display());
+                ExitCode::from(exit::OK)
+            }
+            Err(e) => {
+                eprintln!("callsync: {e}");
+                ExitCode::from(exit::USAGE)
+            }
+        };
+    }
     if let Command::Config(ConfigCmd::Example) = cli.command {
         print!("{}", config::EXAMPLE);
         return ExitCode::from(exit::OK);
@@ -422,8 +468,16 @@ fn load_config(g: &Global, data: &DataDir) -> anyhow::Result<(Layered, LoadOptio
         .iter()
         .map(|s| config::parse_set(s))
         .collect::<Result<Vec<_>, _>>()?;
+    let (policy, problems) = callsync::policy::to_config(&callsync::policy::read());
+    for (key, why) in problems {
+        eprintln!(
+            "callsync: warning: policy {key} in {} ignored: {why}",
+            callsync::policy::SOURCE
+        );
+    }
     let opts = LoadOptions {
         managed_file: config::default_managed_file(),
+        policy,
         user_file_required: g.config.is_some(),
         user_file: g.config.clone().or_else(paths::default_user_config),
         settings_file: Some(data.settings()),
@@ -591,6 +645,7 @@ fn run(
         Command::Agent(cmd) => agent_cmd(&app, cmd),
         Command::Disconnect => runtime()?.block_on(disconnect(&app, layered)),
         Command::Settings(cmd) => settings_cli::run(cmd, &app, layered, data, opts),
+        Command::SupportBundle { output } => support_bundle(&app, layered, output),
         Command::Sync {
             full: _,
             watch: true,
@@ -739,9 +794,10 @@ fn run(
             Ok(exit::OK)
         }
         // Handled in `main` before the configuration is loaded.
-        Command::Config(ConfigCmd::Example) | Command::Demo { .. } | Command::Sim { .. } => {
-            Ok(exit::OK)
-        }
+        Command::Config(ConfigCmd::Example | ConfigCmd::SetFile { .. })
+        | Command::Demo { .. }
+        | Command::Sim { .. }
+        | Command::Man { .. } => Ok(exit::OK),
     }
 }
 
@@ -784,27 +840,79 @@ fn print_lookup(r: &LookupResult, cache_empty: bool) {
     }
 }
 
+/// `config show --json`: every key, its value, source and lock.
+fn config_json(layered: &Layered, data: &DataDir) -> serde_json::Value {
+    let items: Vec<serde_json::Value> = layered
+        .entries()
+        .iter()
+        .map(|(k, v)| {
+            serde_json::json!({
+                "key": k,
+                "value": v,
+                "source": layered.origins.get(k),
+                "locked": layered.is_locked(k),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "managed_file": layered.managed_file,
+        "user_file": layered.user_file,
+        "data_dir": data.root(),
+        "warnings": layered.warnings,
+        "keys": items,
+    })
+}
+
+/// `callsync support-bundle`.
+fn support_bundle(app: &App, layered: &Layered, output: Option<PathBuf>) -> anyhow::Result<u8> {
+    use callsync::control::{self, Request};
+    let out = output.unwrap_or_else(|| {
+        PathBuf::from(format!(
+            "callsync-support-{}.zip",
+            chrono::Local::now().format("%Y%m%d-%H%M%S")
+        ))
+    });
+    let mut reports = vec![(
+        "config.json",
+        serde_json::to_string_pretty(&config_json(layered, &app.data))?,
+    )];
+    // The running agent holds the stores: its state, else the stores read directly.
+    match control::call(
+        &app.data,
+        &Request::Status,
+        std::time::Duration::from_secs(3),
+    ) {
+        Ok(r) => reports.push((
+            "status.json",
+            serde_json::to_string_pretty(&serde_json::json!({"running": true, "agent": r.state}))?,
+        )),
+        Err(_) => {
+            if let Ok((cache, _)) = app.open_cache() {
+                let st = app.status(&cache)?;
+                reports.push(("status.json", serde_json::to_string_pretty(&st)?));
+            }
+            if let Ok(outbox) = callsync::outbox::Outbox::open(&app.data.outbox()) {
+                reports.push((
+                    "queue.json",
+                    serde_json::to_string_pretty(&outbox.items()?)?,
+                ));
+            }
+        }
+    }
+    let b = callsync::support::write(&out, &app.data, &reports)?;
+    outln!(
+        "{} ({} files; tokens removed, phone numbers masked): {}",
+        b.path.display(),
+        b.files.len(),
+        b.files.join(", ")
+    );
+    Ok(exit::OK)
+}
+
 fn show_config(layered: &Layered, data: &DataDir, json: bool) -> anyhow::Result<()> {
     let entries = layered.entries();
     if json {
-        let items: Vec<serde_json::Value> = entries
-            .iter()
-            .map(|(k, v)| {
-                serde_json::json!({
-                    "key": k,
-                    "value": v,
-                    "source": layered.origins.get(k),
-                    "locked": layered.is_locked(k),
-                })
-            })
-            .collect();
-        let out = serde_json::json!({
-            "managed_file": layered.managed_file,
-            "user_file": layered.user_file,
-            "data_dir": data.root(),
-            "warnings": layered.warnings,
-            "keys": items,
-        });
+        let out = config_json(layered, data);
         outln!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }

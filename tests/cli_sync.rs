@@ -284,7 +284,7 @@ async fn send(d: &Path) -> callsync::outbox::SendReport {
     config.auth = user.auth;
     let app = callsync::app::App::new(config, callsync::paths::DataDir::new(d.join("data")));
     let client = app.client().unwrap();
-    let outbox = callsync::outbox::Outbox::open(&d.join("data/outbox")).unwrap();
+    let outbox = open_outbox(d);
     callsync::outbox::Sender {
         client: &client,
         outbox: &outbox,
@@ -297,8 +297,22 @@ async fn send(d: &Path) -> callsync::outbox::SendReport {
     .unwrap()
 }
 
+/// The outbox, opened again in this process: sled's background flusher may hold the previous
+/// handle's file lock for a moment after it was dropped.
+fn open_outbox(d: &Path) -> callsync::outbox::Outbox {
+    let end = Instant::now() + Duration::from_secs(5);
+    loop {
+        match callsync::outbox::Outbox::open(&d.join("data/outbox")) {
+            Err(callsync::outbox::OutboxError::Locked(_)) if Instant::now() < end => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            r => return r.unwrap(),
+        }
+    }
+}
+
 fn enqueue(d: &Path, call: &str) {
-    let o = callsync::outbox::Outbox::open(&d.join("data/outbox")).unwrap();
+    let o = open_outbox(d);
     let f = [
         ("Subject", json!("Call")),
         ("Status", json!("Completed")),

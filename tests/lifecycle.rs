@@ -658,3 +658,63 @@ async fn meetings_become_events_exactly_once() {
     assert_eq!(events.len(), 2);
     assert!(events.iter().any(|e| e["Meeting_Id__c"] == "m2"));
 }
+
+#[test]
+fn a_support_bundle_has_what_explains_a_problem_and_no_secret_or_number() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("user.toml"), "[auth]\nstore = \"file\"\n").unwrap();
+    std::fs::create_dir_all(d.join("data/logs")).unwrap();
+    std::fs::write(
+        d.join("data/logs/callsync.2026-11-21.log"),
+        "2026-11-21T10:00:00Z INFO ringing from 03-1234-5678\nrefresh_token=5Aep861abcdefghijklmnop\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("data/errors.jsonl"),
+        "{\"at\":\"2026-11-21T10:00:00Z\",\"what\":\"bad number 090-1111-2222\"}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("data/auth.json"),
+        "{\"refresh_token\":\"5Aep-secret\"}",
+    )
+    .unwrap();
+    let zip_path = d.join("bundle.zip");
+    let out = ok(
+        d,
+        &["support-bundle", "--output", zip_path.to_str().unwrap()],
+    );
+    assert!(out.contains("phone numbers masked"), "{out}");
+    let mut z = zip::ZipArchive::new(std::fs::File::open(&zip_path).unwrap()).unwrap();
+    let names: Vec<String> = z.file_names().map(|n| n.unwrap().into_owned()).collect();
+    for want in [
+        "system.txt",
+        "config.json",
+        "status.json",
+        "queue.json",
+        "errors.jsonl",
+        "logs/callsync.2026-11-21.log",
+    ] {
+        assert!(
+            names.iter().any(|n| n == want),
+            "{want} missing from {names:?}"
+        );
+    }
+    assert!(!names.iter().any(|n| n.contains("auth.json")), "{names:?}");
+    let mut all = String::new();
+    for i in 0..z.len() {
+        z.by_index(i).unwrap().read_to_string(&mut all).unwrap();
+    }
+    assert!(!all.contains("5Aep"), "a token left in the bundle");
+    assert!(
+        !all.contains("1234-5678") && all.contains("**-****-5678"),
+        "a number left unmasked"
+    );
+    assert!(!all.contains("1111-2222") && all.contains("2222"));
+    assert!(
+        all.contains("2026-11-21T10:00:00Z"),
+        "timestamps must stay readable"
+    );
+}
