@@ -36,3 +36,5 @@ pub mod support;
 pub mod sync;
 pub mod synth;
 pub mod tray;
+#[cfg(windows)]
+pub mod winclose;

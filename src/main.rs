@@ -1272,7 +1272,16 @@ async fn stop_signal() {
             }
         }
     }
-    #[cfg(not(unix))]
+    #[cfg(windows)]
+    {
+        // Installers and logoff close the hidden window; a console sends Ctrl-C.
+        let close = callsync::winclose::install();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = close.notified() => {}
+        }
+    }
+    #[cfg(not(any(unix, windows)))]
     {
         let _ = tokio::signal::ctrl_c().await;
     }
