@@ -247,17 +247,8 @@ impl App {
         report
     }
 
-    pub fn status(&self, cache: &Cache) -> Result<Status, CacheError> {
-        let store = self.auth_store();
-        let signed_in = store.load().ok().flatten().map(|a| SignedIn {
-            org_id: a.org_id,
-            user_id: a.user_id,
-            username: a.username,
-            instance_url: a.instance_url,
-            method: a.method,
-            since: a.connected_at,
-            token_store: store.describe(),
-        });
+    /// Records and sync state per object, from the cache alone.
+    pub fn object_status(&self, cache: &Cache) -> Result<Vec<ObjectStatus>, CacheError> {
         let mut records = Vec::new();
         for kind in ObjectKind::ALL {
             let st = sync::load_state(cache, kind)?;
@@ -270,6 +261,21 @@ impl App {
                 load_in_progress,
             });
         }
+        Ok(records)
+    }
+
+    pub fn status(&self, cache: &Cache) -> Result<Status, CacheError> {
+        let store = self.auth_store();
+        let signed_in = store.load().ok().flatten().map(|a| SignedIn {
+            org_id: a.org_id,
+            user_id: a.user_id,
+            username: a.username,
+            instance_url: a.instance_url,
+            method: a.method,
+            since: a.connected_at,
+            token_store: store.describe(),
+        });
+        let records = self.object_status(cache)?;
         let counts = crate::outbox::Outbox::open(&self.data.outbox())
             .ok()
             .and_then(|o| o.counts().ok());

@@ -870,31 +870,36 @@ impl Layered {
 
     /// Effective values by schema key (maps such as `assignee.agents` whole).
     pub fn values(&self) -> BTreeMap<String, toml::Value> {
-        flatten_with(&to_value(&self.config), &schema())
+        flatten_with(&to_value(&self.config), schema())
     }
 }
 
+static SCHEMA: std::sync::LazyLock<BTreeMap<String, toml::Value>> =
+    std::sync::LazyLock::new(|| flatten(&to_value(&Config::default())));
+
 /// Every key with its default value (maps such as `assignee.agents` as one key).
-pub fn schema() -> BTreeMap<String, toml::Value> {
-    flatten(&to_value(&Config::default()))
+pub fn schema() -> &'static BTreeMap<String, toml::Value> {
+    &SCHEMA
+}
+
+/// `key`'s default, or why there is no such key (with a "did you mean" hint).
+pub fn known_key(key: &str) -> Result<&'static toml::Value, String> {
+    schema()
+        .get(key)
+        .ok_or_else(|| format!("unknown key `{key}`{}", hint_for(schema(), key)))
 }
 
 /// Parses a value given on the command line for `key` (by the type of its default): strings
 /// as they are, booleans, numbers, lists as `a,b` or TOML, maps as an inline TOML table.
 pub fn parse_value(key: &str, raw: &str) -> Result<toml::Value, String> {
-    let schema = schema();
-    let template = schema
-        .get(key)
-        .ok_or_else(|| format!("unknown key `{key}`{}", hint_for(&schema, key)))?;
-    parse_scalar(template, raw)
+    parse_scalar(known_key(key)?, raw)
 }
 
 /// Flattens a TOML document to schema keys (for imports); unknown keys are errors.
 pub fn flatten_document(table: toml::Table) -> Result<BTreeMap<String, toml::Value>, String> {
-    let schema = schema();
-    let flat = flatten_with(&toml::Value::Table(table), &schema);
-    if let Some(k) = flat.keys().find(|k| !schema.contains_key(*k)) {
-        return Err(format!("unknown key `{k}`{}", hint_for(&schema, k)));
+    let flat = flatten_with(&toml::Value::Table(table), schema());
+    if let Some(k) = flat.keys().find(|k| !schema().contains_key(*k)) {
+        known_key(k)?;
     }
     Ok(flat)
 }
@@ -1176,7 +1181,7 @@ pub fn env_overrides() -> Vec<(String, String)> {
 
 /// Builds the effective configuration.
 pub fn load(opts: &LoadOptions) -> Result<Layered, ConfigError> {
-    let defaults = flatten(&to_value(&Config::default()));
+    let defaults = schema().clone();
     let mut m = Merger {
         origins: defaults
             .keys()

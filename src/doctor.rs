@@ -379,15 +379,10 @@ fn local_checks(app: &App, out: &mut Vec<Check>) {
     }
     match app.open_cache() {
         Ok((cache, report)) => {
-            let st = app.status(&cache);
-            let records: u64 = st
-                .as_ref()
-                .map(|s| s.records.iter().map(|r| r.records).sum())
-                .unwrap_or(0);
-            let synced = st
-                .as_ref()
-                .ok()
-                .and_then(|s| s.records.iter().filter_map(|r| r.last_sync.clone()).max());
+            // The cache alone: the queue has its own check below.
+            let objects = app.object_status(&cache).unwrap_or_default();
+            let records: u64 = objects.iter().map(|r| r.records).sum();
+            let synced = objects.iter().filter_map(|r| r.last_sync.clone()).max();
             let (ok, detail) = match (&report.rebuilt, report.cleared, &synced) {
                 (Some((why, aside)), _, _) => (false, format!("was damaged ({why}) and rebuilt empty; old files in {}", aside.display())),
                 (None, true, _) => (true, "was from another version and was cleared; the next sync refills it".to_owned()),
@@ -405,15 +400,10 @@ fn local_checks(app: &App, out: &mut Vec<Check>) {
     }
     match crate::outbox::Outbox::open(&app.data.outbox()) {
         Ok(outbox) => {
-            let items = outbox.items().unwrap_or_default();
-            let parked = items
-                .iter()
-                .filter(|i| matches!(i.state, crate::outbox::State::Parked { .. }))
-                .count();
+            let (waiting, parked) = outbox.counts().unwrap_or_default();
             let paused = outbox.paused().ok().flatten();
             let detail = format!(
-                "{} waiting, {parked} parked{}",
-                items.len() - parked,
+                "{waiting} waiting, {parked} parked{}",
                 paused.as_ref().map(|p| format!("; sending paused: {p}")).unwrap_or_default()
             );
             let fix = if parked > 0 {

@@ -55,6 +55,14 @@ impl Group {
         format!("{}.enabled", self.section())
     }
 
+    /// The group's enabled flag in `values` (keyed like [`Layered::values`]).
+    pub fn enabled_in(self, values: &BTreeMap<String, toml::Value>) -> bool {
+        values
+            .get(&self.enabled_key())
+            .and_then(toml::Value::as_bool)
+            .unwrap_or(false)
+    }
+
     pub fn of_key(key: &str) -> Option<Group> {
         let section = key.split('.').next()?;
         Group::ALL.into_iter().find(|g| g.section() == section)
@@ -82,8 +90,9 @@ pub fn is_setting(key: &str) -> bool {
 /// Every integration-setting key with its default.
 pub fn defaults() -> BTreeMap<String, toml::Value> {
     crate::config::schema()
-        .into_iter()
+        .iter()
         .filter(|(k, _)| is_setting(k))
+        .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
 }
 
@@ -225,11 +234,13 @@ impl Backup {
                     .filter(|(k, _)| Group::of_key(k) == Some(g))
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect();
-                let enabled = values
-                    .get(&g.enabled_key())
-                    .and_then(toml::Value::as_bool)
-                    .unwrap_or(false);
-                (g, GroupBackup { enabled, values })
+                (
+                    g,
+                    GroupBackup {
+                        enabled: g.enabled_in(&values),
+                        values,
+                    },
+                )
             })
             .collect();
         Backup {
@@ -496,11 +507,17 @@ pub async fn check_against_org(
                     })
                     .collect();
                 for (key, id) in &users {
+                    // An agent's mapping is set as the whole `assignee.agents` map.
+                    let set_key = if key.starts_with("assignee.agents.") {
+                        "assignee.agents"
+                    } else {
+                        key.as_str()
+                    };
                     match found.get(id.get(..15).unwrap_or(id)) {
                         None => out.push(Finding {
                             item: key.clone(),
                             problem: format!("no User {id} in this org"),
-                            fix: format!("Map it to a User of this org (`callsync settings set {} …`), or remove it.", key.rsplit_once('.').map(|(k, _)| k).filter(|k| *k == "assignee.agents").unwrap_or(key)),
+                            fix: format!("Map it to a User of this org (`callsync settings set {set_key} …`), or remove it."),
                         }),
                         Some(false) => out.push(Finding {
                             item: key.clone(),

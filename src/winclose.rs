@@ -30,13 +30,8 @@ unsafe extern "system" fn wndproc(hwnd: HWND, msg: u32, wparam: WPARAM, lparam: 
     match msg {
         // Agree to end the session; WM_ENDSESSION follows.
         WM_QUERYENDSESSION => 1,
-        WM_CLOSE => {
-            if let Some(n) = CLOSE.get() {
-                n.notify_one();
-            }
-            0
-        }
-        WM_ENDSESSION if wparam != 0 => {
+        // WM_ENDSESSION with wparam 0: the session is not ending after all.
+        WM_CLOSE | WM_ENDSESSION if msg == WM_CLOSE || wparam != 0 => {
             if let Some(n) = CLOSE.get() {
                 n.notify_one();
             }

@@ -297,8 +297,9 @@ async fn send(d: &Path) -> callsync::outbox::SendReport {
     .unwrap()
 }
 
-/// The outbox, opened again in this process: sled's background flusher may hold the previous
-/// handle's file lock for a moment after it was dropped.
+/// The outbox, opened again in this process. Its lock (flock) can outlive the dropped handle
+/// for a moment: a child process that a parallel test forks in that instant shares the lock's
+/// file description until it execs.
 fn open_outbox(d: &Path) -> callsync::outbox::Outbox {
     let end = Instant::now() + Duration::from_secs(5);
     loop {

@@ -67,7 +67,7 @@ pub fn run(
             let mut values = Store::load(&store_path)?.values;
             values.insert(key.clone(), v.clone());
             save(opts, &store_path, values).map(|r| match r {
-                Some(rev) => {
+                Some((rev, _)) => {
                     let was = before.map(|b| format!(" (was {b})")).unwrap_or_default();
                     outln!("{key} = {v}{was}; settings revision {rev}");
                     overridden(layered, &key);
@@ -86,7 +86,7 @@ pub fn run(
                 return Ok(exit::OK);
             }
             save(opts, &store_path, values).map(|r| match r {
-                Some(rev) => {
+                Some((rev, _)) => {
                     outln!("{key} unset; settings revision {rev}");
                     exit::OK
                 }
@@ -126,9 +126,8 @@ pub fn run(
 /// Why `key` cannot be changed here (an exit code), after saying so.
 fn refuse(layered: &Layered, key: &str) -> Option<u8> {
     if !settings::is_setting(key) {
-        let hint = config::parse_value(key, "")
+        let hint = config::known_key(key)
             .err()
-            .filter(|e| e.contains("unknown key"))
             .unwrap_or_else(|| format!("`{key}` is not an integration setting"));
         eprintln!("callsync: {hint}; `callsync settings` manages activity.*, meeting.*, assignee.* and {CONTACT_RETRIEVAL} (other keys belong in the configuration file: `callsync config show`)");
         return Some(exit::USAGE);
@@ -152,19 +151,22 @@ fn overridden(layered: &Layered, key: &str) {
     }
 }
 
-/// Validates the whole configuration with `values` as the store, then saves them. None: the
-/// change was refused (and why was said).
+/// Validates the whole configuration with `values` as the store, then saves them: the new
+/// revision and the configuration now in effect. None: the change was refused (and why was said).
 fn save(
     opts: &LoadOptions,
     path: &Path,
     values: BTreeMap<String, toml::Value>,
-) -> anyhow::Result<Option<u64>> {
+) -> anyhow::Result<Option<(u64, Layered)>> {
     let mut check = opts.clone();
     check.settings_values = Some(values.clone());
-    if let Err(e) = config::load(&check) {
-        eprintln!("callsync: not saved: {e}");
-        return Ok(None);
-    }
+    let layered = match config::load(&check) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("callsync: not saved: {e}");
+            return Ok(None);
+        }
+    };
     let store = Store::save(path, values)?;
     // The running agent reads its settings at start: it restarts itself to apply them.
     let data = DataDir::new(path.parent().unwrap_or(Path::new(".")));
@@ -172,7 +174,7 @@ fn save(
     if callsync::control::call(&data, &restart, std::time::Duration::from_secs(3)).is_ok() {
         eprintln!("callsync: the running agent restarts to apply the new settings");
     }
-    Ok(Some(store.revision))
+    Ok(Some((store.revision, layered)))
 }
 
 fn import(
@@ -232,7 +234,7 @@ fn import(
         }
         values.insert(k, v);
     }
-    let Some(rev) = save(opts, store_path, values)? else {
+    let Some((rev, _)) = save(opts, store_path, values)? else {
         eprintln!("callsync: nothing was changed");
         return Ok(exit::USAGE);
     };
@@ -283,13 +285,9 @@ fn show(app: &App, layered: &Layered, data: &DataDir, json: bool) -> anyhow::Res
                         serde_json::json!({"key": k, "value": v, "source": source, "locked": locked})
                     })
                     .collect();
-                let enabled = values
-                    .get(&g.enabled_key())
-                    .and_then(toml::Value::as_bool)
-                    .unwrap_or(false);
                 (
                     g.section().to_owned(),
-                    serde_json::json!({"title": g.title(), "enabled": enabled, "settings": items}),
+                    serde_json::json!({"title": g.title(), "enabled": g.enabled_in(&values), "settings": items}),
                 )
             })
             .collect();
@@ -322,14 +320,14 @@ fn show(app: &App, layered: &Layered, data: &DataDir, json: bool) -> anyhow::Res
         None => outln!("not integrated: `callsync connect` signs in"),
     }
     for g in Group::ALL {
-        let enabled = values
-            .get(&g.enabled_key())
-            .and_then(toml::Value::as_bool)
-            .unwrap_or(false);
         outln!(
             "{}: {}",
             g.title(),
-            if enabled { "enabled" } else { "disabled" }
+            if g.enabled_in(&values) {
+                "enabled"
+            } else {
+                "disabled"
+            }
         );
         for k in keys_of(g) {
             let (v, source, locked) = entry(k);
@@ -392,17 +390,17 @@ fn restore(
     let plan = settings::restore_plan(&backup);
     let store_path = data.settings();
     let values = settings::apply_plan(&Store::load(&store_path)?.values, &plan);
-    let Some(rev) = save(opts, &store_path, values)? else {
+    // `now`: what is in effect after the restore, for the check against the org.
+    let Some((rev, now)) = save(opts, &store_path, values)? else {
         eprintln!("callsync: the backup was not restored");
         return Ok(exit::FAILURE);
     };
+    let before = layered.values();
     let locked: Vec<&String> = plan
         .iter()
-        .filter(|(k, v)| layered.is_locked(k) && layered.values().get(*k) != Some(v))
+        .filter(|(k, v)| layered.is_locked(k) && before.get(*k) != Some(v))
         .map(|(k, _)| k)
         .collect();
-    // What is in effect now, for the check against the org.
-    let now = config::load(opts)?;
     let mut lines = Vec::new();
     for g in Group::ALL {
         let enabled = backup.groups.get(&g).is_some_and(|b| b.enabled);
