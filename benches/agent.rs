@@ -64,26 +64,42 @@ fn proc_usage(pid: u32) -> (f64, f64) {
     (rss, cpu)
 }
 
-/// CPU seconds per thread name (summed over threads of the same name), from /proc.
-fn threads_cpu(pid: u32) -> std::collections::BTreeMap<String, f64> {
+/// CPU seconds per live thread (tid → name, seconds), from /proc: the scheduler's
+/// `se.sum_exec_runtime` (microseconds) where the kernel shows it, else utime + stime (10 ms
+/// ticks, too coarse for threads that wake briefly).
+fn threads_cpu(pid: u32) -> std::collections::BTreeMap<u32, (String, f64)> {
     let mut m = std::collections::BTreeMap::new();
     let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return m;
     };
     for t in dir.flatten() {
+        let Some(tid) = t.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
         let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
         let name = stat
             .split_once('(')
             .and_then(|(_, r)| r.rsplit_once(')'))
             .map(|(n, _)| n.to_owned())
             .unwrap_or_default();
-        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-        let f: Vec<f64> = rest
-            .split_whitespace()
-            .map(|x| x.parse().unwrap_or(0.0))
-            .collect();
-        let cpu = (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / 100.0;
-        *m.entry(name).or_insert(0.0) += cpu;
+        let precise = std::fs::read_to_string(t.path().join("sched"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("se.sum_exec_runtime"))
+                    .and_then(|l| l.rsplit(':').next())
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+            })
+            .map(|ms| ms / 1000.0);
+        let cpu = precise.unwrap_or_else(|| {
+            let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+            let f: Vec<f64> = rest
+                .split_whitespace()
+                .map(|x| x.parse().unwrap_or(0.0))
+                .collect();
+            (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / 100.0
+        });
+        m.insert(tid, (name, cpu));
     }
     m
 }
@@ -439,12 +455,25 @@ fn main() {
         std::thread::sleep(Duration::from_secs(5));
     }
     let (rss_end, cpu1) = proc_usage(pid);
-    let busy: Vec<String> = threads_cpu(pid)
+    // Per thread name (tokio's workers summed); threads that ended within the window (pool
+    // threads) are the rest of the process's total.
+    let mut by_name = std::collections::BTreeMap::<String, f64>::new();
+    for (tid, (name, c)) in threads_cpu(pid) {
+        let before = threads0.get(&tid).map_or(0.0, |(_, c0)| *c0);
+        *by_name.entry(name).or_default() += c - before;
+    }
+    let live: f64 = by_name.values().sum();
+    let mut busy: Vec<(String, f64)> = by_name.into_iter().filter(|(_, c)| *c >= 0.0005).collect();
+    busy.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let mut busy: Vec<String> = busy
         .into_iter()
-        .map(|(n, c)| (n.clone(), c - threads0.get(&n).copied().unwrap_or(0.0)))
-        .filter(|(_, c)| *c > 0.0)
-        .map(|(n, c)| format!("{n} {c:.2} s"))
+        .map(|(n, c)| format!("{n} {:.0} ms", c * 1000.0))
         .collect();
+    // The process total counts 10 ms ticks: this is ±10 ms.
+    let ended = (cpu1 - cpu0) - live;
+    if ended >= 0.005 {
+        busy.push(format!("threads that ended ≈{:.0} ms", ended * 1000.0));
+    }
     rss.push(rss_end);
     let per_10min = (cpu1 - cpu0) * 600.0 / t0.elapsed().as_secs_f64();
     rss.sort_by(|a, b| a.total_cmp(b));

@@ -28,7 +28,7 @@ use crate::i18n::{self, Lang, Msg};
 use crate::outbox::{Outbox, Sender};
 use crate::pipeline::Pipeline;
 use crate::record::ObjectKind;
-use crate::salesforce::SfError;
+use crate::salesforce::{Client, SfError};
 use crate::schedule::{next_delay, Activity, ScheduleInput};
 use crate::screenpop::{self, Pop, PopMode};
 use crate::state::{AgentState, MENU_ERRORS};
@@ -243,6 +243,33 @@ impl Reporter {
     }
 }
 
+/// The agent's one connection to the org, shared by the sender and the sync loop: one session
+/// (a token refresh when it expires, not per cycle) and one pool of TLS connections.
+struct Session {
+    app: App,
+    client: Mutex<Option<Client>>,
+}
+
+impl Session {
+    /// A client for the account the store holds now (`callsync connect` may have changed it).
+    fn client(&self) -> Option<Client> {
+        let mut slot = self
+            .client
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *slot = self.app.client_reusing(slot.as_ref()).ok();
+        slot.clone()
+    }
+
+    /// The next [`Session::client`] starts afresh (the sign-in was refused).
+    fn reset(&self) {
+        *self
+            .client
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+    }
+}
+
 /// Runs until `stop` completes or a Quit request comes.
 pub async fn run(
     app: App,
@@ -276,6 +303,10 @@ pub async fn run(
     let activity = Arc::new(Activity::new(now_ms()));
     let calls_resumed = Arc::new(Notify::new());
     let me = app.auth_store().load().ok().flatten().map(|a| a.user_id);
+    let session = Arc::new(Session {
+        app: app.clone(),
+        client: Mutex::new(None),
+    });
 
     let started = chrono::Utc::now();
     let report = Arc::new(Reporter {
@@ -387,23 +418,20 @@ pub async fn run(
     // Sending. A stop waits for the pass in flight, then the loop ends.
     let (stop_sender, mut stopping) = watch::channel(false);
     let sender_task = {
-        let (outbox, errors, send_now, report) = (
+        let (outbox, errors, send_now, report, session) = (
             outbox.clone(),
             errors.clone(),
             send_now.clone(),
             report.clone(),
+            session.clone(),
         );
-        let app = app.clone();
         let interval = Duration::from_secs(app.config.activity.send_interval_secs);
         let ext = app.config.activity.external_id();
         let event_ext = app.config.meeting.external_id();
         tokio::spawn(async move {
-            let mut client = None;
             let mut last_net: Option<String> = None;
             while !*stopping.borrow() {
-                if client.is_none() {
-                    client = app.client().ok();
-                }
+                let client = session.client();
                 if let Some(c) = &client {
                     let sender = Sender {
                         client: c,
@@ -422,8 +450,7 @@ pub async fn run(
                             let signed_out =
                                 r.stopped.as_deref().is_some_and(|s| s.contains("sign-in"));
                             if signed_out {
-                                // Re-read the sign-in next time (`callsync connect` may have run).
-                                client = None;
+                                session.reset();
                             }
                             report.update(|s| {
                                 if r.last_error.is_some() || r.sent > 0 {
@@ -471,7 +498,12 @@ pub async fn run(
 
     // Syncing.
     let sync_task = {
-        let (cache, errors, report) = (cache.clone(), errors.clone(), report.clone());
+        let (cache, errors, report, session) = (
+            cache.clone(),
+            errors.clone(),
+            report.clone(),
+            session.clone(),
+        );
         let app = app.clone();
         let (activity, calls_resumed, sync_now) =
             (activity.clone(), calls_resumed.clone(), sync_now.clone());
@@ -482,8 +514,8 @@ pub async fn run(
             loop {
                 let mut rate_limited = false;
                 let mut api_share = None;
-                match app.client() {
-                    Ok(client) => {
+                match session.client() {
+                    Some(client) => {
                         let r = app
                             .sync(&cache, &client, false, &mut |_, done, total| {
                                 let pct = (done * 100).checked_div(total).unwrap_or(0).min(99);
@@ -511,7 +543,8 @@ pub async fn run(
                                             report.update(|s| s.offline = Some(m));
                                         }
                                         SfError::SignInNeeded(_) => {
-                                            report.update(|s| s.sign_in_needed = true)
+                                            report.update(|s| s.sign_in_needed = true);
+                                            session.reset();
                                         }
                                         _ => {}
                                     }
@@ -522,7 +555,7 @@ pub async fn run(
                         }
                         api_share = client.api_usage().map(|(u, m)| u as f64 / m.max(1) as f64);
                     }
-                    Err(_) => failures = failures.max(1),
+                    None => failures = failures.max(1),
                 }
                 report.sign_in(&app);
                 report.records(&cache);

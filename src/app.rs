@@ -21,6 +21,9 @@ pub struct App {
     pub data: DataDir,
     /// The user settings file in use (`--config`), for "Open settings file".
     pub settings_file: Option<PathBuf>,
+    /// Opened once: probing the OS credential store is a D-Bus round trip on Linux, and the
+    /// agent asks for the sign-in every cycle.
+    auth_store: Arc<std::sync::OnceLock<Arc<dyn AuthStore>>>,
 }
 
 /// `callsync status`.
@@ -72,6 +75,7 @@ impl App {
             config,
             data,
             settings_file: None,
+            auth_store: Arc::default(),
         }
     }
 
@@ -84,7 +88,9 @@ impl App {
     }
 
     pub fn auth_store(&self) -> Arc<dyn AuthStore> {
-        auth::open_store(&self.config.auth.store, &self.auth_file())
+        self.auth_store
+            .get_or_init(|| auth::open_store(&self.config.auth.store, &self.auth_file()))
+            .clone()
     }
 
     pub fn client_config(&self) -> ClientConfig {
@@ -129,6 +135,21 @@ impl App {
 
     pub fn client(&self) -> Result<Client, SfError> {
         Client::from_store(self.client_config(), self.auth_store())
+    }
+
+    /// `current` again while the store holds the same account, else a new client. A new client
+    /// re-reads the system's root certificates and opens a new session: the long-running agent
+    /// would pay that on every cycle.
+    pub fn client_reusing(&self, current: Option<&Client>) -> Result<Client, SfError> {
+        let stored = self
+            .auth_store()
+            .load()
+            .map_err(|e| SfError::Store(e.to_string()))?
+            .ok_or(SfError::NotConnected)?;
+        match current {
+            Some(c) if c.auth().same_account(&stored) => Ok(c.clone()),
+            _ => self.client(),
+        }
     }
 
     /// Signs in the way the configuration says: JWT bearer when a user and key are set,

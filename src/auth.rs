@@ -35,6 +35,26 @@ pub struct StoredAuth {
     pub jwt_key_file: Option<String>,
 }
 
+impl StoredAuth {
+    /// The same user of the same org through the same login host and method: a session opened
+    /// for one serves the other (a refresh reads the stored token anyway).
+    pub fn same_account(&self, other: &StoredAuth) -> bool {
+        (
+            &self.login_url,
+            &self.client_id,
+            &self.org_id,
+            &self.user_id,
+            &self.method,
+        ) == (
+            &other.login_url,
+            &other.client_id,
+            &other.org_id,
+            &other.user_id,
+            &other.method,
+        )
+    }
+}
+
 /// Where the sign-in is kept.
 pub trait AuthStore: Send + Sync {
     fn load(&self) -> io::Result<Option<StoredAuth>>;
@@ -94,59 +114,140 @@ impl AuthStore for FileStore {
 /// Service); the rest, which is not secret, in the JSON file.
 pub struct KeyringStore {
     meta: FileStore,
+    vault: Box<dyn Vault>,
+    /// The last sign-in read, with the metadata file's identity then: every save rewrites that
+    /// file (here or in another callsync process), so an unchanged file means an unchanged
+    /// sign-in and the credential store (a D-Bus round trip on Linux) need not be asked again.
+    loaded: std::sync::Mutex<Option<(FileStamp, StoredAuth)>>,
+}
+
+/// The credential store's entry for one refresh token (a seam: tests count its round trips).
+trait Vault: Send + Sync {
+    /// `Ok(None)`: there is no entry.
+    fn get(&self) -> io::Result<Option<String>>;
+    fn set(&self, secret: &str) -> io::Result<()>;
+    /// A missing entry is not an error.
+    fn delete(&self) -> io::Result<()>;
+}
+
+/// The platform's credential store through `keyring`.
+struct OsVault {
     account: String,
 }
 
 const KEYRING_SERVICE: &str = "callsync";
 
-impl KeyringStore {
-    /// `None` where the platform has no usable credential store (headless Linux).
-    pub fn open(meta_path: impl Into<PathBuf>) -> Option<KeyringStore> {
-        let meta_path = meta_path.into();
-        let account = format!("refresh-token:{}", meta_path.display());
-        let entry = keyring::Entry::new(KEYRING_SERVICE, &account).ok()?;
-        // Probe: a missing entry is fine, a missing store is not.
-        match entry.get_password() {
-            Ok(_) | Err(keyring::Error::NoEntry) => Some(KeyringStore {
-                meta: FileStore::new(meta_path),
-                account,
-            }),
-            Err(_) => None,
-        }
-    }
-
+impl OsVault {
     fn entry(&self) -> io::Result<keyring::Entry> {
         keyring::Entry::new(KEYRING_SERVICE, &self.account).map_err(io::Error::other)
     }
 }
 
+impl Vault for OsVault {
+    fn get(&self) -> io::Result<Option<String>> {
+        match self.entry()?.get_password() {
+            Ok(t) => Ok(Some(t)),
+            Err(keyring::Error::NoEntry) => Ok(None),
+            Err(e) => Err(io::Error::other(e)),
+        }
+    }
+
+    fn set(&self, secret: &str) -> io::Result<()> {
+        self.entry()?.set_password(secret).map_err(io::Error::other)
+    }
+
+    fn delete(&self) -> io::Result<()> {
+        match self.entry()?.delete_credential() {
+            Ok(()) | Err(keyring::Error::NoEntry) => Ok(()),
+            Err(e) => Err(io::Error::other(e)),
+        }
+    }
+}
+
+/// What changes when a file is replaced or rewritten.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct FileStamp {
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+    #[cfg(unix)]
+    inode: u64,
+}
+
+impl FileStamp {
+    fn of(path: &Path) -> io::Result<Option<FileStamp>> {
+        match std::fs::metadata(path) {
+            Ok(m) => Ok(Some(FileStamp {
+                len: m.len(),
+                modified: m.modified().ok(),
+                #[cfg(unix)]
+                inode: std::os::unix::fs::MetadataExt::ino(&m),
+            })),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl KeyringStore {
+    /// `None` where the platform has no usable credential store (headless Linux).
+    pub fn open(meta_path: impl Into<PathBuf>) -> Option<KeyringStore> {
+        let meta_path = meta_path.into();
+        let vault = OsVault {
+            account: format!("refresh-token:{}", meta_path.display()),
+        };
+        // Probe: a missing entry is fine, a missing store is not.
+        vault.get().ok()?;
+        Some(KeyringStore::with_vault(meta_path, Box::new(vault)))
+    }
+
+    fn with_vault(meta_path: PathBuf, vault: Box<dyn Vault>) -> KeyringStore {
+        KeyringStore {
+            meta: FileStore::new(meta_path),
+            vault,
+            loaded: std::sync::Mutex::default(),
+        }
+    }
+
+    fn remembered(&self) -> std::sync::MutexGuard<'_, Option<(FileStamp, StoredAuth)>> {
+        self.loaded
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 impl AuthStore for KeyringStore {
     fn load(&self) -> io::Result<Option<StoredAuth>> {
+        let Some(stamp) = FileStamp::of(&self.meta.path)? else {
+            *self.remembered() = None;
+            return Ok(None);
+        };
+        if let Some((s, auth)) = self.remembered().as_ref() {
+            if *s == stamp {
+                return Ok(Some(auth.clone()));
+            }
+        }
         let Some(mut auth) = self.meta.load()? else {
             return Ok(None);
         };
-        match self.entry()?.get_password() {
-            Ok(t) => auth.refresh_token = Secret::new(t),
-            Err(keyring::Error::NoEntry) => return Ok(None),
-            Err(e) => return Err(io::Error::other(e)),
-        }
+        let Some(token) = self.vault.get()? else {
+            return Ok(None);
+        };
+        auth.refresh_token = Secret::new(token);
+        *self.remembered() = Some((stamp, auth.clone()));
         Ok(Some(auth))
     }
 
     fn save(&self, auth: &StoredAuth) -> io::Result<()> {
-        self.entry()?
-            .set_password(auth.refresh_token.expose())
-            .map_err(io::Error::other)?;
+        *self.remembered() = None;
+        self.vault.set(auth.refresh_token.expose())?;
         let mut meta = auth.clone();
         meta.refresh_token = Secret::default();
         self.meta.save(&meta)
     }
 
     fn clear(&self) -> io::Result<()> {
-        match self.entry()?.delete_credential() {
-            Ok(()) | Err(keyring::Error::NoEntry) => {}
-            Err(e) => return Err(io::Error::other(e)),
-        }
+        *self.remembered() = None;
+        self.vault.delete()?;
         self.meta.clear()
     }
 
@@ -162,7 +263,7 @@ pub fn open_store(kind: &str, auth_file: &Path) -> Arc<dyn AuthStore> {
         _ => match KeyringStore::open(auth_file) {
             Some(k) => Arc::new(k),
             None => {
-                // Said once: the agent opens the store on every sign-in check.
+                // Said once per process (tests open many stores).
                 static SAID: std::sync::Once = std::sync::Once::new();
                 SAID.call_once(|| {
                     tracing::info!(
@@ -487,6 +588,76 @@ mod tests {
         s.clear().unwrap();
         assert_eq!(s.load().unwrap(), None);
         s.clear().unwrap();
+    }
+
+    /// An in-memory credential store shared by "processes", counting its round trips.
+    #[derive(Clone, Default)]
+    struct CountingVault(Arc<std::sync::Mutex<(Option<String>, usize)>>);
+
+    impl Vault for CountingVault {
+        fn get(&self) -> io::Result<Option<String>> {
+            let mut g = self.0.lock().unwrap();
+            g.1 += 1;
+            Ok(g.0.clone())
+        }
+        fn set(&self, secret: &str) -> io::Result<()> {
+            let mut g = self.0.lock().unwrap();
+            g.1 += 1;
+            g.0 = Some(secret.into());
+            Ok(())
+        }
+        fn delete(&self) -> io::Result<()> {
+            let mut g = self.0.lock().unwrap();
+            g.1 += 1;
+            g.0 = None;
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn keyring_store_asks_the_credential_store_only_when_the_sign_in_changed() {
+        let d = tempfile::tempdir().unwrap();
+        let meta = d.path().join("auth.json");
+        let vault = CountingVault::default();
+        let trips = || vault.0.lock().unwrap().1;
+        let agent = KeyringStore::with_vault(meta.clone(), Box::new(vault.clone()));
+        let cli = KeyringStore::with_vault(meta.clone(), Box::new(vault.clone()));
+        assert_eq!(agent.load().unwrap(), None);
+        assert_eq!(
+            trips(),
+            0,
+            "no metadata file: nobody signed in, nothing to ask"
+        );
+
+        cli.save(&sample()).unwrap();
+        let on_disk = std::fs::read_to_string(&meta).unwrap();
+        assert!(!on_disk.contains("5Aep-secret"), "{on_disk}");
+        let before = trips();
+        for _ in 0..100 {
+            assert_eq!(agent.load().unwrap(), Some(sample()));
+        }
+        assert_eq!(
+            trips() - before,
+            1,
+            "one round trip for 100 reads of one sign-in"
+        );
+
+        // Another process signs in again (a rotated token): the next read sees it.
+        let mut again = sample();
+        again.refresh_token = Secret::new("5Aep-rotated");
+        again.connected_at = "2026-11-21T01:00:00.000+0000".into();
+        cli.save(&again).unwrap();
+        assert_eq!(agent.load().unwrap(), Some(again.clone()));
+        assert_eq!(
+            agent.load().unwrap().unwrap().refresh_token.expose(),
+            "5Aep-rotated"
+        );
+
+        // Signed out elsewhere: gone here too, without asking the store.
+        cli.clear().unwrap();
+        let before = trips();
+        assert_eq!(agent.load().unwrap(), None);
+        assert_eq!(trips(), before);
     }
 
     #[test]

@@ -216,7 +216,9 @@ pub struct CallLogConfig {
     /// The call logs to follow: `{ kind = "native" | "linphone" | "twinkle" | "csv", path = "…" }`
     /// (linphone and twinkle have default paths).
     pub sources: Vec<CallLogSource>,
-    /// Seconds between checks when the filesystem sends no events (network shares).
+    /// Seconds between checks of a log folder on a filesystem that may not report changes (a
+    /// network share, FUSE) or that does not exist yet. Watched local folders are checked on
+    /// every change, and every 60 s as a safety net.
     pub poll_secs: u64,
 }
 

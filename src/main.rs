@@ -59,6 +59,8 @@ enum AgentCmd {
     Pause,
     /// Send again.
     Resume,
+    /// Sync with Salesforce now (the tray's "Sync now").
+    Sync,
     /// Stop the agent gracefully.
     Quit,
     /// Stop gracefully and start again (applies changed settings; `settings set` does it).
@@ -1390,6 +1392,7 @@ fn agent_cmd(app: &App, cmd: AgentCmd) -> anyhow::Result<u8> {
         AgentCmd::Show => Request::Show,
         AgentCmd::Pause => Request::Pause,
         AgentCmd::Resume => Request::Resume,
+        AgentCmd::Sync => Request::SyncNow,
         AgentCmd::Quit => Request::Quit,
         AgentCmd::Restart => Request::Restart,
     };
@@ -1948,7 +1951,7 @@ fn calls_tail(app: &App, overrides: &[String], json: bool, from_start: bool) -> 
         let wait = if retry {
             std::time::Duration::from_millis(100)
         } else {
-            backstop
+            waker.backstop(backstop)
         };
         waker.wait(wait);
     }

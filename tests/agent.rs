@@ -88,6 +88,26 @@ async fn headless_without_display_or_dbus_one_instance_socket_pause_resume_and_g
     common::append(&log, &common::call_lines("agent-1", "03-1111-0001"));
     common::wait_until(20, "the first Task", || tasks(&sim, "agent-1") == 1).await;
 
+    // Sync cycles keep one session: `agent sync` (the tray's "Sync now") three times, and not
+    // one new token (a new client per cycle re-read every root certificate and refreshed).
+    let tokens = sim.org().token_requests;
+    for i in 0..3 {
+        let before = status(d)["agent"]["last_sync_ms"].as_i64().unwrap_or(0);
+        // The clock moves in milliseconds: let the next cycle's time differ.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let out = common::command(d).args(["agent", "sync"]).output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        common::wait_until(20, &format!("sync cycle {i}"), || {
+            status(d)["agent"]["last_sync_ms"].as_i64().unwrap_or(0) > before
+        })
+        .await;
+    }
+    assert_eq!(
+        sim.org().token_requests,
+        tokens,
+        "an idle cycle asked for a new session"
+    );
+
     // A second start shows the running one and leaves it alone.
     let second = common::command(d)
         .arg("run")

@@ -153,6 +153,58 @@ fn the_waker_fires_on_a_change_in_the_directory() {
     writer.join().unwrap();
 }
 
+/// Watched local folders need no quick polling; a folder that does not exist yet does.
+#[test]
+fn the_backstop_is_long_only_where_events_come() {
+    let d = tempfile::tempdir().unwrap();
+    let poll = Duration::from_secs(2);
+    let w = Waker::new(vec![d.path().to_owned()], Duration::from_millis(20)).unwrap();
+    assert_eq!(
+        w.backstop(poll),
+        callsync::calllog::watch::WATCHED_BACKSTOP,
+        "a local folder, watched"
+    );
+    let missing = d.path().join("not-installed-yet");
+    let w = Waker::new(
+        vec![d.path().to_owned(), missing.clone()],
+        Duration::from_millis(20),
+    )
+    .unwrap();
+    assert_eq!(w.backstop(poll), poll, "one folder is not there to watch");
+    // It appears (the softphone is installed): watched at the next wait, then the long backstop.
+    let mut w = w;
+    std::fs::create_dir(&missing).unwrap();
+    w.wait(Duration::from_millis(50));
+    assert_eq!(w.backstop(poll), callsync::calllog::watch::WATCHED_BACKSTOP);
+}
+
+/// A log folder removed and created again (a softphone reinstalled) is watched again: the old
+/// watch died with the old folder, and the long backstop would hide lines for a minute.
+#[test]
+fn a_replaced_folder_is_watched_again() {
+    let root = tempfile::tempdir().unwrap();
+    let d = root.path().join("softphone");
+    std::fs::create_dir(&d).unwrap();
+    let mut w = Waker::new(vec![d.clone()], Duration::from_millis(20)).unwrap();
+    w.wait(Duration::from_millis(50));
+    std::fs::remove_dir_all(&d).unwrap();
+    std::fs::create_dir(&d).unwrap();
+    // Events of the removal, and the wake for a newly watched folder.
+    while w.wait(Duration::from_millis(200)) {}
+    let log = d.join("calls.jsonl");
+    let writer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        append(&log, &line("a", "ringing", 0));
+    });
+    let t = Instant::now();
+    assert!(
+        w.wait(Duration::from_secs(30)),
+        "no event from the new folder"
+    );
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    writer.join().unwrap();
+}
+
 /// A real softphone: `shared/tools/make_calls.sh` runs two linphonec instances on loopback
 /// while the follower watches the history being written. Needs linphone-cli (`.ci/run`
 /// installs it and sets CALLSYNC_REQUIRE_SOFTPHONE=1 so that a missing one fails).

@@ -8,6 +8,7 @@
 
 pub mod csvlog;
 pub mod cursor;
+pub mod fskind;
 pub mod linphone;
 pub mod native;
 pub mod twinkle;

@@ -110,7 +110,40 @@ pub struct Waker {
     tx: mpsc::Sender<()>,
     watcher: notify::RecommendedWatcher,
     dirs: Vec<PathBuf>,
-    watching: Vec<PathBuf>,
+    /// Watched directories: which folder it was (it may be replaced), and whether its
+    /// filesystem reports changes.
+    watching: BTreeMap<PathBuf, Watched>,
+}
+
+struct Watched {
+    id: Option<FolderId>,
+    reports_changes: bool,
+}
+
+/// How long the follower may go unpolled when every log folder is watched on a filesystem that
+/// reports changes: the events do the work, this is only a safety net.
+pub const WATCHED_BACKSTOP: Duration = Duration::from_secs(60);
+
+/// Which folder a path names now: a removed and recreated folder is another one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct FolderId {
+    #[cfg(unix)]
+    dev_ino: (u64, u64),
+    created: Option<std::time::SystemTime>,
+}
+
+impl FolderId {
+    fn of(dir: &Path) -> Option<FolderId> {
+        let m = std::fs::metadata(dir).ok().filter(|m| m.is_dir())?;
+        Some(FolderId {
+            #[cfg(unix)]
+            dev_ino: {
+                use std::os::unix::fs::MetadataExt;
+                (m.dev(), m.ino())
+            },
+            created: m.created().ok(),
+        })
+    }
 }
 
 /// Changes that can mean new call-log lines. Opens and reads are not: the follower's own reads
@@ -130,7 +163,9 @@ impl Waker {
         let (tx, rx) = mpsc::channel();
         let t = tx.clone();
         let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-            if res.is_ok_and(|e| relevant(&e.kind)) {
+            // An error (a lost event, an overflowing queue) wakes the follower too: it re-reads
+            // from its cursor, so a spurious wake costs nothing and a missed one a call.
+            if res.as_ref().map_or(true, |e| relevant(&e.kind)) {
                 let _ = t.send(());
             }
         })?;
@@ -139,24 +174,53 @@ impl Waker {
             tx,
             watcher,
             dirs,
-            watching: Vec::new(),
+            watching: BTreeMap::new(),
         };
         w.watch_new_dirs();
         Ok(w)
     }
 
-    /// Starts watching directories that exist now (a softphone's data folder may appear late).
+    /// Starts watching directories that exist now (a softphone's data folder may appear late),
+    /// and again those that were replaced (a reinstall): a watch follows the old folder.
     fn watch_new_dirs(&mut self) {
         for d in self.dirs.clone() {
-            if !self.watching.contains(&d)
-                && d.is_dir()
-                && self.watcher.watch(&d, RecursiveMode::NonRecursive).is_ok()
-            {
-                tracing::debug!(dir = %d.display(), "watching");
-                self.watching.push(d.clone());
+            let id = FolderId::of(&d);
+            if let Some(w) = self.watching.get(&d) {
+                if w.id == id {
+                    continue;
+                }
+                let _ = self.watcher.unwatch(&d);
+                self.watching.remove(&d);
+                tracing::debug!(dir = %d.display(), "log folder replaced or removed");
+            }
+            if id.is_some() && self.watcher.watch(&d, RecursiveMode::NonRecursive).is_ok() {
+                let reports_changes = super::fskind::reports_changes(&d).unwrap_or(false);
+                tracing::debug!(dir = %d.display(), reports_changes, "watching");
+                self.watching.insert(
+                    d.clone(),
+                    Watched {
+                        id,
+                        reports_changes,
+                    },
+                );
                 // It may have been created with a log already in it.
                 let _ = self.tx.send(());
             }
+        }
+    }
+
+    /// How long [`Waker::wait`] should sleep without an event: `backstop` (`calllog.poll_secs`)
+    /// while a log folder does not exist yet or is on a filesystem that may not report changes
+    /// (a network share), else the long [`WATCHED_BACKSTOP`].
+    pub fn backstop(&self, backstop: Duration) -> Duration {
+        let all_watched = self
+            .dirs
+            .iter()
+            .all(|d| self.watching.get(d).is_some_and(|w| w.reports_changes));
+        if all_watched && !self.dirs.is_empty() {
+            backstop.max(WATCHED_BACKSTOP)
+        } else {
+            backstop
         }
     }
 
@@ -222,11 +286,12 @@ pub fn spawn(
                     return;
                 }
             }
-            waker.wait(if retry {
+            let wait = if retry {
                 Duration::from_millis(100)
             } else {
-                backstop
-            });
+                waker.backstop(backstop)
+            };
+            waker.wait(wait);
         })?;
     Ok((rx, handle))
 }
