@@ -114,9 +114,23 @@ struct Desktop {
 impl Drop for Desktop {
     fn drop(&mut self) {
         for c in self.children.iter_mut().rev() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &format!("-{}", c.id())])
-                .status();
+            // `kill -TERM -PGID` signals nothing with procps' kill (and says nothing): the
+            // group needs `-s SIG -- -PGID`.
+            let group = format!("-{}", c.id());
+            let signal = |sig: &str| {
+                Command::new("kill")
+                    .args(["-s", sig, "--", &group])
+                    .status()
+            };
+            let _ = signal("TERM");
+            // Should one outlive SIGTERM: SIGKILL.
+            let end = Instant::now() + Duration::from_secs(3);
+            while Instant::now() < end && matches!(c.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if matches!(c.try_wait(), Ok(None)) {
+                let _ = signal("KILL");
+            }
             let _ = c.wait();
         }
     }
