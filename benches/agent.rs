@@ -53,6 +53,11 @@ fn proc_usage(pid: u32) -> (f64, f64) {
         .map(|kb| kb / 1024.0)
         .unwrap_or(f64::NAN);
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    (rss, stat_cpu(&stat))
+}
+
+/// utime + stime in seconds from a `/proc/…/stat` line (10 ms ticks).
+fn stat_cpu(stat: &str) -> f64 {
     // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let f: Vec<f64> = rest
@@ -60,8 +65,7 @@ fn proc_usage(pid: u32) -> (f64, f64) {
         .map(|x| x.parse().unwrap_or(0.0))
         .collect();
     let ticks = 100.0; // CLK_TCK on Linux
-    let cpu = (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / ticks;
-    (rss, cpu)
+    (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / ticks
 }
 
 /// CPU seconds per live thread (tid → name, seconds), from /proc: the scheduler's
@@ -91,14 +95,7 @@ fn threads_cpu(pid: u32) -> std::collections::BTreeMap<u32, (String, f64)> {
                     .and_then(|v| v.trim().parse::<f64>().ok())
             })
             .map(|ms| ms / 1000.0);
-        let cpu = precise.unwrap_or_else(|| {
-            let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-            let f: Vec<f64> = rest
-                .split_whitespace()
-                .map(|x| x.parse().unwrap_or(0.0))
-                .collect();
-            (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / 100.0
-        });
+        let cpu = precise.unwrap_or_else(|| stat_cpu(&stat));
         m.insert(tid, (name, cpu));
     }
     m

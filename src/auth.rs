@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::fsutil::FileStamp;
 use crate::salesforce::{
     api_error, http_client, read, ClientConfig, Secret, SfError, TokenResponse,
 };
@@ -164,30 +165,6 @@ impl Vault for OsVault {
     }
 }
 
-/// What changes when a file is replaced or rewritten.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct FileStamp {
-    len: u64,
-    modified: Option<std::time::SystemTime>,
-    #[cfg(unix)]
-    inode: u64,
-}
-
-impl FileStamp {
-    fn of(path: &Path) -> io::Result<Option<FileStamp>> {
-        match std::fs::metadata(path) {
-            Ok(m) => Ok(Some(FileStamp {
-                len: m.len(),
-                modified: m.modified().ok(),
-                #[cfg(unix)]
-                inode: std::os::unix::fs::MetadataExt::ino(&m),
-            })),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-}
-
 impl KeyringStore {
     /// `None` where the platform has no usable credential store (headless Linux).
     pub fn open(meta_path: impl Into<PathBuf>) -> Option<KeyringStore> {
@@ -217,7 +194,7 @@ impl KeyringStore {
 
 impl AuthStore for KeyringStore {
     fn load(&self) -> io::Result<Option<StoredAuth>> {
-        let Some(stamp) = FileStamp::of(&self.meta.path)? else {
+        let Some(stamp) = FileStamp::of_path(&self.meta.path)? else {
             *self.remembered() = None;
             return Ok(None);
         };

@@ -3,6 +3,9 @@
 
 use std::io::{self, Write};
 use std::path::Path;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
 
 /// Creates `dir` (and parents) readable only by the user on Unix.
 pub fn create_private_dir(dir: &Path) -> io::Result<()> {
@@ -99,5 +102,67 @@ mod tests {
             std::fs::metadata(&f).unwrap().permissions().mode() & 0o777,
             0o600
         );
+    }
+}
+
+/// A file's identity: a renamed (rotated) file keeps it, a replaced one gets a new one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileId {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl FileId {
+    pub fn of(meta: &std::fs::Metadata) -> FileId {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            FileId {
+                dev: meta.dev(),
+                ino: meta.ino(),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            // Windows/others: creation time stands in for the file index.
+            let created = meta
+                .created()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0);
+            FileId {
+                dev: 0,
+                ino: created,
+            }
+        }
+    }
+}
+
+/// A file's identity with its length and modification time: unchanged means neither replaced
+/// nor written since (cheap to take: one `stat`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileStamp {
+    pub id: FileId,
+    pub len: u64,
+    pub modified: Option<SystemTime>,
+}
+
+impl FileStamp {
+    pub fn of(meta: &std::fs::Metadata) -> FileStamp {
+        FileStamp {
+            id: FileId::of(meta),
+            len: meta.len(),
+            modified: meta.modified().ok(),
+        }
+    }
+
+    /// `None`: there is no such file.
+    pub fn of_path(path: &Path) -> io::Result<Option<FileStamp>> {
+        match std::fs::metadata(path) {
+            Ok(m) => Ok(Some(FileStamp::of(&m))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 }

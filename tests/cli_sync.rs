@@ -336,16 +336,7 @@ async fn a_queue_survives_disconnect_and_never_goes_to_another_org_unasked() {
     )
     .await
     .unwrap();
-    let b = Sim::start(
-        SimOptions {
-            records: 50,
-            org_id: "00DOTHER00000001AAA".into(),
-            ..Default::default()
-        },
-        0,
-    )
-    .await
-    .unwrap();
+    let b = common::other_org(50).await;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_owned();
     let port = free_port();

@@ -238,16 +238,7 @@ async fn settings_groups_backup_and_restore_by_the_seeds_rules() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restore_is_checked_against_the_org_and_another_orgs_backup_is_flagged() {
     let a = sim().await;
-    let b = Sim::start(
-        SimOptions {
-            records: 60,
-            org_id: "00DOTHER00000001AAA".into(),
-            ..Default::default()
-        },
-        0,
-    )
-    .await
-    .unwrap();
+    let b = common::other_org(60).await;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_owned();
     let port = free_port();

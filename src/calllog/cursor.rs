@@ -10,39 +10,7 @@ use serde::{Deserialize, Serialize};
 /// re-emitting after truncation, replacement or a rewritten history).
 const MEMORY: usize = 5_000;
 
-/// A file's identity: a renamed (rotated) file keeps it, a replaced one gets a new one.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FileId {
-    pub dev: u64,
-    pub ino: u64,
-}
-
-impl FileId {
-    pub fn of(meta: &std::fs::Metadata) -> FileId {
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::MetadataExt;
-            FileId {
-                dev: meta.dev(),
-                ino: meta.ino(),
-            }
-        }
-        #[cfg(not(unix))]
-        {
-            // Windows/others: creation time stands in for the file index.
-            let created = meta
-                .created()
-                .ok()
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(0);
-            FileId {
-                dev: 0,
-                ino: created,
-            }
-        }
-    }
-}
+pub use crate::fsutil::FileId;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cursor {

@@ -47,7 +47,7 @@ pub struct AppendedLog<F: LineFormat> {
     format: F,
     /// The file as it was when last read to its end: an unchanged file is not opened again
     /// (every open is also an inotify event that wakes the watcher).
-    read_to_end: Option<(FileId, u64, Option<std::time::SystemTime>)>,
+    read_to_end: Option<crate::fsutil::FileStamp>,
 }
 
 impl<F: LineFormat> AppendedLog<F> {
@@ -255,8 +255,8 @@ impl<F: LineFormat> Source for AppendedLog<F> {
                 return out;
             }
         };
-        let id = FileId::of(&meta);
-        let stamp = (id, meta.len(), meta.modified().ok());
+        let stamp = crate::fsutil::FileStamp::of(&meta);
+        let id = stamp.id;
         if self.read_to_end == Some(stamp) && next.file == Some(id) && next.offset == meta.len() {
             out.next = next;
             return out;

@@ -124,11 +124,11 @@ struct Watched {
 /// reports changes: the events do the work, this is only a safety net.
 pub const WATCHED_BACKSTOP: Duration = Duration::from_secs(60);
 
-/// Which folder a path names now: a removed and recreated folder is another one.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Which folder a path names now: a removed and recreated folder is another one (its inode
+/// number may be reused; its creation time is not).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct FolderId {
-    #[cfg(unix)]
-    dev_ino: (u64, u64),
+    id: crate::fsutil::FileId,
     created: Option<std::time::SystemTime>,
 }
 
@@ -136,11 +136,7 @@ impl FolderId {
     fn of(dir: &Path) -> Option<FolderId> {
         let m = std::fs::metadata(dir).ok().filter(|m| m.is_dir())?;
         Some(FolderId {
-            #[cfg(unix)]
-            dev_ino: {
-                use std::os::unix::fs::MetadataExt;
-                (m.dev(), m.ino())
-            },
+            id: crate::fsutil::FileId::of(&m),
             created: m.created().ok(),
         })
     }

@@ -9,7 +9,21 @@ use std::time::Duration;
 
 use callsync::auth::{self, AuthStore, FileStore};
 use callsync::salesforce::ClientConfig;
-use callsync::sim::Sim;
+use callsync::sim::{Sim, SimOptions};
+
+/// A second simulated org (another company's), for switching orgs.
+pub async fn other_org(records: usize) -> Sim {
+    Sim::start(
+        SimOptions {
+            records,
+            org_id: "00DOTHER00000001AAA".into(),
+            ..Default::default()
+        },
+        0,
+    )
+    .await
+    .unwrap()
+}
 
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
