@@ -542,7 +542,7 @@ pub async fn run(
                                             let m = m.clone();
                                             report.update(|s| s.offline = Some(m));
                                         }
-                                        SfError::SignInNeeded(_) => {
+                                        SfError::SignInNeeded { .. } => {
                                             report.update(|s| s.sign_in_needed = true);
                                             session.reset();
                                         }

@@ -197,13 +197,13 @@ async fn org_checks(app: &App, out: &mut Vec<Check>) {
     // A fresh access token proves the refresh token (or the JWT key) and the connected app.
     if let Err(e) = client.refresh().await {
         let fix = match &e {
-            SfError::SignInNeeded(m) => {
-                let (code, description) = m.split_once(": ").unwrap_or((m.as_str(), ""));
-                match crate::auth::explain(code, description) {
-                    crate::auth::SignInError::Refused { fix, .. } => fix,
-                    other => other.to_string(),
-                }
-            }
+            SfError::SignInNeeded {
+                code: Some(code),
+                message,
+            } => match crate::auth::explain(code, message) {
+                crate::auth::SignInError::Refused { fix, .. } => fix,
+                other => other.to_string(),
+            },
             _ => "Run `callsync connect` to sign in again.".into(),
         };
         out.push(Check {

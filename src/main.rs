@@ -1434,7 +1434,7 @@ fn signed_in_client(app: &App) -> Result<callsync::salesforce::Client, u8> {
 /// Exit code for a Salesforce error.
 fn sf_exit(e: &SfError) -> u8 {
     match e {
-        SfError::SignInNeeded(_) | SfError::NotConnected => exit::SIGN_IN,
+        SfError::SignInNeeded { .. } | SfError::NotConnected => exit::SIGN_IN,
         e if e.is_retryable() => exit::UNAVAILABLE,
         _ => exit::FAILURE,
     }
@@ -1612,7 +1612,7 @@ async fn sync_now(app: &App, full: bool) -> anyhow::Result<u8> {
         }
         Err(callsync::sync::SyncError::Salesforce(e)) => {
             eprintln!("callsync: sync failed: {e}");
-            if matches!(e, SfError::SignInNeeded(_)) {
+            if matches!(e, SfError::SignInNeeded { .. }) {
                 eprintln!("run `callsync connect` to sign in again; the cache is kept and still answers lookups");
             } else if e.is_rate_limited() {
                 eprintln!("the org's daily API limit is used up; callsync will try again later");

@@ -981,7 +981,7 @@ impl Sender<'_> {
     fn classify(&self, e: crate::salesforce::SfError, creating: bool) -> Outcome {
         use crate::salesforce::SfError;
         match e {
-            SfError::SignInNeeded(m) => Outcome::Stop(format!("sign-in needed: {m}")),
+            e @ SfError::SignInNeeded { .. } => Outcome::Stop(e.to_string()),
             SfError::NotConnected => Outcome::Stop("not signed in".into()),
             SfError::Store(m) => Outcome::Stop(m),
             // No answer: the write may have landed.

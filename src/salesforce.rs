@@ -63,8 +63,13 @@ pub enum SfError {
     #[error("cannot reach Salesforce: {0}")]
     Network(String),
     /// The refresh token is no longer valid (revoked, expired, app blocked): sign in again.
-    #[error("sign-in needed: {0}")]
-    SignInNeeded(String),
+    /// `code` is Salesforce's OAuth error (`invalid_grant`, `OAUTH_APP_BLOCKED`, …) when it
+    /// gave one: the doctor turns it into a fix.
+    #[error("sign-in needed: {}{message}", .code.as_deref().map(|c| format!("{c}: ")).unwrap_or_default())]
+    SignInNeeded {
+        code: Option<String>,
+        message: String,
+    },
     /// Not signed in at all.
     #[error("not signed in: run `callsync connect`")]
     NotConnected,
@@ -94,7 +99,7 @@ impl SfError {
                 ) || *status >= 500
             }
             SfError::Protocol(_) => true,
-            SfError::SignInNeeded(_) | SfError::NotConnected | SfError::Store(_) => false,
+            SfError::SignInNeeded { .. } | SfError::NotConnected | SfError::Store(_) => false,
         }
     }
 
@@ -106,7 +111,16 @@ impl SfError {
     pub fn code(&self) -> Option<&str> {
         match self {
             SfError::Api { code, .. } => Some(code),
+            SfError::SignInNeeded { code, .. } => code.as_deref(),
             _ => None,
+        }
+    }
+
+    /// Sign-in needed for a reason of our own (no OAuth error code from Salesforce).
+    pub fn sign_in(message: impl Into<String>) -> Self {
+        SfError::SignInNeeded {
+            code: None,
+            message: message.into(),
         }
     }
 }
@@ -400,15 +414,14 @@ impl Inner {
         if current.method == "jwt" {
             // No refresh token with JWT: sign a new assertion with the deployed key.
             let path = current.jwt_key_file.clone().unwrap_or_default();
-            let key = std::fs::read(&path).map_err(|e| {
-                SfError::SignInNeeded(format!("cannot read the JWT key {path}: {e}"))
-            })?;
+            let key = std::fs::read(&path)
+                .map_err(|e| SfError::sign_in(format!("cannot read the JWT key {path}: {e}")))?;
             self.calls.fetch_add(1, Ordering::Relaxed);
             let tr = crate::auth::sign_in_jwt(&self.cfg, &current.username, &key)
                 .await
                 .map_err(|e| match e {
                     crate::auth::SignInError::Salesforce(s) => s,
-                    other => SfError::SignInNeeded(other.to_string()),
+                    other => SfError::sign_in(other.to_string()),
                 })?;
             live.instance_url = tr.instance_url;
             live.access_token = Some(tr.access_token);
@@ -427,15 +440,23 @@ impl Inner {
         let (status, text) = read(self.http.post(url).form(&form)).await?;
         if status != 200 {
             let e = api_error(status, &text);
-            if let SfError::Api { code, message, .. } = &e {
-                if matches!(
-                    code.as_str(),
-                    "invalid_grant" | "invalid_client_id" | "invalid_client" | "OAUTH_APP_BLOCKED"
-                ) {
-                    return Err(SfError::SignInNeeded(format!("{code}: {message}")));
+            return Err(match e {
+                SfError::Api { code, message, .. }
+                    if matches!(
+                        code.as_str(),
+                        "invalid_grant"
+                            | "invalid_client_id"
+                            | "invalid_client"
+                            | "OAUTH_APP_BLOCKED"
+                    ) =>
+                {
+                    SfError::SignInNeeded {
+                        code: Some(code),
+                        message,
+                    }
                 }
-            }
-            return Err(e);
+                e => e,
+            });
         }
         let tr: TokenResponse =
             serde_json::from_str(&text).map_err(|e| SfError::Protocol(e.to_string()))?;
@@ -532,7 +553,7 @@ impl Inner {
             }
             let e = api_error(status.as_u16(), &text);
             if status == StatusCode::UNAUTHORIZED {
-                return Err(SfError::SignInNeeded(e.to_string()));
+                return Err(SfError::sign_in(e.to_string()));
             }
             return Err(e);
         }
@@ -827,7 +848,17 @@ mod tests {
             assert_eq!(e.is_retryable(), *retry, "{body}");
         }
         assert!(SfError::Network("reset".into()).is_retryable());
-        assert!(!SfError::SignInNeeded("x".into()).is_retryable());
+        assert!(!SfError::sign_in("x").is_retryable());
+        let refused = SfError::SignInNeeded {
+            code: Some("invalid_grant".into()),
+            message: "expired access/refresh token".into(),
+        };
+        assert_eq!(refused.code(), Some("invalid_grant"));
+        assert_eq!(
+            refused.to_string(),
+            "sign-in needed: invalid_grant: expired access/refresh token"
+        );
+        assert_eq!(SfError::sign_in("x").to_string(), "sign-in needed: x");
     }
 
     #[test]

@@ -526,6 +526,27 @@ async fn doctor_explains_every_failure_with_its_fix() {
     let (code, out, _) = run(&d, &["doctor"]);
     assert_eq!(code, 4);
     assert!(out.contains("FAIL Task queue"), "{out}");
+
+    // The refresh token revoked (a password reset, or the user's "Connected Apps" page): the
+    // doctor names Salesforce's code and says to sign in again.
+    sim.org().revoke_refresh_tokens();
+    let (_, checks) = doctor(&d);
+    let signin = find(&checks, "sign-in");
+    assert_eq!(signin["ok"], false);
+    assert!(
+        signin["detail"]
+            .as_str()
+            .unwrap()
+            .contains("sign-in needed: invalid_grant: expired access/refresh token"),
+        "{signin}"
+    );
+    assert!(
+        signin["fix"]
+            .as_str()
+            .unwrap()
+            .contains("expired or already used"),
+        "{signin}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -253,7 +253,7 @@ async fn expired_sessions_refresh_and_revoked_tokens_ask_for_sign_in() {
     assert!(
         matches!(
             e,
-            callsync::sync::SyncError::Salesforce(SfError::SignInNeeded(_))
+            callsync::sync::SyncError::Salesforce(SfError::SignInNeeded { .. })
         ),
         "{e}"
     );
