@@ -286,6 +286,17 @@ impl App {
     }
 
     pub fn status(&self, cache: &Cache) -> Result<Status, CacheError> {
+        let outbox = crate::outbox::Outbox::open(&self.data.outbox()).ok();
+        self.status_with(cache, outbox.as_ref())
+    }
+
+    /// [`App::status`] with the queue the caller already holds open (`None`: it cannot be
+    /// opened, and the status says nothing about pending Tasks).
+    pub fn status_with(
+        &self,
+        cache: &Cache,
+        outbox: Option<&crate::outbox::Outbox>,
+    ) -> Result<Status, CacheError> {
         let store = self.auth_store();
         let signed_in = store.load().ok().flatten().map(|a| SignedIn {
             org_id: a.org_id,
@@ -297,9 +308,7 @@ impl App {
             token_store: store.describe(),
         });
         let records = self.object_status(cache)?;
-        let counts = crate::outbox::Outbox::open(&self.data.outbox())
-            .ok()
-            .and_then(|o| o.counts().ok());
+        let counts = outbox.and_then(|o| o.counts().ok());
         let api_usage = cache
             .state(STATE_API_USAGE)?
             .and_then(|b| serde_json::from_slice(&b).ok());

@@ -889,11 +889,12 @@ fn support_bundle(app: &App, layered: &Layered, output: Option<PathBuf>) -> anyh
             serde_json::to_string_pretty(&serde_json::json!({"running": true, "agent": r.state}))?,
         )),
         Err(_) => {
+            let outbox = callsync::outbox::Outbox::open(&app.data.outbox()).ok();
             if let Ok((cache, _)) = app.open_cache() {
-                let st = app.status(&cache)?;
+                let st = app.status_with(&cache, outbox.as_ref())?;
                 reports.push(("status.json", serde_json::to_string_pretty(&st)?));
             }
-            if let Ok(outbox) = callsync::outbox::Outbox::open(&app.data.outbox()) {
+            if let Some(outbox) = &outbox {
                 reports.push((
                     "queue.json",
                     serde_json::to_string_pretty(&outbox.items()?)?,

@@ -693,6 +693,17 @@ fn a_support_bundle_has_what_explains_a_problem_and_no_secret_or_number() {
         "{\"refresh_token\":\"5Aep-secret\"}",
     )
     .unwrap();
+    // One Task waiting: the status and the queue in the bundle both show it.
+    let outbox = callsync::outbox::Outbox::open(&d.join("data/outbox")).unwrap();
+    outbox
+        .enqueue(
+            "c1",
+            callsync::outbox::Op::Create,
+            [("Subject".to_string(), json!("Call"))].into(),
+        )
+        .unwrap();
+    outbox.flush().unwrap();
+    drop(outbox);
     let zip_path = d.join("bundle.zip");
     let out = ok(
         d,
@@ -715,6 +726,13 @@ fn a_support_bundle_has_what_explains_a_problem_and_no_secret_or_number() {
         );
     }
     assert!(!names.iter().any(|n| n.contains("auth.json")), "{names:?}");
+    let read = |z: &mut zip::ZipArchive<std::fs::File>, name: &str| -> Value {
+        let mut s = String::new();
+        z.by_name(name).unwrap().read_to_string(&mut s).unwrap();
+        serde_json::from_str(&s).unwrap()
+    };
+    assert_eq!(read(&mut z, "status.json")["pending_tasks"], 1);
+    assert_eq!(read(&mut z, "queue.json").as_array().unwrap().len(), 1);
     let mut all = String::new();
     for i in 0..z.len() {
         z.by_index(i).unwrap().read_to_string(&mut all).unwrap();
