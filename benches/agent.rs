@@ -69,8 +69,8 @@ fn stat_cpu(stat: &str) -> f64 {
 }
 
 /// CPU seconds per live thread (tid → name, seconds), from /proc: the scheduler's
-/// `se.sum_exec_runtime` (microseconds) where the kernel shows it, else utime + stime (10 ms
-/// ticks, too coarse for threads that wake briefly).
+/// `se.sum_exec_runtime` (milliseconds, to the nanosecond) where the kernel shows it, else
+/// utime + stime (10 ms ticks, too coarse for threads that wake briefly).
 fn threads_cpu(pid: u32) -> std::collections::BTreeMap<u32, (String, f64)> {
     let mut m = std::collections::BTreeMap::new();
     let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {

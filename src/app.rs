@@ -84,7 +84,7 @@ impl App {
     }
 
     pub fn history_file(&self) -> PathBuf {
-        self.data.root().join("auth-history.jsonl")
+        self.data.auth_history()
     }
 
     pub fn auth_store(&self) -> Arc<dyn AuthStore> {

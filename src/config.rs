@@ -900,7 +900,7 @@ pub fn parse_value(key: &str, raw: &str) -> Result<toml::Value, String> {
 /// Flattens a TOML document to schema keys (for imports); unknown keys are errors.
 pub fn flatten_document(table: toml::Table) -> Result<BTreeMap<String, toml::Value>, String> {
     let flat = flatten_with(&toml::Value::Table(table), schema());
-    if let Some(k) = flat.keys().find(|k| !schema().contains_key(*k)) {
+    for k in flat.keys() {
         known_key(k)?;
     }
     Ok(flat)
@@ -1293,12 +1293,7 @@ pub fn set_in_file(path: &Path, pairs: &[String]) -> Result<usize, String> {
             continue;
         }
         let v = parse_value(&key, &raw).map_err(|e| format!("{key}: {e}"))?;
-        let item: toml_edit::DocumentMut = format!("v = {v}")
-            .parse()
-            .map_err(|e| format!("{key}: {e}"))?;
-        let Some(value) = item.get("v").cloned() else {
-            continue;
-        };
+        let value: toml_edit::Value = v.to_string().parse().map_err(|e| format!("{key}: {e}"))?;
         let parts: Vec<&str> = key.split('.').collect();
         let (last, sections) = parts.split_last().ok_or("empty key")?;
         let mut table = doc.as_table_mut();
@@ -1311,7 +1306,7 @@ pub fn set_in_file(path: &Path, pairs: &[String]) -> Result<usize, String> {
                 .ok_or_else(|| format!("{key}: `{s}` is not a table in {}", path.display()))?;
         }
         // Indexing keeps the key, and the comments above it.
-        table[last] = value;
+        table[last] = toml_edit::value(value);
         n += 1;
     }
     if let Some(dir) = path.parent() {

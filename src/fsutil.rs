@@ -80,31 +80,6 @@ pub fn read_json_lines<T: serde::de::DeserializeOwned>(path: &Path) -> io::Resul
     }
 }
 
-#[cfg(all(test, unix))]
-mod tests {
-    use super::*;
-    use std::os::unix::fs::PermissionsExt;
-
-    #[test]
-    fn private_modes() {
-        let d = tempfile::tempdir().unwrap();
-        let sub = d.path().join("a/b");
-        create_private_dir(&sub).unwrap();
-        assert_eq!(
-            std::fs::metadata(&sub).unwrap().permissions().mode() & 0o777,
-            0o700
-        );
-        let f = sub.join("secret");
-        write_private_atomic(&f, b"one").unwrap();
-        write_private_atomic(&f, b"two").unwrap();
-        assert_eq!(std::fs::read(&f).unwrap(), b"two");
-        assert_eq!(
-            std::fs::metadata(&f).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
-    }
-}
-
 /// A file's identity: a renamed (rotated) file keeps it, a replaced one gets a new one.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileId {
@@ -164,5 +139,30 @@ impl FileStamp {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn private_modes() {
+        let d = tempfile::tempdir().unwrap();
+        let sub = d.path().join("a/b");
+        create_private_dir(&sub).unwrap();
+        assert_eq!(
+            std::fs::metadata(&sub).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        let f = sub.join("secret");
+        write_private_atomic(&f, b"one").unwrap();
+        write_private_atomic(&f, b"two").unwrap();
+        assert_eq!(std::fs::read(&f).unwrap(), b"two");
+        assert_eq!(
+            std::fs::metadata(&f).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
 }

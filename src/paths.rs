@@ -53,6 +53,11 @@ impl DataDir {
     pub fn error_log(&self) -> PathBuf {
         self.root.join("errors.jsonl")
     }
+
+    /// Sign-ins and sign-outs (JSON lines, no secrets).
+    pub fn auth_history(&self) -> PathBuf {
+        self.root.join("auth-history.jsonl")
+    }
 }
 
 fn project_dirs() -> Option<ProjectDirs> {

@@ -34,13 +34,15 @@ pub const SOURCE: &str = "(no OS policy store on this platform: use the managed 
 pub fn to_config(
     raw: &[(String, PolicyValue)],
 ) -> (BTreeMap<String, toml::Value>, Vec<(String, String)>) {
-    let schema = crate::config::schema();
     let mut out = BTreeMap::new();
     let mut problems = Vec::new();
     for (key, v) in raw {
-        let Some(template) = schema.get(key) else {
-            problems.push((key.clone(), "not a configuration key".into()));
-            continue;
+        let template = match crate::config::known_key(key) {
+            Ok(t) => t,
+            Err(e) => {
+                problems.push((key.clone(), e));
+                continue;
+            }
         };
         if key.starts_with("policy.") {
             problems.push((key.clone(), "policy keys cannot be set by policy".into()));
@@ -91,12 +93,8 @@ pub fn from_plist(bytes: &[u8]) -> Result<Vec<(String, PolicyValue)>, String> {
 }
 
 /// The policies set on this machine (empty where there are none or the OS has no store).
-pub fn read() -> Vec<(String, PolicyValue)> {
-    read_os()
-}
-
 #[cfg(windows)]
-fn read_os() -> Vec<(String, PolicyValue)> {
+pub fn read() -> Vec<(String, PolicyValue)> {
     use winreg::enums::{RegType, HKEY_LOCAL_MACHINE};
     let Ok(key) =
         winreg::RegKey::predef(HKEY_LOCAL_MACHINE).open_subkey(r"Software\Policies\callsync")
@@ -129,7 +127,7 @@ fn read_os() -> Vec<(String, PolicyValue)> {
 }
 
 #[cfg(target_os = "macos")]
-fn read_os() -> Vec<(String, PolicyValue)> {
+pub fn read() -> Vec<(String, PolicyValue)> {
     // Device profiles land here; user-channel profiles under `…/<user>/`, which win.
     let mut out = Vec::new();
     let base = std::path::Path::new("/Library/Managed Preferences");
@@ -151,7 +149,7 @@ fn read_os() -> Vec<(String, PolicyValue)> {
 }
 
 #[cfg(not(any(windows, target_os = "macos")))]
-fn read_os() -> Vec<(String, PolicyValue)> {
+pub fn read() -> Vec<(String, PolicyValue)> {
     Vec::new()
 }
 

@@ -73,8 +73,9 @@ pub fn write(
         path: out.to_owned(),
         source,
     };
-    let file = std::fs::File::create(out).map_err(werr)?;
-    let mut zip = zip::ZipWriter::new(file);
+    // Built in memory (a few log files), then written private and whole by the helper every
+    // store uses: never readable by others, never half a zip.
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
     let opts = zip::write::SimpleFileOptions::default()
         .compression_method(zip::CompressionMethod::Deflated)
         .unix_permissions(0o600);
@@ -82,7 +83,7 @@ pub fn write(
         path: out.to_owned(),
         files: Vec::new(),
     };
-    let mut add = |zip: &mut zip::ZipWriter<std::fs::File>, name: &str, text: &str| {
+    let mut add = |zip: &mut zip::ZipWriter<std::io::Cursor<Vec<u8>>>, name: &str, text: &str| {
         zip.start_file(name, opts).map_err(zerr)?;
         zip.write_all(scrub(text).as_bytes()).map_err(werr)?;
         bundle.files.push(name.to_owned());
@@ -101,7 +102,7 @@ pub fn write(
     }
     for (name, path) in [
         ("errors.jsonl", data.error_log()),
-        ("auth-history.jsonl", data.root().join("auth-history.jsonl")),
+        ("auth-history.jsonl", data.auth_history()),
         ("settings.json", data.settings()),
         ("settings-backup.json", data.settings_backup()),
     ] {
@@ -131,12 +132,8 @@ pub fn write(
             )?;
         }
     }
-    zip.finish().map_err(zerr)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(out, std::fs::Permissions::from_mode(0o600));
-    }
+    let bytes = zip.finish().map_err(zerr)?.into_inner();
+    crate::fsutil::write_private_atomic(out, &bytes).map_err(werr)?;
     Ok(bundle)
 }
 
