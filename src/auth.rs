@@ -316,6 +316,8 @@ pub enum SignInError {
     #[error("{message}\n\n{fix}")]
     Refused {
         code: String,
+        /// Salesforce's own words (`error_description`).
+        description: String,
         message: String,
         fix: String,
     },
@@ -349,6 +351,7 @@ pub fn explain(code: &str, description: &str) -> SignInError {
     };
     SignInError::Refused {
         code: code.into(),
+        description: description.into(),
         message: format!("Salesforce refused the sign-in: {code}: {description}"),
         fix: fix.into(),
     }

@@ -421,6 +421,14 @@ impl Inner {
                 .await
                 .map_err(|e| match e {
                     crate::auth::SignInError::Salesforce(s) => s,
+                    // Salesforce's code kept, as for a refused refresh token: the doctor's fix
+                    // depends on it (a user not pre-authorized is not a key problem).
+                    crate::auth::SignInError::Refused {
+                        code, description, ..
+                    } => SfError::SignInNeeded {
+                        code: Some(code),
+                        message: description,
+                    },
                     other => SfError::sign_in(other.to_string()),
                 })?;
             live.instance_url = tr.instance_url;

@@ -481,10 +481,30 @@ async fn jwt_bearer_signs_in_without_a_browser() {
         .into(),
     );
     store.save(&stored).unwrap();
-    let client = Client::from_store(c.clone(), store).unwrap();
+    let client = Client::from_store(c.clone(), store.clone()).unwrap();
     client.get(&client.data_path("/limits")).await.unwrap();
     sim.org().expire_sessions();
     client.get(&client.data_path("/limits")).await.unwrap();
+    // A stored JWT sign-in the org refuses now (the user no longer pre-authorized): the renewal
+    // keeps Salesforce's code and words, so the doctor gives the pre-authorization fix.
+    let mut refused = stored.clone();
+    refused.username = "nobody@sim.example.com".into();
+    store.save(&refused).unwrap();
+    let client = Client::from_store(c.clone(), store).unwrap();
+    match client.refresh().await.unwrap_err() {
+        SfError::SignInNeeded {
+            code: Some(code),
+            message,
+        } => {
+            assert_eq!(
+                (code.as_str(), message.as_str()),
+                ("invalid_grant", "user hasn't approved this consumer")
+            );
+            let fix = auth::explain(&code, &message).to_string();
+            assert!(fix.contains("pre-authorized"), "{fix}");
+        }
+        other => panic!("{other:?}"),
+    }
     let e = auth::sign_in_jwt(&c, "nobody@sim.example.com", &key)
         .await
         .unwrap_err()
