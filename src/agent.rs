@@ -244,30 +244,63 @@ impl Reporter {
 }
 
 /// The agent's one connection to the org, shared by the sender and the sync loop: one session
-/// (a token refresh when it expires, not per cycle) and one pool of TLS connections.
+/// (a token refresh when it expires, not per cycle) and one pool of TLS connections. It also
+/// notices a sign-in stored by another process (`callsync connect`): the account it serves
+/// changes, and the core applies the sign-in rule.
 struct Session {
     app: App,
     client: Mutex<Option<Client>>,
+    /// (org, user) of the sign-in last seen, to notice a new one.
+    seen: Mutex<Option<(String, String)>>,
 }
 
 impl Session {
-    /// A client for the account the store holds now (`callsync connect` may have changed it).
-    fn client(&self) -> Option<Client> {
+    /// A client for the account the store holds now, and whether that account is another one
+    /// than last time (a sign-in happened elsewhere).
+    fn client(&self) -> (Option<Client>, bool) {
         let mut slot = self
             .client
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         *slot = self.app.client_reusing(slot.as_ref()).ok();
-        slot.clone()
+        let now = slot
+            .as_ref()
+            .map(|c| (c.auth().org_id.clone(), c.auth().user_id.clone()));
+        let mut seen = self
+            .seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let changed = now.is_some() && *seen != now;
+        *seen = now;
+        (slot.clone(), changed)
     }
 
-    /// The next [`Session::client`] starts afresh (the sign-in was refused).
+    /// The next [`Session::client`] starts afresh (the sign-in was refused, or replaced).
     fn reset(&self) {
         *self
             .client
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
     }
+}
+
+/// Everything the agent's tasks share.
+struct Core {
+    app: App,
+    cache: Arc<Cache>,
+    outbox: Arc<Outbox>,
+    errors: Arc<ErrorLog>,
+    report: Arc<Reporter>,
+    session: Session,
+    normalizer: crate::phone::Normalizer,
+    rules: crate::lookup::LookupRules,
+    send_now: Notify,
+    sync_now: Notify,
+    quit: Notify,
+    calls_resumed: Notify,
+    restart: Arc<AtomicBool>,
+    activity: Activity,
+    lang: Lang,
 }
 
 /// Runs until `stop` completes or a Quit request comes.
@@ -296,18 +329,11 @@ pub async fn run(
         .config
         .normalizer()
         .map_err(|e| AgentError::Setup(e.to_string()))?;
-    let lang = app.config.ui.lang();
-    let send_now = Arc::new(Notify::new());
-    let sync_now = Arc::new(Notify::new());
-    let quit = Arc::new(Notify::new());
-    let activity = Arc::new(Activity::new(now_ms()));
-    let calls_resumed = Arc::new(Notify::new());
-    let me = app.auth_store().load().ok().flatten().map(|a| a.user_id);
-    let session = Arc::new(Session {
-        app: app.clone(),
-        client: Mutex::new(None),
-    });
-
+    let signed_in = app.auth_store().load().ok().flatten();
+    if let Some(a) = &signed_in {
+        // The cache answers for the org signed in to (a sign-in made while no agent ran).
+        cache.claim(&a.org_id)?;
+    }
     let started = chrono::Utc::now();
     let report = Arc::new(Reporter {
         tx: ends.state,
@@ -321,292 +347,41 @@ pub async fn run(
         s.started_ms = started.timestamp_millis();
     });
     report.all(&app, &cache);
-
-    // Call logs → (screen pop) → pipeline → outbox, on threads.
-    let follower = Follower::new(
-        sources(&app)?,
-        CursorStore::new(app.data.root().join("calllog").join("agent-cursors.json")),
-    )
-    .map_err(|e| AgentError::Setup(format!("call-log positions: {e}")))?;
-    let waker = Waker::new(follower.dirs(), Duration::from_millis(20))
-        .map_err(|e| AgentError::Setup(format!("cannot watch the call logs: {e}")))?;
-    let (deliveries, _follow) = calllog_watch::spawn(
-        follower,
-        waker,
-        Duration::from_secs(app.config.calllog.poll_secs),
-    )
-    .map_err(|e| AgentError::Setup(e.to_string()))?;
-    let (pop_tx, pop_rx) = mpsc::unbounded_channel::<Pop>();
-    let pipe = {
-        let (cache, outbox, errors, send_now, activity, calls_resumed, report) = (
-            cache.clone(),
-            outbox.clone(),
-            errors.clone(),
-            send_now.clone(),
-            activity.clone(),
-            calls_resumed.clone(),
-            report.clone(),
-        );
-        let rules = app.config.lookup_rules();
-        let settings = app
-            .config
-            .activity
-            .enabled
-            .then(|| app.config.activity.settings());
-        let meeting = app
-            .config
-            .meeting
-            .enabled
-            .then(|| app.config.meeting.settings());
-        let assignees = app.config.assignee.assignees(me.as_deref());
-        let normalizer = normalizer.clone();
-        let pop_mode = app.config.ui.screen_pop;
-        let region = app.config.phone.default_region.clone();
-        let state = report.tx.subscribe();
-        std::thread::Builder::new()
-            .name("pipeline".into())
-            .spawn(move || {
-                let p = Pipeline {
-                    outbox: &outbox,
-                    cache: Some(&cache),
-                    normalizer: &normalizer,
-                    rules: &rules,
-                    settings: settings.as_ref(),
-                    meeting: meeting.as_ref(),
-                    assignees: &assignees,
-                };
-                for d in deliveries {
-                    // Before the Task writes: the agent is waiting for the name, not the queue.
-                    for e in &d.batch.events {
-                        if let Some(pop) = pop_for(e, &outbox, pop_mode, |number| {
-                            let r = crate::lookup::lookup(&cache, &normalizer, &rules, number).ok()?;
-                            let instance = state.borrow().instance_url.clone();
-                            Some(screenpop::content(&e.call_id, &r, lang, &region, instance.as_deref()))
-                        }) {
-                            let _ = pop_tx.send(pop);
-                        }
-                    }
-                    for prob in &d.batch.problems {
-                        let _ = errors.calllog(prob);
-                    }
-                    if let Err(e) = p.handle(&d.batch.events) {
-                        // Not acknowledged: the batch comes again after a restart.
-                        tracing::error!(error = %e, "cannot queue Tasks; the call-log position is kept");
-                        continue;
-                    }
-                    if !d.batch.events.is_empty() && activity.note_call(now_ms()) {
-                        calls_resumed.notify_one();
-                    }
-                    let (events, problems) =
-                        (!d.batch.events.is_empty(), !d.batch.problems.is_empty());
-                    d.ack();
-                    if events {
-                        report.queue();
-                    }
-                    if problems {
-                        report.errors();
-                    }
-                    send_now.notify_one();
-                }
-            })
-            .map_err(|e| AgentError::Setup(e.to_string()))?
-    };
-
-    // Screen pops.
-    let pop_task = tokio::spawn(notifier(pop_rx, lang));
-
-    // Sending. A stop waits for the pass in flight, then the loop ends.
-    let (stop_sender, mut stopping) = watch::channel(false);
-    let sender_task = {
-        let (outbox, errors, send_now, report, session) = (
-            outbox.clone(),
-            errors.clone(),
-            send_now.clone(),
-            report.clone(),
-            session.clone(),
-        );
-        let interval = Duration::from_secs(app.config.activity.send_interval_secs);
-        let ext = app.config.activity.external_id();
-        let event_ext = app.config.meeting.external_id();
-        tokio::spawn(async move {
-            let mut last_net: Option<String> = None;
-            while !*stopping.borrow() {
-                let client = session.client();
-                if let Some(c) = &client {
-                    let sender = Sender {
-                        client: c,
-                        outbox: &outbox,
-                        external_id: ext.clone(),
-                        event_external_id: event_ext.clone(),
-                        errors: Some(&errors),
-                    };
-                    match sender.send_due().await {
-                        Ok(r) => {
-                            match &r.last_error {
-                                Some(e) => note_network(&errors, &mut last_net, "sending Tasks", e),
-                                None if r.sent > 0 => last_net = None,
-                                None => {}
-                            }
-                            let signed_out =
-                                r.stopped.as_deref().is_some_and(|s| s.contains("sign-in"));
-                            if signed_out {
-                                session.reset();
-                            }
-                            report.update(|s| {
-                                if r.last_error.is_some() || r.sent > 0 {
-                                    s.offline = r.last_error.clone();
-                                }
-                                if r.sent > 0 {
-                                    s.sign_in_needed = false;
-                                }
-                                if signed_out {
-                                    s.sign_in_needed = true;
-                                }
-                            });
-                            if r.sent + r.parked > 0 {
-                                tracing::info!(
-                                    sent = r.sent,
-                                    parked = r.parked,
-                                    later = r.retried_later,
-                                    "Tasks sent"
-                                );
-                                // Only then did the counts change (a scan of the queue).
-                                report.queue();
-                            }
-                            if r.parked > 0 || r.last_error.is_some() {
-                                report.errors();
-                            }
-                        }
-                        Err(e) => tracing::error!(error = %e, "outbox"),
-                    }
-                }
-                // Nothing queued: sleep until the pipeline queues something (no polling);
-                // the long backstop only re-reads a sign-in made by `callsync connect`.
-                let nap = if client.is_some() && report.tx.borrow().pending > 0 {
-                    interval
-                } else {
-                    IDLE_SEND_CHECK
-                };
-                tokio::select! {
-                    _ = send_now.notified() => {}
-                    _ = stopping.changed() => {}
-                    _ = tokio::time::sleep(nap) => {}
-                }
-            }
-        })
-    };
-
-    // Syncing.
-    let sync_task = {
-        let (cache, errors, report, session) = (
-            cache.clone(),
-            errors.clone(),
-            report.clone(),
-            session.clone(),
-        );
-        let app = app.clone();
-        let (activity, calls_resumed, sync_now) =
-            (activity.clone(), calls_resumed.clone(), sync_now.clone());
-        tokio::spawn(async move {
-            let mut failures = 0u32;
-            let mut last_net: Option<String> = None;
-            let mut rng = fastrand::Rng::new();
-            loop {
-                let mut rate_limited = false;
-                let mut api_share = None;
-                match session.client() {
-                    Some(client) => {
-                        let r = app
-                            .sync(&cache, &client, false, &mut |_, done, total| {
-                                let pct = (done * 100).checked_div(total).unwrap_or(0).min(99);
-                                report.update(|s| s.syncing = Some(pct as u8));
-                            })
-                            .await;
-                        report.update(|s| s.syncing = None);
-                        match r {
-                            Ok(_) => {
-                                failures = 0;
-                                last_net = None;
-                                report.update(|s| {
-                                    s.last_sync_ms = Some(now_ms());
-                                    s.offline = None;
-                                    s.sign_in_needed = false;
-                                });
-                            }
-                            Err(e) => {
-                                failures += 1;
-                                if let crate::sync::SyncError::Salesforce(s) = &e {
-                                    match s {
-                                        SfError::Network(m) => {
-                                            note_network(&errors, &mut last_net, "sync", m);
-                                            let m = m.clone();
-                                            report.update(|s| s.offline = Some(m));
-                                        }
-                                        SfError::SignInNeeded { .. } => {
-                                            report.update(|s| s.sign_in_needed = true);
-                                            session.reset();
-                                        }
-                                        _ => {}
-                                    }
-                                }
-                                rate_limited = matches!(&e, crate::sync::SyncError::Salesforce(s) if s.is_rate_limited());
-                                tracing::warn!(error = %e, "sync failed");
-                            }
-                        }
-                        api_share = client.api_usage().map(|(u, m)| u as f64 / m.max(1) as f64);
-                    }
-                    None => failures = failures.max(1),
-                }
-                report.sign_in(&app);
-                report.records(&cache);
-                report.errors();
-                release_free_memory();
-                let synced = tokio::time::Instant::now();
-                let jitter = rng.f64();
-                let plan = || {
-                    let (calls_flowing, idle) = activity.state(now_ms());
-                    next_delay(ScheduleInput {
-                        calls_flowing,
-                        idle,
-                        api_share,
-                        failures,
-                        rate_limited,
-                        jitter,
-                        ..ScheduleInput::from_config(&app.config.sync)
-                    })
-                };
-                // Calls resuming after a quiet (or idle) spell shorten the wait already begun;
-                // "Sync now" ends it.
-                let mut until = synced + plan();
-                loop {
-                    tokio::select! {
-                        _ = tokio::time::sleep_until(until) => break,
-                        _ = sync_now.notified() => break,
-                        _ = calls_resumed.notified() => until = until.min(synced + plan()),
-                    }
-                }
-            }
-        })
-    };
-
-    // Requests from the tray and the control socket.
-    let ctx = Ctx {
-        app: app.clone(),
-        outbox: outbox.clone(),
-        report: report.clone(),
-        send_now: send_now.clone(),
-        sync_now: sync_now.clone(),
-        quit: quit.clone(),
+    let core = Arc::new(Core {
+        session: Session {
+            app: app.clone(),
+            client: Mutex::new(None),
+            seen: Mutex::new(signed_in.map(|a| (a.org_id, a.user_id))),
+        },
+        rules: app.config.lookup_rules(),
+        lang: app.config.ui.lang(),
+        app,
+        cache,
+        outbox,
+        errors,
+        report,
+        normalizer,
+        send_now: Notify::new(),
+        sync_now: Notify::new(),
+        quit: Notify::new(),
+        calls_resumed: Notify::new(),
         restart: ends.restart.clone(),
-        activity: activity.clone(),
-        lang,
-    };
-    let request_task = tokio::spawn(serve_requests(ends.requests, ctx));
+        activity: Activity::new(now_ms()),
+    });
+
+    let (pop_tx, pop_rx) = mpsc::unbounded_channel::<Pop>();
+    let (pipe, _follow) = core.start_pipeline(pop_tx)?;
+    let pop_task = tokio::spawn(notifier(pop_rx, core.lang));
+    // A stop waits for the send pass in flight, then the sender ends.
+    let (stop_sender, stopping) = watch::channel(false);
+    let sender_task = tokio::spawn(core.clone().sender_loop(stopping));
+    let sync_task = tokio::spawn(core.clone().sync_loop());
+    let request_task = tokio::spawn(core.clone().serve_requests(ends.requests));
 
     tracing::info!("agent running");
     tokio::select! {
         _ = stop => {}
-        _ = quit.notified() => {}
+        _ = core.quit.notified() => {}
     }
     tracing::info!("agent stopping");
     request_task.abort();
@@ -620,10 +395,484 @@ pub async fn run(
         tracing::info!("a send was still in flight; it stays queued and goes at the next start");
     }
     // Queued work is on disk already; make the last writes durable.
-    outbox.flush()?;
-    cache.flush()?;
+    core.outbox.flush()?;
+    core.cache.flush()?;
     drop(pipe);
     Ok(())
+}
+
+impl Core {
+    /// Call logs → (screen pop) → pipeline → outbox, on threads: the follower's and the
+    /// pipeline's. A batch is acknowledged only once its Task writes are durable.
+    fn start_pipeline(
+        self: &Arc<Self>,
+        pop_tx: mpsc::UnboundedSender<Pop>,
+    ) -> Result<(std::thread::JoinHandle<()>, std::thread::JoinHandle<()>), AgentError> {
+        let app = &self.app;
+        let follower = Follower::new(
+            sources(app)?,
+            CursorStore::new(app.data.root().join("calllog").join("agent-cursors.json")),
+        )
+        .map_err(|e| AgentError::Setup(format!("call-log positions: {e}")))?;
+        let waker = Waker::new(follower.dirs(), Duration::from_millis(20))
+            .map_err(|e| AgentError::Setup(format!("cannot watch the call logs: {e}")))?;
+        let (deliveries, follow) = calllog_watch::spawn(
+            follower,
+            waker,
+            Duration::from_secs(app.config.calllog.poll_secs),
+        )
+        .map_err(|e| AgentError::Setup(e.to_string()))?;
+        let me = app.auth_store().load().ok().flatten().map(|a| a.user_id);
+        let settings = app
+            .config
+            .activity
+            .enabled
+            .then(|| app.config.activity.settings());
+        let meeting = app
+            .config
+            .meeting
+            .enabled
+            .then(|| app.config.meeting.settings());
+        let assignees = app.config.assignee.assignees(me.as_deref());
+        let pop_mode = app.config.ui.screen_pop;
+        let region = app.config.phone.default_region.clone();
+        let core = self.clone();
+        let pipe = std::thread::Builder::new()
+            .name("pipeline".into())
+            .spawn(move || {
+                let p = Pipeline {
+                    outbox: &core.outbox,
+                    cache: Some(&core.cache),
+                    normalizer: &core.normalizer,
+                    rules: &core.rules,
+                    settings: settings.as_ref(),
+                    meeting: meeting.as_ref(),
+                    assignees: &assignees,
+                };
+                let state = core.report.tx.subscribe();
+                for d in deliveries {
+                    // Before the Task writes: the agent is waiting for the name, not the queue.
+                    for e in &d.batch.events {
+                        if let Some(pop) = pop_for(e, &core.outbox, pop_mode, |number| {
+                            let r = crate::lookup::lookup(&core.cache, &core.normalizer, &core.rules, number).ok()?;
+                            let instance = state.borrow().instance_url.clone();
+                            Some(screenpop::content(&e.call_id, &r, core.lang, &region, instance.as_deref()))
+                        }) {
+                            let _ = pop_tx.send(pop);
+                        }
+                    }
+                    for prob in &d.batch.problems {
+                        let _ = core.errors.calllog(prob);
+                    }
+                    if let Err(e) = p.handle(&d.batch.events) {
+                        // Not acknowledged: the batch comes again after a restart.
+                        tracing::error!(error = %e, "cannot queue Tasks; the call-log position is kept");
+                        continue;
+                    }
+                    if !d.batch.events.is_empty() && core.activity.note_call(now_ms()) {
+                        core.calls_resumed.notify_one();
+                    }
+                    let (events, problems) =
+                        (!d.batch.events.is_empty(), !d.batch.problems.is_empty());
+                    d.ack();
+                    if events {
+                        core.report.queue();
+                    }
+                    if problems {
+                        core.report.errors();
+                    }
+                    core.send_now.notify_one();
+                }
+            })
+            .map_err(|e| AgentError::Setup(e.to_string()))?;
+        Ok((pipe, follow))
+    }
+
+    /// The session's client; a sign-in made elsewhere since the last look is applied first.
+    fn client(&self) -> Option<Client> {
+        let (client, changed) = self.session.client();
+        if changed {
+            self.adopt_sign_in(false);
+        }
+        client
+    }
+
+    /// The sign-in rule (cache and queue follow the org signed in to), then the state shows
+    /// the new sign-in and a sync and a send start at once.
+    fn adopt_sign_in(&self, send_queue_here: bool) -> Option<crate::app::SignInApplied> {
+        let stored = self.app.auth_store().load().ok().flatten()?;
+        let applied =
+            match self
+                .app
+                .apply_sign_in(&stored.org_id, &self.cache, &self.outbox, send_queue_here)
+            {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "applying the new sign-in");
+                    return None;
+                }
+            };
+        *self
+            .session
+            .seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some((stored.org_id.clone(), stored.user_id.clone()));
+        self.report.update(|s| {
+            s.sign_in_needed = false;
+            s.sync_failing = None;
+        });
+        self.report.sign_in(&self.app);
+        self.report.records(&self.cache);
+        self.report.queue();
+        self.sync_now.notify_one();
+        self.send_now.notify_one();
+        Some(applied)
+    }
+
+    /// Sends what is due whenever something is queued (no polling while nothing is).
+    async fn sender_loop(self: Arc<Self>, mut stopping: watch::Receiver<bool>) {
+        let interval = Duration::from_secs(self.app.config.activity.send_interval_secs);
+        let ext = self.app.config.activity.external_id();
+        let event_ext = self.app.config.meeting.external_id();
+        let mut last_net: Option<String> = None;
+        while !*stopping.borrow() {
+            let client = self.client();
+            if let Some(c) = &client {
+                let sender = Sender {
+                    client: c,
+                    outbox: &self.outbox,
+                    external_id: ext.clone(),
+                    event_external_id: event_ext.clone(),
+                    errors: Some(&self.errors),
+                };
+                match sender.send_due().await {
+                    Ok(r) => self.sent(&r, &mut last_net),
+                    Err(e) => tracing::error!(error = %e, "outbox"),
+                }
+            }
+            // Nothing queued: sleep until the pipeline queues something (no polling); the long
+            // backstop only re-reads a sign-in made by `callsync connect`.
+            let nap = if client.is_some() && self.report.tx.borrow().pending > 0 {
+                interval
+            } else {
+                IDLE_SEND_CHECK
+            };
+            tokio::select! {
+                _ = self.send_now.notified() => {}
+                _ = stopping.changed() => {}
+                _ = tokio::time::sleep(nap) => {}
+            }
+        }
+    }
+
+    /// What a send pass did, into the state and the error log.
+    fn sent(&self, r: &crate::outbox::SendReport, last_net: &mut Option<String>) {
+        match &r.last_error {
+            Some(e) => note_network(&self.errors, last_net, "sending Tasks", e),
+            None if r.sent > 0 => *last_net = None,
+            None => {}
+        }
+        let signed_out = r.stopped.as_deref().is_some_and(|s| s.contains("sign-in"));
+        if signed_out {
+            self.session.reset();
+        }
+        self.report.update(|s| {
+            if r.last_error.is_some() || r.sent > 0 {
+                s.offline = r.last_error.clone();
+            }
+            if r.sent > 0 {
+                s.sign_in_needed = false;
+            }
+            if signed_out {
+                s.sign_in_needed = true;
+            }
+        });
+        if r.sent + r.parked > 0 {
+            tracing::info!(
+                sent = r.sent,
+                parked = r.parked,
+                later = r.retried_later,
+                "Tasks sent"
+            );
+            // Only then did the counts change (a scan of the queue).
+            self.report.queue();
+        }
+        if r.parked > 0 || r.last_error.is_some() {
+            self.report.errors();
+        }
+    }
+
+    /// Syncs on the adaptive schedule; every failure shows in the state and, once per distinct
+    /// cause, in the error log with its fix; a good cycle clears it.
+    async fn sync_loop(self: Arc<Self>) {
+        let mut failures = 0u32;
+        let mut last_net: Option<String> = None;
+        let mut last_cause: Option<String> = None;
+        let mut rng = fastrand::Rng::new();
+        loop {
+            let mut rate_limited = false;
+            let mut api_share = None;
+            match self.client() {
+                Some(client) => {
+                    let report = &self.report;
+                    let r = self
+                        .app
+                        .sync(&self.cache, &client, false, &mut |_, done, total| {
+                            let pct = (done * 100).checked_div(total).unwrap_or(0).min(99);
+                            report.update(|s| s.syncing = Some(pct as u8));
+                        })
+                        .await;
+                    self.report.update(|s| s.syncing = None);
+                    match r {
+                        Ok(_) => {
+                            failures = 0;
+                            last_net = None;
+                            last_cause = None;
+                            self.report.update(|s| {
+                                s.last_sync_ms = Some(now_ms());
+                                s.offline = None;
+                                s.sign_in_needed = false;
+                                s.sync_failing = None;
+                            });
+                        }
+                        Err(e) => {
+                            failures += 1;
+                            self.sync_failed(&e, &mut last_net, &mut last_cause);
+                            rate_limited = matches!(&e, crate::sync::SyncError::Salesforce(s) if s.is_rate_limited());
+                        }
+                    }
+                    api_share = client.api_usage().map(|(u, m)| u as f64 / m.max(1) as f64);
+                }
+                None => failures = failures.max(1),
+            }
+            self.report.sign_in(&self.app);
+            self.report.records(&self.cache);
+            self.report.errors();
+            release_free_memory();
+            let synced = tokio::time::Instant::now();
+            let jitter = rng.f64();
+            let plan = || {
+                let (calls_flowing, idle) = self.activity.state(now_ms());
+                next_delay(ScheduleInput {
+                    calls_flowing,
+                    idle,
+                    api_share,
+                    failures,
+                    rate_limited,
+                    jitter,
+                    ..ScheduleInput::from_config(&self.app.config.sync)
+                })
+            };
+            // Calls resuming after a quiet (or idle) spell shorten the wait already begun;
+            // "Sync now" ends it.
+            let mut until = synced + plan();
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(until) => break,
+                    _ = self.sync_now.notified() => break,
+                    _ = self.calls_resumed.notified() => until = until.min(synced + plan()),
+                }
+            }
+        }
+    }
+
+    fn sync_failed(
+        &self,
+        e: &crate::sync::SyncError,
+        last_net: &mut Option<String>,
+        last_cause: &mut Option<String>,
+    ) {
+        tracing::warn!(error = %e, "sync failed");
+        if let crate::sync::SyncError::Salesforce(s) = e {
+            match s {
+                SfError::Network(_) | SfError::ProxyUnreachable { .. } => {
+                    let m = match s {
+                        SfError::Network(m) => m.clone(),
+                        other => other.to_string(),
+                    };
+                    note_network(&self.errors, last_net, "sync", &m);
+                    self.report.update(|s| s.offline = Some(m));
+                }
+                SfError::SignInNeeded { .. } => {
+                    self.report.update(|s| s.sign_in_needed = true);
+                    self.session.reset();
+                }
+                _ => {}
+            }
+        }
+        if let Some((what, fix)) = crate::sync::explain(e) {
+            if last_cause.as_deref() != Some(what.as_str()) {
+                let _ = self.errors.append(&ErrorEntry::now(
+                    "sync",
+                    "sync",
+                    format!("the sync failed: {what}. Fix: {fix}"),
+                ));
+                *last_cause = Some(what.clone());
+            }
+            self.report.update(|s| {
+                s.sync_failing = Some(crate::state::Problem { what, fix });
+            });
+        }
+    }
+
+    async fn serve_requests(self: Arc<Self>, mut rx: mpsc::Receiver<Envelope>) {
+        while let Some((req, back)) = rx.recv().await {
+            if req != Request::Status {
+                self.activity.note_input(now_ms());
+            }
+            let quit = matches!(req, Request::Quit | Request::Restart);
+            if req == Request::Restart {
+                self.restart.store(true, Ordering::SeqCst);
+            }
+            let result = self.clone().handle(req).await;
+            let st = self.report.tx.borrow().clone();
+            let _ = back.send(match result {
+                Ok(data) => Response {
+                    data,
+                    ..Response::ok(st)
+                },
+                Err(e) => Response::error(e),
+            });
+            if quit {
+                // After the answer: the asker learns the agent is stopping.
+                self.quit.notify_one();
+            }
+        }
+    }
+
+    async fn handle(self: Arc<Self>, req: Request) -> Result<Option<serde_json::Value>, String> {
+        let json = |v: Result<serde_json::Value, serde_json::Error>| {
+            v.map(Some).map_err(|e| e.to_string())
+        };
+        match req {
+            Request::Status => {}
+            Request::Show => {
+                let st = self.report.tx.borrow().clone();
+                notify(
+                    i18n::text(self.lang, &Msg::AlreadyRunning),
+                    crate::state::status_line(&st, self.lang, now_ms()),
+                );
+            }
+            Request::SyncNow => {
+                self.sync_now.notify_one();
+                self.send_now.notify_one();
+            }
+            Request::Pause => {
+                self.outbox
+                    .pause(
+                        crate::outbox::PauseKind::User,
+                        "paused from the tray menu (Resume sending restarts it)",
+                    )
+                    .map_err(|e| e.to_string())?;
+                self.report.queue();
+            }
+            Request::Resume => {
+                self.outbox.resume().map_err(|e| e.to_string())?;
+                self.report.queue();
+                self.send_now.notify_one();
+            }
+            Request::SignOut => {
+                self.app.sign_out().await.map_err(|e| e.to_string())?;
+                self.session.reset();
+                self.outbox
+                    .pause(
+                        crate::outbox::PauseKind::SignedOut,
+                        "signed out; the queue is kept and sent after signing in again",
+                    )
+                    .map_err(|e| e.to_string())?;
+                self.report.sign_in(&self.app);
+                self.report.queue();
+            }
+            Request::SignIn => {
+                // The browser flow waits for the user: run it beside the request loop.
+                let core = self.clone();
+                tokio::spawn(async move {
+                    let open = |url: &str| {
+                        if let Err(e) = webbrowser::open(url) {
+                            tracing::warn!(error = %e, "cannot open the browser for sign-in");
+                        }
+                    };
+                    let done = match core.app.sign_in(open, Duration::from_secs(300)).await {
+                        Ok((t, method)) => core.app.complete_sign_in(&t, method).await,
+                        Err(e) => Err(e),
+                    };
+                    match done {
+                        Ok(_) => {
+                            core.session.reset();
+                            // Another org's queue stays held (`callsync connect
+                            // --send-queue-here` hands it over, asked).
+                            core.adopt_sign_in(false);
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "sign-in from the tray failed");
+                            let _ = core.errors.append(&ErrorEntry::now(
+                                "sign-in",
+                                "tray",
+                                e.to_string(),
+                            ));
+                            core.report.errors();
+                        }
+                    }
+                });
+            }
+            Request::SignedIn { send_queue_here } => {
+                self.session.reset();
+                let (_, _) = self.session.client();
+                let applied = self
+                    .adopt_sign_in(send_queue_here)
+                    .ok_or("no sign-in is stored")?;
+                return json(serde_json::to_value(applied));
+            }
+            Request::OpenLogs => open_path(&self.app.data.logs()),
+            Request::OpenSettings => {
+                let path = settings_file(&self.app).map_err(|e| e.to_string())?;
+                open_path(&path);
+            }
+            Request::Explain { index } => {
+                let st = self.report.tx.borrow().clone();
+                let e = st
+                    .errors
+                    .get(index)
+                    .ok_or_else(|| format!("no error #{index}"))?;
+                let (title, body) = crate::state::explanation(e);
+                notify(title, body);
+            }
+            Request::OpenRecord { url } => {
+                // Only pages of the org signed in to: the socket is no general URL opener.
+                let base = self.report.tx.borrow().instance_url.clone();
+                match base {
+                    Some(b) if url.starts_with(&format!("{}/", b.trim_end_matches('/'))) => {
+                        webbrowser::open(&url).map_err(|e| e.to_string())?;
+                    }
+                    _ => return Err("not a page of the org signed in to".into()),
+                }
+            }
+            Request::Queue => {
+                return json(serde_json::to_value(
+                    self.outbox.items().map_err(|e| e.to_string())?,
+                ))
+            }
+            Request::QueueRetry { id } => {
+                let n = self.outbox.retry(id).map_err(|e| e.to_string())?;
+                self.report.queue();
+                self.send_now.notify_one();
+                return Ok(Some(serde_json::json!({ "retried": n })));
+            }
+            Request::Lookup { number } => {
+                let r = crate::lookup::lookup(&self.cache, &self.normalizer, &self.rules, &number)
+                    .map_err(|e| e.to_string())?;
+                return json(serde_json::to_value(r));
+            }
+            Request::CacheStats => {
+                return json(serde_json::to_value(
+                    self.cache.stats().map_err(|e| e.to_string())?,
+                ))
+            }
+            Request::Quit | Request::Restart => {}
+        }
+        Ok(None)
+    }
 }
 
 /// Hands memory freed by a sync back to the OS. glibc keeps freed memory in per-thread arenas
@@ -683,18 +932,6 @@ async fn notifier(mut pops: mpsc::UnboundedReceiver<Pop>, lang: Lang) {
     }
 }
 
-struct Ctx {
-    app: App,
-    outbox: Arc<Outbox>,
-    report: Arc<Reporter>,
-    send_now: Arc<Notify>,
-    sync_now: Arc<Notify>,
-    quit: Arc<Notify>,
-    restart: Arc<std::sync::atomic::AtomicBool>,
-    activity: Arc<Activity>,
-    lang: Lang,
-}
-
 /// A plain notification (no action), shown off the async threads.
 fn notify(summary: String, body: String) {
     tokio::task::spawn_blocking(move || {
@@ -711,138 +948,6 @@ fn open_path(p: &std::path::Path) {
             tracing::warn!(error = %e, path = %p.display(), "cannot open");
         }
     });
-}
-
-async fn serve_requests(mut rx: mpsc::Receiver<Envelope>, ctx: Ctx) {
-    while let Some((req, back)) = rx.recv().await {
-        if req != Request::Status {
-            ctx.activity.note_input(now_ms());
-        }
-        let quit = matches!(req, Request::Quit | Request::Restart);
-        if req == Request::Restart {
-            ctx.restart.store(true, std::sync::atomic::Ordering::SeqCst);
-        }
-        let result = handle(&ctx, req).await;
-        let st = ctx.report.tx.borrow().clone();
-        let _ = back.send(match result {
-            Ok(()) => Response::ok(st),
-            Err(e) => Response::error(e),
-        });
-        if quit {
-            // After the answer: the asker learns the agent is stopping.
-            ctx.quit.notify_one();
-        }
-    }
-}
-
-async fn handle(ctx: &Ctx, req: Request) -> Result<(), String> {
-    match req {
-        Request::Status => {}
-        Request::Show => {
-            let st = ctx.report.tx.borrow().clone();
-            notify(
-                i18n::text(ctx.lang, &Msg::AlreadyRunning),
-                crate::state::status_line(&st, ctx.lang, now_ms()),
-            );
-        }
-        Request::SyncNow => {
-            ctx.sync_now.notify_one();
-            ctx.send_now.notify_one();
-        }
-        Request::Pause => {
-            ctx.outbox
-                .set_paused(Some(
-                    "paused from the tray menu (Resume sending restarts it)",
-                ))
-                .map_err(|e| e.to_string())?;
-            ctx.report.queue();
-        }
-        Request::Resume => {
-            ctx.outbox.set_paused(None).map_err(|e| e.to_string())?;
-            ctx.report.queue();
-            ctx.send_now.notify_one();
-        }
-        Request::SignOut => {
-            ctx.app.sign_out().await.map_err(|e| e.to_string())?;
-            ctx.outbox
-                .set_paused(Some(
-                    "signed out from the tray; the queue is kept and sent after signing in again",
-                ))
-                .map_err(|e| e.to_string())?;
-            ctx.report.sign_in(&ctx.app);
-            ctx.report.queue();
-        }
-        Request::SignIn => {
-            // The browser flow waits for the user: run it beside the request loop.
-            let app = ctx.app.clone();
-            let (outbox, report, sync_now, send_now) = (
-                ctx.outbox.clone(),
-                ctx.report.clone(),
-                ctx.sync_now.clone(),
-                ctx.send_now.clone(),
-            );
-            tokio::spawn(async move {
-                let open = |url: &str| {
-                    if let Err(e) = webbrowser::open(url) {
-                        tracing::warn!(error = %e, "cannot open the browser for sign-in");
-                    }
-                };
-                let done = match app.sign_in(open, Duration::from_secs(300)).await {
-                    Ok((t, method)) => app.complete_sign_in(&t, method).await,
-                    Err(e) => Err(e),
-                };
-                match done {
-                    Ok(stored) => {
-                        // Another org's queue stays held (`callsync connect --send-queue-here`
-                        // hands it over, asked).
-                        if let Err(e) = outbox.adopt_sign_in(&stored.org_id, false) {
-                            tracing::warn!(error = %e, "the Task queue after sign-in");
-                        }
-                        report.update(|s| s.sign_in_needed = false);
-                        report.sign_in(&app);
-                        report.queue();
-                        sync_now.notify_one();
-                        send_now.notify_one();
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "sign-in from the tray failed");
-                        let _ = report.errors.append(&ErrorEntry::now(
-                            "sign-in",
-                            "tray",
-                            e.to_string(),
-                        ));
-                        report.errors();
-                    }
-                }
-            });
-        }
-        Request::OpenLogs => open_path(&ctx.app.data.logs()),
-        Request::OpenSettings => {
-            let path = settings_file(&ctx.app).map_err(|e| e.to_string())?;
-            open_path(&path);
-        }
-        Request::Explain { index } => {
-            let st = ctx.report.tx.borrow().clone();
-            let e = st
-                .errors
-                .get(index)
-                .ok_or_else(|| format!("no error #{index}"))?;
-            let (title, body) = crate::state::explanation(e);
-            notify(title, body);
-        }
-        Request::OpenRecord { url } => {
-            // Only pages of the org signed in to: the socket is no general URL opener.
-            let base = ctx.report.tx.borrow().instance_url.clone();
-            match base {
-                Some(b) if url.starts_with(&format!("{}/", b.trim_end_matches('/'))) => {
-                    webbrowser::open(&url).map_err(|e| e.to_string())?;
-                }
-                _ => return Err("not a page of the org signed in to".into()),
-            }
-        }
-        Request::Quit | Request::Restart => {}
-    }
-    Ok(())
 }
 
 /// The user's settings file, created from the annotated example when there is none yet (so

@@ -61,6 +61,25 @@ pub struct ObjectStatus {
     pub load_in_progress: bool,
 }
 
+/// What [`App::apply_sign_in`] did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct SignInApplied {
+    pub cache: crate::cache::Claim,
+    pub queue: crate::outbox::Adoption,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub enum BackupNote {
+    Available {
+        taken_at: String,
+    },
+    OtherOrg {
+        taken_at: String,
+        org_id: String,
+        username: String,
+    },
+}
+
 #[derive(Clone, Copy, Debug, Serialize, serde::Deserialize)]
 pub struct ApiUsage {
     pub used: u64,
@@ -129,8 +148,53 @@ impl App {
         }
     }
 
+    /// Opens the cache for the org signed in to: lookups refuse another org's records.
     pub fn open_cache(&self) -> Result<(Cache, OpenReport), CacheError> {
-        Cache::open(&self.data.cache(), &self.config.cache_options())
+        let (cache, report) = Cache::open(&self.data.cache(), &self.config.cache_options())?;
+        let org = self.auth_store().load().ok().flatten().map(|a| a.org_id);
+        cache.serve_org(org.as_deref());
+        Ok((cache, report))
+    }
+
+    /// The one rule after every sign-in, whoever made it (`callsync connect`, the tray, a
+    /// sign-in the agent notices): the cache becomes the org's (another org's records go), and
+    /// the queue resumes for its own org, or is held for another's (`send_queue_here` hands it
+    /// over).
+    pub fn apply_sign_in(
+        &self,
+        org: &str,
+        cache: &Cache,
+        outbox: &crate::outbox::Outbox,
+        send_queue_here: bool,
+    ) -> Result<SignInApplied, String> {
+        let cache = cache.claim(org).map_err(|e| e.to_string())?;
+        let queue = outbox
+            .adopt_sign_in(org, send_queue_here)
+            .map_err(|e| e.to_string())?;
+        if let crate::cache::Claim::Switched { from } = &cache {
+            tracing::info!(from = %from, to = %org, "signed in to another org: its cache is loaded at the next sync");
+        }
+        Ok(SignInApplied { cache, queue })
+    }
+
+    /// What the settings backup means for a sign-in to `org`: none, one for this org (restore
+    /// applies it), or one from another org (its field names and users may not exist here).
+    pub fn backup_note(&self, org: &str) -> Result<Option<BackupNote>, String> {
+        Ok(
+            match crate::settings::Backup::load(&self.data.settings_backup())
+                .map_err(|e| e.to_string())?
+            {
+                Some(b) if b.org_id != org => Some(BackupNote::OtherOrg {
+                    taken_at: b.taken_at,
+                    org_id: b.org_id,
+                    username: b.username,
+                }),
+                Some(b) => Some(BackupNote::Available {
+                    taken_at: b.taken_at,
+                }),
+                None => None,
+            },
+        )
     }
 
     pub fn client(&self) -> Result<Client, SfError> {

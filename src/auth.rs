@@ -233,10 +233,24 @@ impl AuthStore for KeyringStore {
     }
 }
 
-/// The store for `auth_file` per `auth.store` (`auto`: the OS store when there is one).
+/// The store for `auth_file` per `auth.store` (`auto`: the OS store when there is one). A
+/// sign-in already stored is found where it was stored, whatever the setting says now: a file
+/// holding the refresh token (a `file` store, or a PC without a credential store) is read as
+/// a file, one without (the token is in the OS store) through the OS store.
 pub fn open_store(kind: &str, auth_file: &Path) -> Arc<dyn AuthStore> {
+    let stored = FileStore::new(auth_file).load().ok().flatten();
+    let kind = match &stored {
+        Some(a) if !a.refresh_token.expose().is_empty() => "file",
+        // JWT sign-ins have no refresh token anywhere.
+        Some(a) if kind == "file" && a.method != "jwt" => "keyring",
+        _ => kind,
+    };
     match kind {
         "file" => Arc::new(FileStore::new(auth_file)),
+        "keyring" => match KeyringStore::open(auth_file) {
+            Some(k) => Arc::new(k),
+            None => Arc::new(FileStore::new(auth_file)),
+        },
         _ => match KeyringStore::open(auth_file) {
             Some(k) => Arc::new(k),
             None => {
@@ -450,6 +464,26 @@ pub async fn sign_in_pkce(
     .await
 }
 
+/// The `aud` of a JWT bearer assertion: Salesforce accepts only `https://login.salesforce.com`,
+/// `https://test.salesforce.com` (sandboxes) or an Experience Cloud site's URL, whatever host
+/// the assertion is posted to (a My Domain URL as `aud` is refused: `invalid_grant: audience is
+/// invalid`; HELP remoteaccess_oauth_jwt_flow).
+pub fn jwt_audience(login_url: &str) -> String {
+    let url = login_url.trim_end_matches('/');
+    let host = url::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
+        .unwrap_or_default();
+    if host == "test.salesforce.com" || host.ends_with(".sandbox.my.salesforce.com") {
+        "https://test.salesforce.com".into()
+    } else if host.ends_with(".my.site.com") || host.ends_with(".force.com") {
+        // An Experience Cloud site signs its users in itself.
+        url.to_owned()
+    } else {
+        "https://login.salesforce.com".into()
+    }
+}
+
 /// The JWT bearer flow: an RS256 assertion signed with the key IT deployed; no browser.
 pub async fn sign_in_jwt(
     cfg: &ClientConfig,
@@ -461,7 +495,7 @@ pub async fn sign_in_jwt(
     })?;
     let now = chrono::Utc::now().timestamp();
     let claims = serde_json::json!({
-        "iss": cfg.client_id, "sub": username, "aud": cfg.login_url.trim_end_matches('/'), "exp": now + 180,
+        "iss": cfg.client_id, "sub": username, "aud": jwt_audience(&cfg.login_url), "exp": now + 180,
     });
     let assertion = jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
@@ -488,7 +522,7 @@ async fn token_request(
         "{}/services/oauth2/token",
         cfg.login_url.trim_end_matches('/')
     );
-    let (status, text) = read(http.post(url).form(form)).await?;
+    let (status, text) = read(http.post(url).form(form), &cfg.net).await?;
     if status != 200 {
         return Err(match api_error(status, &text) {
             SfError::Api { code, message, .. } => explain(&code, &message),
@@ -501,7 +535,11 @@ async fn token_request(
 /// Fetches the identity (username) for a fresh token.
 pub async fn identity(cfg: &ClientConfig, t: &TokenResponse) -> Result<Value, SfError> {
     let http = http_client(cfg)?;
-    let (status, text) = read(http.get(&t.id).bearer_auth(t.access_token.expose())).await?;
+    let (status, text) = read(
+        http.get(&t.id).bearer_auth(t.access_token.expose()),
+        &cfg.net,
+    )
+    .await?;
     if status != 200 {
         return Err(api_error(status, &text));
     }
@@ -546,6 +584,32 @@ mod tests {
             method: "pkce".into(),
             connected_at: "2026-11-21T00:00:00.000+0000".into(),
             jwt_key_file: None,
+        }
+    }
+
+    #[test]
+    fn jwt_audience_table() {
+        for (login, aud) in [
+            (
+                "https://login.salesforce.com",
+                "https://login.salesforce.com",
+            ),
+            (
+                "https://acme.my.salesforce.com/",
+                "https://login.salesforce.com",
+            ),
+            ("https://test.salesforce.com", "https://test.salesforce.com"),
+            (
+                "https://acme--uat.sandbox.my.salesforce.com",
+                "https://test.salesforce.com",
+            ),
+            (
+                "https://acme.my.site.com/customers",
+                "https://acme.my.site.com/customers",
+            ),
+            ("http://127.0.0.1:8900", "https://login.salesforce.com"),
+        ] {
+            assert_eq!(jwt_audience(login), aud, "{login}");
         }
     }
 

@@ -42,6 +42,7 @@ const META_RECORD_FORMAT: &str = "record_format";
 const META_INDEX_FORMAT: &str = "index_format";
 const META_NEEDS_REINDEX: &str = "needs_reindex";
 const META_NEEDS_FULL_SYNC: &str = "needs_full_sync";
+const META_ORG: &str = "org";
 const COUNT_INDEX: &str = "index";
 const REINDEX_BATCH: usize = 500;
 
@@ -174,6 +175,24 @@ pub enum CacheError {
         #[source]
         source: std::io::Error,
     },
+    /// The cache holds another org's records: its people and Ids are no answer for this one.
+    #[error("the cache holds the records of org {cached}, but you are signed in to org {signed_in}: they are not used; the next sync (`callsync sync`) replaces them")]
+    OtherOrg { cached: String, signed_in: String },
+}
+
+/// What [`Cache::claim`] found.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cache", rename_all = "snake_case")]
+pub enum Claim {
+    /// The cache already belonged to the org.
+    Same,
+    /// It held another org's records: they were dropped (the next sync loads this org).
+    Switched { from: String },
+    /// It was empty.
+    New,
+    /// It held records of an org it never recorded (a cache from before it did): kept, and the
+    /// next sync is a full one, which removes whatever this org does not have.
+    Adopted,
 }
 
 /// What `open` had to do.
@@ -189,7 +208,7 @@ pub struct OpenReport {
 }
 
 /// Counts and sizes for `callsync cache stats`.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CacheStats {
     pub records: BTreeMap<String, u64>,
     pub index_entries: u64,
@@ -213,6 +232,9 @@ pub struct Cache {
     /// One writer at a time: `apply` reads old records to drop their index entries, and two
     /// interleaved batches could each miss the other's writes.
     writer: Mutex<()>,
+    /// (the org the records belong to, the org lookups are for): lookups are refused when
+    /// both are known and differ.
+    orgs: std::sync::RwLock<(Option<String>, Option<String>)>,
     _lock: std::fs::File,
 }
 
@@ -337,9 +359,12 @@ impl Cache {
             db,
             path: dir.to_owned(),
             writer: Mutex::new(()),
+            orgs: Default::default(),
             _lock: lock,
         };
         cache.check_formats(&mut report)?;
+        let stored = cache.meta_text(META_ORG)?;
+        cache.orgs_mut().0 = stored;
         if report.rebuilt.is_some() {
             cache.set_meta(META_NEEDS_FULL_SYNC, true)?;
         }
@@ -393,8 +418,87 @@ impl Cache {
         &self.path
     }
 
+    fn orgs_mut(&self) -> std::sync::RwLockWriteGuard<'_, (Option<String>, Option<String>)> {
+        self.orgs
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The org whose records the cache holds (`None`: empty, or from before it was recorded).
+    pub fn org(&self) -> Option<String> {
+        self.orgs
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .0
+            .clone()
+    }
+
+    /// Lookups answer for `org` (the one signed in to): if the cache holds another org's
+    /// records, every lookup is refused with [`CacheError::OtherOrg`] until it is claimed.
+    pub fn serve_org(&self, org: Option<&str>) {
+        self.orgs_mut().1 = org.map(str::to_owned);
+    }
+
+    /// Makes the cache `org`'s: another org's records are dropped; lookups then answer for
+    /// `org`. The sync engine claims before every sync and a sign-in claims at once, so no
+    /// screen pop or Task ever names a record of the org signed out of.
+    pub fn claim(&self, org: &str) -> Result<Claim, CacheError> {
+        let _w = self
+            .writer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let claim = match self.meta_text(META_ORG)? {
+            Some(o) if o == org => Claim::Same,
+            Some(o) => {
+                self.clear_locked()?;
+                Claim::Switched { from: o }
+            }
+            None if self
+                .db
+                .iter()
+                .keys()
+                .any(|k| k.is_ok_and(|k| k.first() == Some(&P_RECORD))) =>
+            {
+                self.set_meta(META_NEEDS_FULL_SYNC, true)?;
+                Claim::Adopted
+            }
+            None => Claim::New,
+        };
+        if claim != Claim::Same {
+            self.db
+                .insert(key(P_META, META_ORG.as_bytes()), org.as_bytes())
+                .map_err(storage(&self.path))?;
+            self.flush()?;
+        }
+        *self.orgs_mut() = (Some(org.to_owned()), Some(org.to_owned()));
+        Ok(claim)
+    }
+
+    fn meta_text(&self, name: &str) -> Result<Option<String>, CacheError> {
+        Ok(self
+            .db
+            .get(key(P_META, name.as_bytes()))
+            .map_err(storage(&self.path))?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    fn check_org(&self) -> Result<(), CacheError> {
+        let g = self
+            .orgs
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match &*g {
+            (Some(cached), Some(signed_in)) if cached != signed_in => Err(CacheError::OtherOrg {
+                cached: cached.clone(),
+                signed_in: signed_in.clone(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// Every index entry under `number`: one prefix scan.
     pub fn hits(&self, number: &PhoneKey) -> Result<Vec<IndexHit>, CacheError> {
+        self.check_org()?;
         let mut prefix = key(P_INDEX, &number.index_bytes());
         prefix.push(0);
         let mut out = Vec::new();
@@ -683,6 +787,16 @@ impl Cache {
 
     /// Drops every record, index entry and sync state (the next sync is a full one).
     pub fn clear(&self) -> Result<(), CacheError> {
+        let _w = self
+            .writer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.clear_locked()?;
+        self.orgs_mut().0 = None;
+        Ok(())
+    }
+
+    fn clear_locked(&self) -> Result<(), CacheError> {
         self.db.clear().map_err(storage(&self.path))?;
         self.put_meta_byte(META_RECORD_FORMAT, RECORD_FORMAT)?;
         self.put_meta_byte(META_INDEX_FORMAT, INDEX_FORMAT)?;

@@ -40,6 +40,24 @@ pub enum Request {
     Quit,
     /// Stop gracefully, then start again with the same arguments (to apply changed settings).
     Restart,
+    /// Another process (`callsync connect`) stored a new sign-in: adopt it now (cache, queue).
+    SignedIn {
+        #[serde(default)]
+        send_queue_here: bool,
+    },
+    /// The Task queue (`callsync queue` while the agent holds it).
+    Queue,
+    /// Parked items back to pending (`callsync queue retry`): one, or all.
+    QueueRetry {
+        #[serde(default)]
+        id: Option<u64>,
+    },
+    /// A lookup from the agent's cache (`callsync lookup` while the agent holds it).
+    Lookup {
+        number: String,
+    },
+    /// Cache counts and sizes (`callsync cache stats` while the agent holds it).
+    CacheStats,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -49,6 +67,9 @@ pub struct Response {
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<AgentState>,
+    /// What a query request asked for (the queue, a lookup, stats).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Value>,
 }
 
 impl Response {
@@ -57,6 +78,7 @@ impl Response {
             ok: true,
             error: None,
             state: Some(state),
+            data: None,
         }
     }
     pub fn error(msg: impl Into<String>) -> Response {
@@ -64,6 +86,7 @@ impl Response {
             ok: false,
             error: Some(msg.into()),
             state: None,
+            data: None,
         }
     }
 }

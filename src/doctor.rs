@@ -28,6 +28,54 @@ fn check(name: &str, ok: bool, detail: impl Into<String>, fix: Option<&str>) -> 
 }
 
 /// Which proxy requests take, in words.
+/// The proxy in use, and whether it answers at all (a TCP connection to its address): a proxy
+/// that is down is named as such, not blamed on Salesforce.
+async fn proxy_check(app: &App) -> Check {
+    let shown = proxy_in_use(app);
+    let Some((url, from)) = app.client_config().net.proxy_in_use() else {
+        return check("proxy", true, shown, None);
+    };
+    let addr = url::Url::parse(&url).ok().and_then(|u| {
+        Some(format!(
+            "{}:{}",
+            u.host_str()?.trim_start_matches('[').trim_end_matches(']'),
+            u.port_or_known_default()?
+        ))
+    });
+    let Some(addr) = addr else {
+        return check(
+            "proxy",
+            false,
+            format!("{url} (from {from}) is not a proxy address"),
+            Some("Set proxy.url to http://HOST:PORT."),
+        );
+    };
+    let reached = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        tokio::net::TcpStream::connect(&addr),
+    )
+    .await;
+    match reached {
+        Ok(Ok(_)) => check("proxy", true, format!("{shown}; it answers"), None),
+        Ok(Err(e)) => check(
+            "proxy",
+            false,
+            format!("{shown}; it does not answer at {addr}: {e}"),
+            Some(&format!(
+                "Start the proxy, or correct {from}. Nothing is lost meanwhile: Tasks stay queued."
+            )),
+        ),
+        Err(_) => check(
+            "proxy",
+            false,
+            format!("{shown}; no answer from {addr} within 5 s"),
+            Some(&format!(
+                "Check that the proxy is running and reachable, or correct {from}."
+            )),
+        ),
+    }
+}
+
 pub fn proxy_in_use(app: &App) -> String {
     let p = &app.config.proxy;
     if !p.url.is_empty() {
@@ -88,7 +136,7 @@ const MAX_SKEW_SECS: i64 = 60;
 
 pub async fn run(app: &App) -> Vec<Check> {
     let mut out = Vec::new();
-    out.push(check("proxy", true, proxy_in_use(app), None));
+    out.push(proxy_check(app).await);
     let (roots_ok, roots) = trust_roots(app);
     out.push(check("trust roots", roots_ok, roots, Some("Point tls.extra_ca_file at your company's CA certificate (PEM), or install it in the system trust store.")));
 
@@ -127,7 +175,7 @@ pub async fn run(app: &App) -> Vec<Check> {
                 Some("Check salesforce.login_url."),
             ),
             Err(e) => {
-                let m = match crate::salesforce::network(e) {
+                let m = match crate::salesforce::network(e, &cfg.net) {
                     SfError::Network(m) => m,
                     other => other.to_string(),
                 };

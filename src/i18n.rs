@@ -42,6 +42,10 @@ pub enum Msg<'a> {
     Paused {
         queued: u64,
     },
+    /// A sync cycle failed for a reason someone must fix (see the Errors submenu).
+    SyncFailing {
+        synced: Ago,
+    },
     Connected {
         user: &'a str,
         synced: Ago,
@@ -143,6 +147,12 @@ pub fn text(lang: Lang, m: &Msg) -> String {
         (Ja, Msg::Offline { queued }) => format!("オフライン — 送信待ち {queued} 件"),
         (En, Msg::Paused { queued }) => format!("Sending paused — {queued} queued"),
         (Ja, Msg::Paused { queued }) => format!("送信を一時停止中 — 送信待ち {queued} 件"),
+        (En, Msg::SyncFailing { synced }) => {
+            format!("Sync failing — last {}", ago(En, *synced))
+        }
+        (Ja, Msg::SyncFailing { synced }) => {
+            format!("同期に失敗しています — 最終: {}", ago(Ja, *synced))
+        }
         (En, Msg::Connected { user, synced }) => {
             format!("Connected as {user} — {}", ago(En, *synced))
         }

@@ -11,6 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use callsync::app::App;
 use callsync::cache::{Cache, CacheError};
 use callsync::config::{self, Layered, LoadOptions};
+use callsync::control::Request;
 use callsync::import;
 use callsync::logging::{self, Console};
 use callsync::lookup::{self, LookupError, LookupResult, Match};
@@ -492,7 +493,11 @@ fn load_config(g: &Global, data: &DataDir) -> anyhow::Result<(Layered, LoadOptio
 
 /// The cache, telling the user when it had to be rebuilt or cleared.
 fn open_cache(app: &App) -> anyhow::Result<Cache> {
-    let (cache, report) = app.open_cache()?;
+    Ok(opened(app.open_cache()?))
+}
+
+/// An opened cache, after telling the user what opening it had to repair.
+fn opened((cache, report): (Cache, callsync::cache::OpenReport)) -> Cache {
     if let Some((reason, aside)) = &report.rebuilt {
         eprintln!(
             "callsync: warning: the cache was damaged ({reason}) and has been rebuilt empty; the old files are in {}",
@@ -502,7 +507,7 @@ fn open_cache(app: &App) -> anyhow::Result<Cache> {
     if report.cleared {
         eprintln!("callsync: warning: the cache was from another version and has been cleared");
     }
-    Ok(cache)
+    cache
 }
 
 fn run(
@@ -522,14 +527,35 @@ fn run(
                 return Ok(exit::NO_MATCH);
             }
             let normalizer = cfg.normalizer()?;
-            let cache = open_cache(&app)?;
-            let result = match lookup::lookup(&cache, &normalizer, &cfg.lookup_rules(), &number) {
-                Ok(r) => r,
-                Err(LookupError::Number(e)) => {
-                    eprintln!("callsync: {e}");
-                    return Ok(exit::USAGE);
+            if let Err(e) = normalizer.key(&number) {
+                eprintln!("callsync: {e}");
+                return Ok(exit::USAGE);
+            }
+            // The running agent holds the cache: it answers.
+            let (result, stats) = match app.open_cache() {
+                Err(e @ CacheError::Locked(_)) => {
+                    let r: LookupResult = from_agent(
+                        &app,
+                        Request::Lookup {
+                            number: number.clone(),
+                        },
+                        e,
+                    )?;
+                    let busy = CacheError::Locked(data.cache());
+                    (r, from_agent(&app, Request::CacheStats, busy)?)
                 }
                 Err(e) => return Err(e.into()),
+                Ok(c) => {
+                    let cache = opened(c);
+                    match lookup::lookup(&cache, &normalizer, &cfg.lookup_rules(), &number) {
+                        Ok(r) => (r, cache.stats()?),
+                        Err(LookupError::Number(e)) => {
+                            eprintln!("callsync: {e}");
+                            return Ok(exit::USAGE);
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
             };
             tracing::info!(
                 number = %callsync::phone::Masked(&number),
@@ -540,7 +566,7 @@ fn run(
             if json {
                 outln!("{}", serde_json::to_string_pretty(&result)?);
             } else {
-                let empty = cache.stats()?.records.values().all(|n| *n == 0);
+                let empty = stats.records.values().all(|n| *n == 0);
                 print_lookup(&result, empty);
             }
             Ok(if result.best.is_some() {
@@ -550,8 +576,11 @@ fn run(
             })
         }
         Command::Cache(CacheCmd::Stats { json }) => {
-            let cache = open_cache(&app)?;
-            let stats = cache.stats()?;
+            let stats: callsync::cache::CacheStats = match app.open_cache() {
+                Err(e @ CacheError::Locked(_)) => from_agent(&app, Request::CacheStats, e)?,
+                Err(e) => return Err(e.into()),
+                Ok(c) => opened(c).stats()?,
+            };
             if json {
                 let mut v = serde_json::to_value(&stats)?;
                 v["path"] = serde_json::Value::String(data.cache().display().to_string());
@@ -709,18 +738,36 @@ fn run(
             Ok(exit::OK)
         }
         Command::Queue { cmd, json } => {
-            let outbox = callsync::outbox::Outbox::open(&data.outbox())?;
+            // The running agent holds the queue: it answers.
+            let outbox = match callsync::outbox::Outbox::open(&data.outbox()) {
+                Ok(o) => Some(o),
+                Err(callsync::outbox::OutboxError::Locked(_)) => None,
+                Err(e) => return Err(e.into()),
+            };
+            let busy = || callsync::outbox::OutboxError::Locked(data.outbox());
             match cmd {
                 Some(QueueCmd::Retry { id, all }) => {
                     if id.is_none() && !all {
                         eprintln!("callsync: name an item (callsync queue retry ID) or pass --all");
                         return Ok(exit::USAGE);
                     }
-                    let n = outbox.retry(id)?;
+                    let n = match &outbox {
+                        Some(o) => o.retry(id)?,
+                        None => from_agent::<serde_json::Value>(
+                            &app,
+                            Request::QueueRetry { id },
+                            busy(),
+                        )?["retried"]
+                            .as_u64()
+                            .unwrap_or(0) as usize,
+                    };
                     outln!("{n} parked item(s) will be sent again");
                 }
                 None => {
-                    let items = outbox.items()?;
+                    let items: Vec<callsync::outbox::Item> = match &outbox {
+                        Some(o) => o.items()?,
+                        None => from_agent(&app, Request::Queue, busy())?,
+                    };
                     if json {
                         outln!("{}", serde_json::to_string_pretty(&items)?);
                     } else if items.is_empty() {
@@ -748,8 +795,11 @@ fn run(
                                 i.queued_at
                             );
                         }
-                        let (p, k) = outbox.counts()?;
-                        outln!("{p} pending, {k} parked");
+                        let parked = items
+                            .iter()
+                            .filter(|i| matches!(i.state, callsync::outbox::State::Parked { .. }))
+                            .count();
+                        outln!("{} pending, {parked} parked", items.len() - parked);
                     }
                 }
             }
@@ -801,6 +851,24 @@ fn run(
         | Command::Sim { .. }
         | Command::Man { .. } => Ok(exit::OK),
     }
+}
+
+/// What the running agent answers to a query request (it holds the stores), decoded. With no
+/// agent to ask, the store is held by another command: `busy` says so (exit code 5).
+fn from_agent<T: serde::de::DeserializeOwned>(
+    app: &App,
+    req: Request,
+    busy: impl Into<anyhow::Error>,
+) -> anyhow::Result<T> {
+    let r = match callsync::control::call(&app.data, &req, std::time::Duration::from_secs(10)) {
+        Ok(r) => r,
+        Err(callsync::control::ControlError::NotRunning) => return Err(busy.into()),
+        Err(e) => anyhow::bail!("the running agent holds the store and could not be asked: {e}"),
+    };
+    if !r.ok {
+        anyhow::bail!("{}", r.error.unwrap_or_else(|| "the agent refused".into()));
+    }
+    Ok(serde_json::from_value(r.data.unwrap_or_default())?)
 }
 
 fn describe(m: &Match) -> String {
@@ -1468,7 +1536,6 @@ async fn connect(app: &App, no_browser: bool, send_queue_here: bool) -> anyhow::
             return Ok(exit::SIGN_IN);
         }
     };
-    let previous = app.auth_store().load().ok().flatten();
     let stored = app.complete_sign_in(&token, method).await?;
     outln!(
         "Connected to org {} as {} ({}) at {}",
@@ -1481,44 +1548,58 @@ async fn connect(app: &App, no_browser: bool, send_queue_here: bool) -> anyhow::
         stored.user_id,
         stored.instance_url
     );
-    if let Some(p) = previous.filter(|p| p.org_id != stored.org_id) {
-        eprintln!(
-            "callsync: warning: this is a different org than before ({} → {}); the cache will be reloaded at the next sync",
-            p.org_id, stored.org_id
-        );
-        if let Ok((cache, _)) = app.open_cache() {
-            cache.clear()?;
-        }
-    }
     outln!(
         "The refresh token is kept in {}.",
         app.auth_store().describe()
     );
-    match callsync::settings::Backup::load(&app.data.settings_backup()) {
-        Ok(Some(b)) if b.org_id != stored.org_id => eprintln!(
-            "callsync: warning: the settings backup ({}) is from org {} ({}), not this org: restoring it here would apply another org's field names and users; `callsync settings restore` checks them",
-            b.taken_at, b.org_id, b.username
+    match app.backup_note(&stored.org_id) {
+        Ok(Some(callsync::app::BackupNote::OtherOrg { taken_at, org_id, username })) => eprintln!(
+            "callsync: warning: the settings backup ({taken_at}) is from org {org_id} ({username}), not this org: restoring it here would apply another org's field names and users; `callsync settings restore` checks them"
         ),
-        Ok(Some(b)) => outln!(
-            "A settings backup from {} is available: `callsync settings restore` applies it.",
-            b.taken_at
+        Ok(Some(callsync::app::BackupNote::Available { taken_at })) => outln!(
+            "A settings backup from {taken_at} is available: `callsync settings restore` applies it."
         ),
         Ok(None) => {}
         Err(e) => eprintln!("callsync: warning: {e}"),
     }
-    // The queue: resume it for its own org; never hand it to another one unasked.
-    match callsync::outbox::Outbox::open(&app.data.outbox()) {
-        Ok(outbox) => match outbox.adopt_sign_in(&stored.org_id, send_queue_here)? {
-            callsync::outbox::Adoption::Held { why } => eprintln!("callsync: warning: {why}"),
-            callsync::outbox::Adoption::Resumed { queued } if queued > 0 => {
-                outln!("{queued} queued Task(s) will be sent to this org.")
+    // The sign-in rule: the cache becomes this org's, the queue resumes for its own org and is
+    // never handed to another one unasked. Applied here, or by the running agent that holds
+    // the stores.
+    let applied = match (
+        app.open_cache(),
+        callsync::outbox::Outbox::open(&app.data.outbox()),
+    ) {
+        (Ok((cache, _)), Ok(outbox)) => app
+            .apply_sign_in(&stored.org_id, &cache, &outbox, send_queue_here)
+            .map_err(anyhow::Error::msg)?,
+        (Err(CacheError::Locked(_)), _) | (_, Err(callsync::outbox::OutboxError::Locked(_))) => {
+            let busy = CacheError::Locked(app.data.cache());
+            match from_agent(app, Request::SignedIn { send_queue_here }, busy) {
+                Ok(a) => a,
+                Err(e) => {
+                    eprintln!("callsync: note: the cache and Task queue are in use ({e}); the agent applies the new sign-in when it next looks (within a minute)");
+                    return Ok(exit::OK);
+                }
             }
-            callsync::outbox::Adoption::Resumed { .. } => {}
-        },
-        Err(callsync::outbox::OutboxError::Locked(_)) => {
-            eprintln!("callsync: note: the running agent holds the Task queue; restart it to pick up the new sign-in");
         }
-        Err(e) => return Err(e.into()),
+        (Err(e), _) => return Err(e.into()),
+        (_, Err(e)) => return Err(e.into()),
+    };
+    if let callsync::cache::Claim::Switched { from } = &applied.cache {
+        eprintln!(
+            "callsync: warning: this is a different org than before ({from} → {}); the cache is reloaded at the next sync",
+            stored.org_id
+        );
+    }
+    match applied.queue {
+        callsync::outbox::Adoption::Held { why } => eprintln!("callsync: warning: {why}"),
+        callsync::outbox::Adoption::Resumed { queued } if queued > 0 => {
+            outln!("{queued} queued Task(s) will be sent to this org.")
+        }
+        callsync::outbox::Adoption::Resumed { .. } => {}
+        callsync::outbox::Adoption::UserPaused { why } => {
+            eprintln!("callsync: note: sending stays paused: {why}")
+        }
     }
     Ok(exit::OK)
 }
@@ -1545,7 +1626,7 @@ async fn disconnect(app: &App, layered: &Layered) -> anyhow::Result<u8> {
     let why = "signed out with `callsync disconnect`; the queue is kept and sent after `callsync connect`";
     match callsync::outbox::Outbox::open(&app.data.outbox()) {
         Ok(outbox) => {
-            outbox.set_paused(Some(why))?;
+            outbox.pause(callsync::outbox::PauseKind::SignedOut, why)?;
             let (p, k) = outbox.counts()?;
             outln!("signed out; the token is revoked and forgotten; the cache and {} queued Task(s) are kept", p + k);
         }
@@ -1613,6 +1694,11 @@ async fn sync_now(app: &App, full: bool) -> anyhow::Result<u8> {
         }
         Err(callsync::sync::SyncError::Salesforce(e)) => {
             eprintln!("callsync: sync failed: {e}");
+            if let Some((_, fix)) =
+                callsync::sync::explain(&callsync::sync::SyncError::Salesforce(e.clone()))
+            {
+                eprintln!("fix: {fix}");
+            }
             if matches!(e, SfError::SignInNeeded { .. }) {
                 eprintln!("run `callsync connect` to sign in again; the cache is kept and still answers lookups");
             } else if e.is_rate_limited() {

@@ -90,6 +90,10 @@ pub struct Item {
     pub state: State,
     #[serde(default)]
     pub last_error: Option<String>,
+    /// Bumped whenever fields are merged in: a sender settles an item only for the revision it
+    /// sent, so a memo merged during a send is never dropped with it.
+    #[serde(default)]
+    pub rev: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -235,16 +239,24 @@ impl Outbox {
         fields: Fields,
     ) -> Result<u64, OutboxError> {
         if let Some(seq) = self.queued_create(object, call_id)? {
-            if let Some(mut item) = self.get(seq)? {
-                let mergeable = op == Op::Create || item.state == State::Pending;
-                if mergeable {
-                    for (k, v) in fields {
-                        item.fields.insert(k, v);
+            // Merged into the queued create while it is there (even while it is being sent:
+            // the sender then sends the merged fields as an update).
+            let mut merged = false;
+            self.update(seq, |cur| {
+                merged = false;
+                let mut item = cur?;
+                if op == Op::Create || item.state == State::Pending {
+                    for (k, v) in &fields {
+                        item.fields.insert(k.clone(), v.clone());
                     }
-                    self.put(&item)?;
-                    self.flush()?;
-                    return Ok(seq);
+                    item.rev += 1;
+                    merged = true;
                 }
+                Some(item)
+            })?;
+            if merged {
+                self.flush()?;
+                return Ok(seq);
             }
         }
         let op = if op == Op::Create && self.record_id(object, call_id)?.is_some() {
@@ -265,6 +277,7 @@ impl Outbox {
             maybe_sent: false,
             state: State::Pending,
             last_error: None,
+            rev: 0,
         };
         self.items
             .insert(seq.to_be_bytes(), encode(&item))
@@ -285,14 +298,6 @@ impl Outbox {
             .map_err(self.st())?
             .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
             .map(u64::from_be_bytes))
-    }
-
-    fn get(&self, seq: u64) -> Result<Option<Item>, OutboxError> {
-        Ok(self
-            .items
-            .get(seq.to_be_bytes())
-            .map_err(self.st())?
-            .and_then(|v| decode(&v)))
     }
 
     /// Every queued item, oldest first.
@@ -334,16 +339,62 @@ impl Outbox {
         Ok(())
     }
 
-    /// Salesforce has it: the item leaves, the Task Id is remembered for later updates.
-    pub fn done(&self, item: &Item, task_id: Option<&str>) -> Result<(), OutboxError> {
+    /// Changes one item atomically against concurrent merges: `f` gets the stored item (or
+    /// `None`) and returns what to store (`None` removes it); sled runs it again if another
+    /// writer got there first. Returns what was stored.
+    pub fn update(
+        &self,
+        seq: u64,
+        mut f: impl FnMut(Option<Item>) -> Option<Item>,
+    ) -> Result<Option<Item>, OutboxError> {
+        let out = self
+            .items
+            .update_and_fetch(seq.to_be_bytes(), |cur| {
+                let item = cur.and_then(decode::<Item>);
+                f(item).map(|i| encode(&i))
+            })
+            .map_err(self.st())?;
+        Ok(out.and_then(|b| decode(&b)))
+    }
+
+    /// Salesforce has `sent`: the item leaves, the record's Id is remembered for later updates.
+    /// If fields were merged into the item while it was being sent (a memo racing the create),
+    /// it stays as an update of just those fields, in its place in the call's order.
+    pub fn done(&self, sent: &Item, task_id: Option<&str>) -> Result<(), OutboxError> {
+        let key = sent.object.key(&sent.call_id);
         if let Some(id) = task_id {
-            self.tasks
-                .insert(item.object.key(&item.call_id), id.as_bytes())
+            self.tasks.insert(&key, id.as_bytes()).map_err(self.st())?;
+        }
+        self.update(sent.seq, |cur| {
+            let cur = cur?;
+            if cur.rev == sent.rev {
+                return None;
+            }
+            let changed: Fields = cur
+                .fields
+                .iter()
+                .filter(|(k, v)| sent.fields.get(*k) != Some(*v))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            (!changed.is_empty()).then(|| Item {
+                op: Op::Update,
+                fields: changed,
+                attempts: 0,
+                not_before: 0,
+                maybe_sent: false,
+                state: State::Pending,
+                last_error: None,
+                rev: cur.rev + 1,
+                ..cur
+            })
+        })?;
+        if sent.op == Op::Create {
+            // The create is done: later writes for the call are updates.
+            let _ = self
+                .creates
+                .compare_and_swap(&key, Some(&sent.seq.to_be_bytes()[..]), None::<&[u8]>)
                 .map_err(self.st())?;
         }
-        self.items
-            .remove(item.seq.to_be_bytes())
-            .map_err(self.st())?;
         Ok(())
     }
 
@@ -363,14 +414,17 @@ impl Outbox {
     /// Parked items back to pending (all, or one).
     pub fn retry(&self, seq: Option<u64>) -> Result<usize, OutboxError> {
         let mut n = 0;
-        for mut item in self.items()? {
+        for item in self.items()? {
             if seq.is_some_and(|s| s != item.seq) || matches!(item.state, State::Pending) {
                 continue;
             }
-            item.state = State::Pending;
-            item.not_before = 0;
-            item.attempts = 0;
-            self.put(&item)?;
+            self.update(item.seq, |cur| {
+                let mut i = cur?;
+                i.state = State::Pending;
+                i.not_before = 0;
+                i.attempts = 0;
+                Some(i)
+            })?;
             n += 1;
         }
         self.flush()?;
@@ -389,21 +443,28 @@ impl Outbox {
 
     /// A sign-in to `org` happened: the queue resumes for its own org (or for any org when
     /// `send_here`, which hands it over); queued Tasks of another org are never sent unasked.
+    /// A pause the user chose (the tray's "Pause sending") stays.
     pub fn adopt_sign_in(&self, org: &str, send_here: bool) -> Result<Adoption, OutboxError> {
         let (pending, parked) = self.counts()?;
         let queued = pending + parked;
         match self.org()? {
             Some(q) if q != org && queued > 0 && !send_here => {
                 let why = format!("{queued} Task(s) are queued for org {q}, but you signed in to org {org}: they are not sent. Sign in to {q} again, or run `callsync connect --send-queue-here` to send them to this org.");
-                self.set_paused(Some(&why))?;
+                self.pause(PauseKind::OtherOrg, &why)?;
                 Ok(Adoption::Held { why })
             }
-            _ => {
-                if send_here {
+            q => {
+                if send_here || q.as_deref() != Some(org) {
+                    // An empty queue (or one handed over) belongs to the org signed in to now.
                     self.set_org(org)?;
                 }
-                self.set_paused(None)?;
-                Ok(Adoption::Resumed { queued })
+                match self.pause_state()? {
+                    Some(p) if p.kind == PauseKind::User => Ok(Adoption::UserPaused { why: p.why }),
+                    _ => {
+                        self.resume()?;
+                        Ok(Adoption::Resumed { queued })
+                    }
+                }
             }
         }
     }
@@ -424,13 +485,38 @@ impl Outbox {
         Ok(())
     }
 
-    /// Why sending is paused (after `disconnect`), if it is.
+    /// Why sending is paused (after `disconnect`, the tray's Pause, another org's queue).
     pub fn paused(&self) -> Result<Option<String>, OutboxError> {
-        self.meta(META_PAUSED).map(|v| v.filter(|s| !s.is_empty()))
+        Ok(self.pause_state()?.map(|p| p.why))
     }
 
-    pub fn set_paused(&self, why: Option<&str>) -> Result<(), OutboxError> {
-        self.set_meta(META_PAUSED, why.unwrap_or(""))?;
+    /// Whether and why sending is paused, and who paused it.
+    pub fn pause_state(&self) -> Result<Option<Pause>, OutboxError> {
+        let Some(v) = self.meta(META_PAUSED)?.filter(|s| !s.is_empty()) else {
+            return Ok(None);
+        };
+        Ok(Some(serde_json::from_str(&v).unwrap_or_else(|_| {
+            // Written as plain text before pauses had a kind.
+            let kind = if v.contains("tray menu") {
+                PauseKind::User
+            } else {
+                PauseKind::SignedOut
+            };
+            Pause { kind, why: v }
+        })))
+    }
+
+    pub fn pause(&self, kind: PauseKind, why: &str) -> Result<(), OutboxError> {
+        let p = Pause {
+            kind,
+            why: why.to_owned(),
+        };
+        self.set_meta(META_PAUSED, &serde_json::to_string(&p).unwrap_or_default())?;
+        self.flush()
+    }
+
+    pub fn resume(&self) -> Result<(), OutboxError> {
+        self.set_meta(META_PAUSED, "")?;
         self.flush()
     }
 
@@ -472,12 +558,31 @@ pub struct CallRecord {
 }
 
 /// What [`Outbox::adopt_sign_in`] did with the queue.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "queue", rename_all = "snake_case")]
 pub enum Adoption {
     /// Sending (again): `queued` Tasks will go to the org signed in to.
     Resumed { queued: usize },
     /// Paused: the queue belongs to another org (`why` says what to do).
     Held { why: String },
+    /// Still paused because the user paused sending (the tray's "Resume sending" ends it).
+    UserPaused { why: String },
+}
+
+/// Who paused sending: the user resumes their own pause; a sign-in ends a sign-out's; another
+/// org's queue waits for the user's decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PauseKind {
+    User,
+    SignedOut,
+    OtherOrg,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pause {
+    pub kind: PauseKind,
+    pub why: String,
 }
 
 /// What a Salesforce error code means for the admin, and what fixes it.
@@ -650,13 +755,33 @@ pub struct Sender<'a> {
     pub errors: Option<&'a crate::errorlog::ErrorLog>,
 }
 
-/// The kind of write one Collections request makes.
-#[derive(Clone, Copy)]
-enum Write<'a> {
-    /// On the external-id field holding the call id.
-    Upsert(&'a str),
+/// How one item is written, decided before the request is built.
+#[derive(Clone, Debug, PartialEq)]
+enum Write {
+    /// An insert that may not have happened yet, keyed on the external id: all fields.
+    Upsert(String),
+    /// A plain insert: all fields.
     Create,
-    Update,
+    /// The record exists: only updateable fields.
+    Update(String),
+    /// The record should exist but its Id is unknown: look it up first.
+    Find,
+}
+
+/// Pure: how an item is written. `found`: the record a lookup found for a create that may
+/// have landed (`Some(None)`: looked up, not there). A create goes whole only while it is
+/// certain no record exists for the call; once one may exist, only updateable fields go.
+fn plan(item: &Item, ext: Option<&str>, known: Option<&str>, found: Option<Option<&str>>) -> Write {
+    if let Some(Some(id)) = found {
+        return Write::Update(id.to_owned());
+    }
+    match (item.op, ext, known) {
+        (Op::Update, _, Some(id)) => Write::Update(id.to_owned()),
+        (Op::Update, _, None) => Write::Find,
+        (Op::Create, _, _) if item.maybe_sent && found.is_none() => Write::Find,
+        (Op::Create, Some(ext), _) => Write::Upsert(ext.to_owned()),
+        (Op::Create, None, _) => Write::Create,
+    }
 }
 
 enum Outcome {
@@ -670,12 +795,10 @@ enum Outcome {
     Stop(String),
 }
 
-fn soql_quote(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('\'', "\\'")
-}
+use crate::salesforce::{soql_quote, SfError, WriteRules};
 
 impl Sender<'_> {
-    /// One pass over what is due now; returns what happened. Several due items go in sObject
+    /// One pass over what is due now; returns what happened. Several due Tasks go in sObject
     /// Collections of up to 200 (one API call each); a single one goes alone.
     pub async fn send_due(&self) -> Result<SendReport, OutboxError> {
         if let Some(why) = self.outbox.paused()? {
@@ -703,60 +826,81 @@ impl Sender<'_> {
             .due(now, 2_000)?
             .into_iter()
             .partition(|i| i.object == SObject::Event);
-        let mut report = if due.len() >= 2 {
-            let mut report = SendReport::default();
-            for chunk in due.chunks(200) {
-                self.send_collection(chunk.to_vec(), now, &mut report)
-                    .await?;
-                if report.stopped.is_some() {
-                    break;
-                }
-            }
-            self.outbox.flush()?;
-            report
-        } else {
-            self.send_each(due, now).await?
-        };
-        if report.stopped.is_none() && !events.is_empty() {
-            let r = self.send_each(events, now).await?;
-            report.sent += r.sent;
-            report.retried_later += r.retried_later;
-            report.parked += r.parked;
-            report.stopped = r.stopped;
-            report.last_error = r.last_error.or(report.last_error);
-        }
-        Ok(report)
-    }
-
-    async fn send_each(&self, due: Vec<Item>, now: i64) -> Result<SendReport, OutboxError> {
         let mut report = SendReport::default();
-        let mut rng = fastrand::Rng::new();
-        for mut item in due {
-            if self.external_id_for(item.object).is_none()
-                && item.op == Op::Create
-                && !item.maybe_sent
-            {
-                // Write the intent first: if the process dies with this create in flight, the
-                // next attempt looks for the Task before creating another.
-                item.maybe_sent = true;
-                self.outbox.put(&item)?;
-                self.outbox.flush()?;
-                item.maybe_sent = false;
+        if !due.is_empty() {
+            let rules = self.rules_for("Task", &due).await;
+            if due.len() >= 2 {
+                for chunk in due.chunks(200) {
+                    self.send_collection(chunk.to_vec(), &rules, now, &mut report)
+                        .await?;
+                    if report.stopped.is_some() {
+                        break;
+                    }
+                }
+            } else {
+                self.send_each(due, &rules, now, &mut report).await?;
             }
-            let outcome = self.send_one(&item).await;
-            self.settle(item, outcome, now, &mut rng, &mut report)?;
-            if report.stopped.is_some() {
-                break;
-            }
+        }
+        if report.stopped.is_none() && !events.is_empty() {
+            let rules = self.rules_for("Event", &events).await;
+            self.send_each(events, &rules, now, &mut report).await?;
         }
         self.outbox.flush()?;
         Ok(report)
     }
 
-    /// Applies one item's outcome to the store and the report.
+    /// The object's create-only fields: from its describe (one call a session) when some
+    /// write may update a record; a batch of first creates needs none.
+    async fn rules_for(&self, object: &str, items: &[Item]) -> WriteRules {
+        let may_update = items.iter().any(|i| i.op == Op::Update || i.maybe_sent);
+        if may_update {
+            self.client.write_rules(object).await
+        } else {
+            self.client
+                .known_write_rules(object)
+                .await
+                .unwrap_or_else(|| WriteRules::standard(object))
+        }
+    }
+
+    async fn send_each(
+        &self,
+        due: Vec<Item>,
+        rules: &WriteRules,
+        now: i64,
+        report: &mut SendReport,
+    ) -> Result<(), OutboxError> {
+        let mut rng = fastrand::Rng::new();
+        for item in due {
+            self.note_intent(&item)?;
+            let outcome = self.send_one(&item, rules).await;
+            self.settle(item, outcome, now, &mut rng, report)?;
+            if report.stopped.is_some() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Before a create goes out: if the process dies with it in flight, the next attempt
+    /// looks for the record before writing anything that could duplicate it.
+    fn note_intent(&self, item: &Item) -> Result<(), OutboxError> {
+        if item.op == Op::Create && !item.maybe_sent {
+            self.outbox.update(item.seq, |cur| {
+                let mut i = cur?;
+                i.maybe_sent = true;
+                Some(i)
+            })?;
+            self.outbox.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Applies one item's outcome to the store and the report, on the item as stored now (a
+    /// memo may have been merged into it while it was being sent).
     fn settle(
         &self,
-        mut item: Item,
+        item: Item,
         outcome: Outcome,
         now: i64,
         rng: &mut fastrand::Rng,
@@ -772,17 +916,27 @@ impl Sender<'_> {
                 long,
                 why,
             } => {
-                item.attempts += 1;
-                item.maybe_sent |= maybe_sent;
-                item.last_error = Some(why);
-                item.not_before = now
+                let attempts = item.attempts + 1;
+                let not_before = now
                     + if long {
                         15 * 60_000
                     } else {
-                        backoff_ms(item.attempts, rng.f64())
+                        backoff_ms(attempts, rng.f64())
                     };
-                self.outbox.put(&item)?;
+                self.outbox.update(item.seq, |cur| {
+                    let mut i = cur?;
+                    i.attempts = attempts;
+                    i.maybe_sent |= maybe_sent || item.maybe_sent;
+                    i.last_error = Some(why.clone());
+                    i.not_before = not_before;
+                    Some(i)
+                })?;
                 report.retried_later += 1;
+                // Unreachable or failing (not a row lock, which clears by itself): the agent
+                // shows it as offline, and the error log has it once.
+                if !why.contains("UNABLE_TO_LOCK_ROW") && !why.contains("exists already") {
+                    report.last_error = Some(why.clone());
+                }
                 if long {
                     report.stopped =
                         Some("the org's API limit is exhausted; sending pauses".into());
@@ -801,13 +955,17 @@ impl Sender<'_> {
                         ),
                     ));
                 }
-                item.state = State::Parked {
+                let state = State::Parked {
                     code,
                     message,
                     explanation,
                     fix,
                 };
-                self.outbox.put(&item)?;
+                self.outbox.update(item.seq, |cur| {
+                    let mut i = cur?;
+                    i.state = state.clone();
+                    Some(i)
+                })?;
                 report.parked += 1;
             }
             Outcome::Stop(why) => report.stopped = Some(why),
@@ -815,147 +973,133 @@ impl Sender<'_> {
         Ok(())
     }
 
-    /// Up to 200 items in one Collections request.
+    /// Records that may already hold the given creates, in one query: call id → record Id.
+    async fn lookup(
+        &self,
+        object: SObject,
+        calls: &[&str],
+    ) -> Result<BTreeMap<String, String>, SfError> {
+        let key = self
+            .external_id_for(object)
+            .cloned()
+            .unwrap_or_else(|| "CallObject".to_owned());
+        let list = calls
+            .iter()
+            .map(|c| format!("'{}'", soql_quote(c)))
+            .collect::<Vec<_>>()
+            .join(",");
+        let q = format!(
+            "SELECT Id, {key} FROM {} WHERE {key} IN ({list})",
+            object.api_name()
+        );
+        let page = self.client.query(&q, false).await?;
+        Ok(page
+            .records
+            .iter()
+            .filter_map(|r| Some((r[&key].as_str()?.to_owned(), r["Id"].as_str()?.to_owned())))
+            .collect())
+    }
+
+    /// Up to 200 Tasks in one Collections request per kind of write.
     async fn send_collection(
         &self,
-        mut items: Vec<Item>,
+        items: Vec<Item>,
+        rules: &WriteRules,
         now: i64,
         report: &mut SendReport,
     ) -> Result<(), OutboxError> {
         use reqwest::Method;
         let mut rng = fastrand::Rng::new();
-        // Without an upsert key, creates that may have landed are looked up first, in one query.
-        if self.external_id.is_none() {
-            let unsure: Vec<&str> = items
-                .iter()
-                .filter(|i| i.op == Op::Create && i.maybe_sent)
-                .map(|i| i.call_id.as_str())
-                .collect();
-            if !unsure.is_empty() {
-                let list = unsure
-                    .iter()
-                    .map(|c| format!("'{}'", soql_quote(c)))
-                    .collect::<Vec<_>>()
-                    .join(",");
-                let q = format!("SELECT Id, CallObject FROM Task WHERE CallObject IN ({list})");
-                match self.client.query(&q, false).await {
-                    Ok(page) => {
-                        let found: BTreeMap<String, String> = page
-                            .records
-                            .iter()
-                            .filter_map(|r| {
-                                Some((
-                                    r["CallObject"].as_str()?.to_owned(),
-                                    r["Id"].as_str()?.to_owned(),
-                                ))
-                            })
-                            .collect();
-                        let mut rest = Vec::new();
-                        for item in items {
-                            match found.get(&item.call_id).filter(|_| item.op == Op::Create) {
-                                Some(id) => {
-                                    let id = id.clone();
-                                    self.settle(
-                                        item,
-                                        Outcome::Done(Some(id)),
-                                        now,
-                                        &mut rng,
-                                        report,
-                                    )?
-                                }
-                                None => rest.push(item),
-                            }
-                        }
-                        items = rest;
+        // Creates that may have landed are looked up first, in one query.
+        let unsure: Vec<&str> = items
+            .iter()
+            .filter(|i| i.op == Op::Create && i.maybe_sent)
+            .map(|i| i.call_id.as_str())
+            .collect();
+        let found = if unsure.is_empty() {
+            BTreeMap::new()
+        } else {
+            match self.lookup(SObject::Task, &unsure).await {
+                Ok(f) => f,
+                Err(e) => {
+                    for item in items {
+                        let o = self.classify(e.clone(), false);
+                        self.settle(item, o, now, &mut rng, report)?;
                     }
-                    Err(e) => {
-                        for item in items {
-                            let o = self.classify(e.clone(), false);
-                            self.settle(item, o, now, &mut rng, report)?;
-                        }
-                        return Ok(());
-                    }
+                    return Ok(());
                 }
-            }
-            // Write the intent for every create in the request before sending it.
-            for item in items.iter_mut().filter(|i| i.op == Op::Create) {
-                if !item.maybe_sent {
-                    item.maybe_sent = true;
-                    self.outbox.put(item)?;
-                    item.maybe_sent = false;
-                }
-            }
-            self.outbox.flush()?;
-        }
-        // Build the request(s): one per kind of write.
-        let groups = match &self.external_id {
-            Some(ext) => vec![(Write::Upsert(ext), items)],
-            None => {
-                let (c, u): (Vec<Item>, Vec<Item>) =
-                    items.into_iter().partition(|i| i.op == Op::Create);
-                vec![(Write::Create, c), (Write::Update, u)]
             }
         };
-        for (kind, group) in groups {
-            if group.is_empty() {
+        // Every write decided; creates noted as in flight before the request goes.
+        let ext = self.external_id.as_deref();
+        let mut groups: BTreeMap<u8, Vec<(Item, Write)>> = BTreeMap::new();
+        for item in items {
+            let looked_up = (item.op == Op::Create && item.maybe_sent)
+                .then(|| found.get(&item.call_id).map(String::as_str));
+            let known = self.outbox.task_id(&item.call_id)?;
+            let w = plan(&item, ext, known.as_deref(), looked_up);
+            if w == Write::Find {
+                // Rare (an update whose Task Id was never learned): the single path finds it.
+                let o = self.send_one(&item, rules).await;
+                self.settle(item, o, now, &mut rng, report)?;
                 continue;
             }
+            self.note_intent(&item)?;
+            let group = match w {
+                Write::Upsert(_) => 0,
+                Write::Create => 1,
+                _ => 2,
+            };
+            groups.entry(group).or_default().push((item, w));
+        }
+        for (_, group) in groups {
             let mut records = Vec::new();
-            let mut sendable = Vec::new();
-            for item in group {
-                let mut f = item.fields.clone();
-                if item.op == Op::Update {
-                    f.remove("TaskSubtype");
-                }
-                let mut rec = body(&f);
+            for (item, w) in &group {
+                let mut rec = match w {
+                    Write::Update(id) => {
+                        let mut r = body(&rules.for_update(&item.fields));
+                        r["Id"] = Value::String(id.clone());
+                        r
+                    }
+                    Write::Upsert(ext) => {
+                        let mut r = body(&item.fields);
+                        r[ext] = Value::String(item.call_id.clone());
+                        r
+                    }
+                    _ => body(&item.fields),
+                };
                 rec["attributes"] = serde_json::json!({"type": "Task"});
-                match kind {
-                    Write::Upsert(ext) => rec[ext] = Value::String(item.call_id.clone()),
-                    Write::Create => {}
-                    Write::Update => match self.outbox.task_id(&item.call_id)? {
-                        Some(id) => rec["Id"] = Value::String(id),
-                        None => {
-                            // No Task known: the single path looks it up by CallObject.
-                            let o = self.send_one(&item).await;
-                            self.settle(item, o, now, &mut rng, report)?;
-                            continue;
-                        }
-                    },
-                }
                 records.push(rec);
-                sendable.push(item);
             }
-            if sendable.is_empty() {
-                continue;
-            }
-            let (method, path) = match kind {
+            let (method, path) = match &group[0].1 {
                 Write::Upsert(ext) => (Method::PATCH, format!("/composite/sobjects/Task/{ext}")),
                 Write::Create => (Method::POST, "/composite/sobjects".to_owned()),
-                Write::Update => (Method::PATCH, "/composite/sobjects".to_owned()),
+                _ => (Method::PATCH, "/composite/sobjects".to_owned()),
             };
             let req = serde_json::json!({"allOrNone": false, "records": records});
-            match self
+            let sent = self
                 .client
                 .send(method, &self.client.data_path(&path), Some(&req))
-                .await
-            {
-                Ok((_, Some(Value::Array(results)))) if results.len() == sendable.len() => {
-                    for (item, r) in sendable.into_iter().zip(results) {
+                .await;
+            let n = group.len();
+            match sent {
+                Ok((_, Some(Value::Array(results)))) if results.len() == n => {
+                    for ((item, w), r) in group.into_iter().zip(results) {
                         let o = if r["success"] == Value::Bool(true) {
-                            let id = r["id"]
-                                .as_str()
-                                .map(str::to_owned)
-                                .or_else(|| self.outbox.task_id(&item.call_id).ok().flatten());
+                            let id = r["id"].as_str().map(str::to_owned).or(match &w {
+                                Write::Update(id) => Some(id.clone()),
+                                _ => None,
+                            });
                             Outcome::Done(id)
                         } else {
                             let err = crate::salesforce::error_entry(400, &r["errors"][0]);
-                            self.classify(err, false)
+                            self.refused(err, &w, rules)
                         };
                         self.settle(item, o, now, &mut rng, report)?;
                     }
                 }
                 Ok(_) => {
-                    for item in sendable {
+                    for (item, _) in group {
                         let o = Outcome::Retry {
                             maybe_sent: item.op == Op::Create,
                             long: false,
@@ -965,7 +1109,7 @@ impl Sender<'_> {
                     }
                 }
                 Err(e) => {
-                    for item in sendable {
+                    for (item, _) in group {
                         let o = self.classify(e.clone(), item.op == Op::Create);
                         self.settle(item, o, now, &mut rng, report)?;
                     }
@@ -978,8 +1122,27 @@ impl Sender<'_> {
         Ok(())
     }
 
-    fn classify(&self, e: crate::salesforce::SfError, creating: bool) -> Outcome {
-        use crate::salesforce::SfError;
+    /// A write Salesforce refused. An upsert refused for naming a create-only field matched a
+    /// record that already exists (an earlier attempt landed after all): not a problem to park,
+    /// the next attempt looks the record up and updates it.
+    fn refused(&self, e: SfError, w: &Write, rules: &WriteRules) -> Outcome {
+        let ours = matches!(w, Write::Upsert(_))
+            && matches!(&e, SfError::Api { code, fields, message, .. }
+                if code == "INVALID_FIELD_FOR_INSERT_UPDATE"
+                    && (fields.iter().any(|f| rules.is_create_only(f))
+                        || rules.named_in(message)));
+        if ours {
+            return Outcome::Retry {
+                maybe_sent: true,
+                long: false,
+                why: "the record exists already (an earlier attempt landed); it is updated next"
+                    .into(),
+            };
+        }
+        self.classify(e, matches!(w, Write::Upsert(_) | Write::Create))
+    }
+
+    fn classify(&self, e: SfError, creating: bool) -> Outcome {
         match e {
             e @ SfError::SignInNeeded { .. } => Outcome::Stop(e.to_string()),
             SfError::NotConnected => Outcome::Stop("not signed in".into()),
@@ -989,6 +1152,12 @@ impl Sender<'_> {
                 maybe_sent: creating,
                 long: false,
                 why: m,
+            },
+            // Nothing reached Salesforce.
+            e @ SfError::ProxyUnreachable { .. } => Outcome::Retry {
+                maybe_sent: false,
+                long: false,
+                why: e.to_string(),
             },
             e if e.is_rate_limited() => Outcome::Retry {
                 maybe_sent: false,
@@ -1018,26 +1187,24 @@ impl Sender<'_> {
         }
     }
 
-    /// The record already written for an item whose write may have landed: a Task by its
-    /// `CallObject`, an Event by its Subject and start.
-    async fn find_existing(
-        &self,
-        item: &Item,
-    ) -> Result<Option<String>, crate::salesforce::SfError> {
-        let q = match item.object {
-            SObject::Task => format!(
-                "SELECT Id FROM Task WHERE CallObject = '{}' LIMIT 1",
-                soql_quote(&item.call_id)
-            ),
-            SObject::Event => {
-                let text = |k: &str| item.fields.get(k).and_then(Value::as_str).unwrap_or("");
-                format!(
-                    "SELECT Id FROM Event WHERE Subject = '{}' AND StartDateTime = {} LIMIT 1",
-                    soql_quote(text("Subject")),
-                    text("StartDateTime")
-                )
-            }
+    /// The record already written for an item: by its external id, else a Task by its
+    /// `CallObject` and an Event by its Subject and start.
+    async fn find_existing(&self, item: &Item) -> Result<Option<String>, SfError> {
+        if self.external_id_for(item.object).is_some() || item.object == SObject::Task {
+            return Ok(self
+                .lookup(item.object, &[item.call_id.as_str()])
+                .await?
+                .remove(&item.call_id));
+        }
+        let text = |k: &str| item.fields.get(k).and_then(Value::as_str).unwrap_or("");
+        let Some(start) = crate::record::parse_sf_datetime(text("StartDateTime")) else {
+            return Ok(None);
         };
+        let q = format!(
+            "SELECT Id FROM Event WHERE Subject = '{}' AND StartDateTime = {} LIMIT 1",
+            soql_quote(text("Subject")),
+            crate::salesforce::soql_datetime(start)
+        );
         let page = self.client.query(&q, false).await?;
         Ok(page
             .records
@@ -1046,71 +1213,175 @@ impl Sender<'_> {
             .map(str::to_owned))
     }
 
-    async fn send_one(&self, item: &Item) -> Outcome {
+    async fn send_one(&self, item: &Item, rules: &WriteRules) -> Outcome {
         use reqwest::Method;
-        let creating = item.op == Op::Create;
         let object = item.object.api_name();
-        let mut fields = item.fields.clone();
-        if item.op == Op::Update {
-            // Set once at creation (and not updateable).
-            fields.remove("TaskSubtype");
+        let ext = self.external_id_for(item.object).map(String::as_str);
+        let known = self
+            .outbox
+            .record_id(item.object, &item.call_id)
+            .ok()
+            .flatten();
+        let mut w = plan(item, ext, known.as_deref(), None);
+        if w == Write::Find {
+            w = match self.find_existing(item).await {
+                Ok(found) => plan(item, ext, known.as_deref(), Some(found.as_deref())),
+                Err(e) => return self.classify(e, false),
+            };
+            if w == Write::Find {
+                // An update whose record does not exist (deleted in Salesforce, never created).
+                return Outcome::Park(
+                    "TASK_NOT_FOUND".into(),
+                    format!("no {object} for {} to update", item.call_id),
+                    Vec::new(),
+                );
+            }
         }
-        let result = match (self.external_id_for(item.object), item.op) {
-            // Upsert on the call id: sending twice is harmless.
-            (Some(ext), _) => {
-                fields.remove(ext);
+        let result = match &w {
+            Write::Upsert(ext) => {
                 let path = self.client.data_path(&format!(
                     "/sobjects/{object}/{ext}/{}",
                     urlencode(&item.call_id)
                 ));
+                let mut f = item.fields.clone();
+                f.remove(ext);
                 self.client
-                    .send(Method::PATCH, &path, Some(&body(&fields)))
+                    .send(Method::PATCH, &path, Some(&body(&f)))
                     .await
                     .map(|(_, v)| v.and_then(|v| v["id"].as_str().map(str::to_owned)))
             }
-            (None, Op::Create) => {
-                if item.maybe_sent {
-                    match self.find_existing(item).await {
-                        Ok(Some(id)) => return Outcome::Done(Some(id)),
-                        Ok(None) => {}
-                        Err(e) => return self.classify(e, false),
-                    }
-                }
+            Write::Create => {
                 let path = self.client.data_path(&format!("/sobjects/{object}"));
                 self.client
-                    .send(Method::POST, &path, Some(&body(&fields)))
+                    .send(Method::POST, &path, Some(&body(&item.fields)))
                     .await
                     .map(|(_, v)| v.and_then(|v| v["id"].as_str().map(str::to_owned)))
             }
-            (None, Op::Update) => {
-                let id = match self.outbox.record_id(item.object, &item.call_id) {
-                    Ok(Some(id)) => Some(id),
-                    _ => match self.find_existing(item).await {
-                        Ok(id) => id,
-                        Err(e) => return self.classify(e, false),
-                    },
-                };
-                let Some(id) = id else {
-                    return Outcome::Park(
-                        "TASK_NOT_FOUND".into(),
-                        format!("no {object} for {} to update", item.call_id),
-                        Vec::new(),
-                    );
-                };
+            Write::Update(id) => {
                 let path = self.client.data_path(&format!("/sobjects/{object}/{id}"));
                 self.client
-                    .send(Method::PATCH, &path, Some(&body(&fields)))
+                    .send(
+                        Method::PATCH,
+                        &path,
+                        Some(&body(&rules.for_update(&item.fields))),
+                    )
                     .await
-                    .map(|_| Some(id))
+                    .map(|_| Some(id.clone()))
             }
+            Write::Find => unreachable!("resolved above"),
         };
         match result {
             Ok(id) => Outcome::Done(id),
-            Err(e) => self.classify(e, creating),
+            Err(e) => self.refused(e, &w, rules),
         }
     }
 }
 
 fn urlencode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+#[cfg(test)]
+mod plan_tests {
+    use super::*;
+
+    fn item(op: Op, maybe_sent: bool) -> Item {
+        Item {
+            seq: 1,
+            call_id: "c1".into(),
+            object: SObject::Task,
+            op,
+            fields: Fields::new(),
+            queued_at: String::new(),
+            attempts: 0,
+            not_before: 0,
+            maybe_sent,
+            state: State::Pending,
+            last_error: None,
+            rev: 0,
+        }
+    }
+
+    #[test]
+    fn how_each_item_is_written() {
+        use Write::*;
+        let ext = Some("Call_Id__c");
+        #[allow(clippy::type_complexity)]
+        let table: Vec<(
+            &str,
+            Item,
+            Option<&str>,
+            Option<&str>,
+            Option<Option<&str>>,
+            Write,
+        )> = vec![
+            (
+                "first create, ext id",
+                item(Op::Create, false),
+                ext,
+                None,
+                None,
+                Upsert("Call_Id__c".into()),
+            ),
+            (
+                "first create, no ext id",
+                item(Op::Create, false),
+                None,
+                None,
+                None,
+                Create,
+            ),
+            (
+                "create that may have landed: look first",
+                item(Op::Create, true),
+                ext,
+                None,
+                None,
+                Find,
+            ),
+            (
+                "looked up, absent: upsert whole",
+                item(Op::Create, true),
+                ext,
+                None,
+                Some(None),
+                Upsert("Call_Id__c".into()),
+            ),
+            (
+                "looked up, absent: create whole",
+                item(Op::Create, true),
+                None,
+                None,
+                Some(None),
+                Create,
+            ),
+            (
+                "looked up, present: update only",
+                item(Op::Create, true),
+                ext,
+                None,
+                Some(Some("00T1")),
+                Update("00T1".into()),
+            ),
+            (
+                "update with a known Id",
+                item(Op::Update, false),
+                ext,
+                Some("00T2"),
+                None,
+                Update("00T2".into()),
+            ),
+            (
+                "update, Id unknown",
+                item(Op::Update, false),
+                None,
+                None,
+                None,
+                Find,
+            ),
+        ];
+        for (name, i, e, known, found, want) in table {
+            assert_eq!(plan(&i, e, known, found), want, "{name}");
+        }
+    }
 }

@@ -13,10 +13,34 @@ use crate::phone::{Normalizer, PhoneKey};
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct RecordId(String);
 
+/// A 15-character Id with its 3-character case-safe suffix (each suffix character encodes which
+/// of 5 characters are upper case): the 18-character form the API returns. Both forms name the
+/// same record (REST guide, "Working with Record IDs"); an Id copied from a browser's address
+/// bar is the 15-character one.
+pub fn id18(id15: &str) -> String {
+    const MAP: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ012345";
+    let mut out = String::with_capacity(18);
+    out.push_str(id15);
+    for chunk in id15.as_bytes().chunks(5) {
+        let bits = chunk
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.is_ascii_uppercase())
+            .fold(0usize, |acc, (i, _)| acc | (1 << i));
+        out.push(MAP[bits] as char);
+    }
+    out
+}
+
 impl RecordId {
+    /// An Id in either form; a 15-character one becomes the 18-character form the API returns,
+    /// so that both compare equal with what the cache holds.
     pub fn parse(s: &str) -> Option<RecordId> {
         let ok = (s.len() == 15 || s.len() == 18) && s.bytes().all(|b| b.is_ascii_alphanumeric());
-        ok.then(|| RecordId(s.to_owned()))
+        if !ok {
+            return None;
+        }
+        Some(RecordId(if s.len() == 15 { id18(s) } else { s.to_owned() }))
     }
 
     pub fn as_str(&self) -> &str {

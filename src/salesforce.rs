@@ -62,6 +62,13 @@ pub enum SfError {
     /// No answer: connection refused, reset, timeout, DNS. Retry later.
     #[error("cannot reach Salesforce: {0}")]
     Network(String),
+    /// The proxy requests must go through does not answer. Retry later.
+    #[error("cannot reach the proxy {proxy} (set in {from}): is the proxy running, and is {from} right? Nothing is lost: Tasks stay queued and are sent when it answers again ({detail})")]
+    ProxyUnreachable {
+        proxy: String,
+        from: String,
+        detail: String,
+    },
     /// The refresh token is no longer valid (revoked, expired, app blocked): sign in again.
     /// `code` is Salesforce's OAuth error (`invalid_grant`, `OAUTH_APP_BLOCKED`, …) when it
     /// gave one: the doctor turns it into a fix.
@@ -91,7 +98,7 @@ impl SfError {
     /// Whether trying again later can succeed without anyone fixing anything.
     pub fn is_retryable(&self) -> bool {
         match self {
-            SfError::Network(_) => true,
+            SfError::Network(_) | SfError::ProxyUnreachable { .. } => true,
             SfError::Api { status, code, .. } => {
                 matches!(
                     code.as_str(),
@@ -180,23 +187,39 @@ pub fn error_entry(status: u16, e: &Value) -> SfError {
 }
 
 /// Sends a request and reads the whole answer: (status, body text).
-pub(crate) async fn read(rb: reqwest::RequestBuilder) -> Result<(u16, String), SfError> {
-    let r = rb.send().await.map_err(network)?;
+pub(crate) async fn read(
+    rb: reqwest::RequestBuilder,
+    net: &NetSettings,
+) -> Result<(u16, String), SfError> {
+    let r = rb.send().await.map_err(|e| network(e, net))?;
     let status = r.status().as_u16();
     if is_proxy_refusal(&r) {
         return Err(proxy_refused());
     }
-    let text = r.text().await.map_err(network)?;
+    let text = r.text().await.map_err(|e| network(e, net))?;
     Ok((status, text))
 }
 
-pub fn network(e: reqwest::Error) -> SfError {
+/// A failed request in plain words. With a proxy in use, a failure to connect is a failure to
+/// reach the proxy (the client never connects to Salesforce itself): the proxy is named, with
+/// its address and the fix, not Salesforce.
+pub fn network(e: reqwest::Error, net: &NetSettings) -> SfError {
     let mut msg = e.to_string();
     let mut src = std::error::Error::source(&e);
     while let Some(s) = src {
         msg.push_str(": ");
         msg.push_str(&s.to_string());
         src = s.source();
+    }
+    let lower = msg.to_ascii_lowercase();
+    let proxy_down =
+        e.is_connect() && !lower.contains("unsuccessful tunnel") && !lower.contains("certificate");
+    if let (true, Some((proxy, from))) = (proxy_down, net.proxy_in_use()) {
+        return SfError::ProxyUnreachable {
+            proxy,
+            from,
+            detail: msg,
+        };
     }
     SfError::Network(plain_words(&msg))
 }
@@ -277,6 +300,33 @@ pub struct NetSettings {
     pub extra_ca_error: Option<String>,
 }
 
+impl NetSettings {
+    /// The proxy requests go through and where it is set: `proxy.url`, else the environment
+    /// (`HTTPS_PROXY`, `ALL_PROXY`, as reqwest reads them). Credentials in the URL are never
+    /// included.
+    pub fn proxy_in_use(&self) -> Option<(String, String)> {
+        let shown = |v: &str| match url::Url::parse(v) {
+            Ok(mut u) => {
+                let _ = u.set_password(None);
+                let _ = u.set_username("");
+                u.to_string().trim_end_matches('/').to_owned()
+            }
+            Err(_) => v.to_owned(),
+        };
+        if let Some(p) = self.proxy.as_deref().filter(|p| !p.is_empty()) {
+            return Some((shown(p), "proxy.url".into()));
+        }
+        ["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"]
+            .into_iter()
+            .find_map(|var| {
+                std::env::var(var)
+                    .ok()
+                    .filter(|v| !v.is_empty())
+                    .map(|v| (shown(&v), var.to_owned()))
+            })
+    }
+}
+
 struct Live {
     instance_url: String,
     access_token: Option<Secret>,
@@ -296,6 +346,8 @@ impl std::ops::Deref for Client {
 }
 
 pub struct Inner {
+    /// What each object's describe said about writing its fields (asked once per session).
+    write_rules: Mutex<std::collections::HashMap<String, WriteRules>>,
     http: reqwest::Client,
     cfg: ClientConfig,
     store: Arc<dyn AuthStore>,
@@ -350,7 +402,7 @@ pub fn http_client(cfg: &ClientConfig) -> Result<reqwest::Client, SfError> {
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("callsync/", env!("CARGO_PKG_VERSION")))
         .build()
-        .map_err(network)
+        .map_err(|e| network(e, net))
 }
 
 impl Client {
@@ -362,6 +414,7 @@ impl Client {
             .ok_or(SfError::NotConnected)?;
         Ok(Client {
             inner: Arc::new(Inner {
+                write_rules: Mutex::default(),
                 http: http_client(&cfg)?,
                 live: Mutex::new(Live {
                     instance_url: auth.instance_url.clone(),
@@ -445,7 +498,7 @@ impl Inner {
             "{}/services/oauth2/token",
             current.login_url.trim_end_matches('/')
         );
-        let (status, text) = read(self.http.post(url).form(&form)).await?;
+        let (status, text) = read(self.http.post(url).form(&form), &self.cfg.net).await?;
         if status != 200 {
             let e = api_error(status, &text);
             return Err(match e {
@@ -537,7 +590,7 @@ impl Inner {
                     stale_retried = true;
                     continue;
                 }
-                Err(e) => return Err(network(e)),
+                Err(e) => return Err(network(e, &self.cfg.net)),
             };
             self.note_usage(r.headers());
             let status = r.status();
@@ -555,7 +608,7 @@ impl Inner {
                 continue;
             }
             let headers = r.headers().clone();
-            let text = r.text().await.map_err(network)?;
+            let text = r.text().await.map_err(|e| network(e, &self.cfg.net))?;
             if status.is_success() || status.as_u16() == 300 {
                 return Ok((status.as_u16(), headers, text));
             }
@@ -564,6 +617,37 @@ impl Inner {
                 return Err(SfError::sign_in(e.to_string()));
             }
             return Err(e);
+        }
+    }
+
+    /// Which of `object`'s fields may only be set when a record is created, from its describe
+    /// (asked once per session). If the describe cannot be had, the standard create-only
+    /// fields are assumed, so an update is never refused for naming one.
+    /// The rules of an earlier describe in this session, if one was made.
+    pub async fn known_write_rules(&self, object: &str) -> Option<WriteRules> {
+        self.write_rules.lock().await.get(object).cloned()
+    }
+
+    pub async fn write_rules(&self, object: &str) -> WriteRules {
+        if let Some(r) = self.write_rules.lock().await.get(object) {
+            return r.clone();
+        }
+        match self
+            .get(&self.data_path(&format!("/sobjects/{object}/describe")))
+            .await
+        {
+            Ok(d) => {
+                let r = WriteRules::from_describe(&d);
+                self.write_rules
+                    .lock()
+                    .await
+                    .insert(object.to_owned(), r.clone());
+                r
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, object, "describe failed; standard create-only fields assumed");
+                WriteRules::standard(object)
+            }
         }
     }
 
@@ -673,7 +757,7 @@ impl Inner {
             .http
             .post(url)
             .form(&[("token", self.auth.refresh_token.expose())]);
-        match read(rb).await? {
+        match read(rb, &self.cfg.net).await? {
             (200, _) => Ok(()),
             (status, text) => Err(api_error(status, &text)),
         }
@@ -691,6 +775,83 @@ impl Inner {
             self.api_max.store(max, Ordering::Relaxed);
         }
     }
+}
+
+/// What an object's describe says about writing it: the fields Salesforce accepts on create
+/// only (`createable` and not `updateable`, e.g. Task's `TaskSubtype`). A write that may update
+/// an existing record (an update, an upsert that may match) must not name them, or Salesforce
+/// refuses it with `INVALID_FIELD_FOR_INSERT_UPDATE`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WriteRules {
+    create_only: std::collections::BTreeSet<String>,
+}
+
+impl WriteRules {
+    pub fn from_describe(d: &Value) -> WriteRules {
+        let create_only = d["fields"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|f| {
+                f["createable"] == Value::Bool(true) && f["updateable"] == Value::Bool(false)
+            })
+            .filter_map(|f| f["name"].as_str().map(str::to_owned))
+            .collect();
+        WriteRules { create_only }
+    }
+
+    /// The standard create-only fields of the objects callsync writes (OBJ
+    /// sforce_api_objects_task / _event: TaskSubtype and EventSubtype are "Create", not
+    /// "Update").
+    pub fn standard(object: &str) -> WriteRules {
+        let names: &[&str] = match object {
+            "Task" => &["TaskSubtype"],
+            "Event" => &["EventSubtype"],
+            _ => &[],
+        };
+        WriteRules {
+            create_only: names.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    pub fn is_create_only(&self, field: &str) -> bool {
+        self.create_only.contains(field)
+    }
+
+    /// Whether an error message (`Unable to create/update fields: TaskSubtype. …`) names one
+    /// of the create-only fields.
+    pub fn named_in(&self, message: &str) -> bool {
+        let Some(list) = message.split_once("fields:").map(|(_, l)| l) else {
+            return false;
+        };
+        let list = list.split_once(". ").map(|(l, _)| l).unwrap_or(list);
+        list.split(',')
+            .map(|f| f.trim().trim_end_matches('.'))
+            .any(|f| self.is_create_only(f))
+    }
+
+    /// The fields a write that may update can carry.
+    pub fn for_update(
+        &self,
+        fields: &std::collections::BTreeMap<String, Value>,
+    ) -> std::collections::BTreeMap<String, Value> {
+        fields
+            .iter()
+            .filter(|(k, _)| !self.is_create_only(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+}
+
+/// A datetime as a SOQL literal: `2024-05-01T12:00:00Z` (SOQL accepts only `Z` or `±hh:mm`,
+/// no fractions: the `…000+0000` form of API answers is refused there).
+pub fn soql_datetime(d: chrono::DateTime<chrono::Utc>) -> String {
+    d.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// A text value inside a quoted SOQL literal.
+pub fn soql_quote(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('\'', "\\'")
 }
 
 /// `api-usage=10018/100000; api-bursts=1/750` → (10018, 100000).

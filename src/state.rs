@@ -39,6 +39,17 @@ pub struct AgentState {
     pub errors: Vec<ErrorEntry>,
     /// Errors logged since this agent started (these turn the icon to "attention").
     pub new_errors: u64,
+    /// The last sync cycle failed for a reason that needs someone (not being offline or signed
+    /// out, which have their own states): what failed and the fix. A good cycle clears it.
+    #[serde(default)]
+    pub sync_failing: Option<Problem>,
+}
+
+/// Something that fails until someone fixes it: what, and how.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Problem {
+    pub what: String,
+    pub fix: String,
 }
 
 /// The icon.
@@ -82,7 +93,12 @@ pub struct View {
 pub fn health(s: &AgentState) -> Health {
     if s.sign_in_needed || s.user.is_none() {
         Health::Error
-    } else if s.offline.is_some() || s.paused.is_some() || s.parked > 0 || s.new_errors > 0 {
+    } else if s.offline.is_some()
+        || s.paused.is_some()
+        || s.parked > 0
+        || s.new_errors > 0
+        || s.sync_failing.is_some()
+    {
         Health::Attention
     } else if s.syncing.is_some() {
         Health::Working
@@ -102,6 +118,10 @@ pub fn status_line(s: &AgentState, lang: Lang, now_ms: i64) -> String {
         Msg::Offline { queued }
     } else if s.paused.is_some() {
         Msg::Paused { queued }
+    } else if s.sync_failing.is_some() {
+        Msg::SyncFailing {
+            synced: Ago::between(s.last_sync_ms, now_ms),
+        }
     } else if let Some(user) = &s.user {
         Msg::Connected {
             user,
@@ -138,6 +158,7 @@ pub fn fix_for(e: &ErrorEntry) -> &'static str {
         "calllog" => "callsync skipped this line and carries on. If it happens often, check the softphone's call-log settings or the source's kind in [calllog]; `callsync calls import FILE` lists every problem in a file.",
         "network" => "Nothing is lost: Tasks stay queued and sending resumes by itself. `callsync doctor` checks the proxy, the trust roots and the route and says what to change.",
         "salesforce" => "`callsync queue` shows the parked Task and why; after the fix, `callsync queue retry` sends it again.",
+        "sync" => "Lookups answer from the cache meanwhile; callsync retries with backoff and the entry clears itself once a sync succeeds. `callsync doctor` checks access and fields.",
         "sign-in" => "Choose \"Sign in again\" in the menu (or run `callsync connect`).",
         _ => "`callsync errors` lists every entry with its details.",
     }
@@ -284,6 +305,18 @@ mod tests {
                 "Not signed in",
             ),
             (
+                "sync failing",
+                AgentState {
+                    sync_failing: Some(Problem {
+                        what: "Salesforce refused the sync query".into(),
+                        fix: "x".into(),
+                    }),
+                    ..connected()
+                },
+                Health::Attention,
+                "Sync failing — last synced 2 min ago",
+            ),
+            (
                 "new error",
                 AgentState {
                     new_errors: 1,
@@ -307,6 +340,7 @@ mod tests {
             ("calllog", "calls import"),
             ("network", "doctor"),
             ("salesforce", "queue retry"),
+            ("sync", "doctor"),
             ("sign-in", "Sign in again"),
             ("other", "callsync errors"),
         ] {

@@ -111,9 +111,76 @@ pub enum SyncError {
     Cache(#[from] CacheError),
 }
 
+/// What a failed sync means and what fixes it (for `status`, the tray and the error log), or
+/// `None` where the agent shows a state of its own (offline; sign-in needed).
+pub fn explain(e: &SyncError) -> Option<(String, String)> {
+    let e = match e {
+        SyncError::Cache(c) => {
+            return Some((
+                format!("the local cache failed: {c}"),
+                "Check the data folder's free space and permissions (`callsync doctor` checks both); lookups answer from what is cached meanwhile.".into(),
+            ))
+        }
+        SyncError::Salesforce(e) => e,
+    };
+    match e {
+        SfError::Network(_)
+        | SfError::ProxyUnreachable { .. }
+        | SfError::SignInNeeded { .. }
+        | SfError::NotConnected => None,
+        e if e.is_rate_limited() => Some((
+            "the org's daily API limit is used up".into(),
+            "Syncing resumes by itself when the org's usage falls. For a large fleet, raise sync.interval_secs (IT: lock it in the managed file).".into(),
+        )),
+        SfError::Api { code, message, .. } if code == "INVALID_FIELD" => Some((
+            format!("Salesforce refused a field of the sync query: {message}"),
+            "If the field is one of lookup.fields, correct its API name or give the user read access to it (field-level security); otherwise send `callsync support-bundle` to support. `callsync doctor` checks the fields.".into(),
+        )),
+        SfError::Api { code, message, .. }
+            if matches!(code.as_str(), "INVALID_TYPE" | "INSUFFICIENT_ACCESS_OR_READONLY" | "INSUFFICIENT_ACCESS") =>
+        {
+            Some((
+                format!("the user cannot read an object callsync caches: {message}"),
+                "Give the user Read on Contact, Account, Lead and User (profile or permission set), or turn off sync.contact_retrieval. `callsync doctor` lists what is missing.".into(),
+            ))
+        }
+        SfError::Api { code, .. } if code == "API_DISABLED_FOR_ORG" => Some((
+            "the user may not use the API".into(),
+            "Give the user the \"API Enabled\" permission (the org's edition must include API access).".into(),
+        )),
+        e if e.is_retryable() => Some((
+            format!("Salesforce is failing for now: {e}"),
+            "Nothing to do: callsync retries with backoff and lookups answer from the cache meanwhile.".into(),
+        )),
+        e => Some((
+            format!("Salesforce refused the sync: {e}"),
+            "Run `callsync doctor`; if it finds nothing, send `callsync support-bundle` to support.".into(),
+        )),
+    }
+}
+
 /// A `queryAll` row of a deleted record.
 fn is_deleted(v: &Value) -> bool {
     v["IsDeleted"] == Value::Bool(true)
+}
+
+/// Whether the object has a recycle bin (an `IsDeleted` field, rows `queryAll` returns after a
+/// delete). Users have none: they are deactivated, never deleted, and a query naming
+/// `IsDeleted` on User is refused (`INVALID_FIELD: No such column 'IsDeleted' on entity 'User'`).
+pub fn has_recycle_bin(kind: ObjectKind) -> bool {
+    kind != ObjectKind::User
+}
+
+/// Whether a row belongs in the cache: what a full load's filter keeps (open leads, active
+/// users). An incremental cycle sees converted leads and deactivated users as updates; they
+/// leave the cache, so that it holds what a full sync of the same org would.
+pub fn kept(kind: ObjectKind, v: &Value) -> bool {
+    !is_deleted(v)
+        && match kind {
+            ObjectKind::Lead => v["IsConverted"] != Value::Bool(true),
+            ObjectKind::User => v["IsActive"] != Value::Bool(false),
+            ObjectKind::Contact | ObjectKind::Account => true,
+        }
 }
 
 /// The prefetched next page, if one was being fetched.
@@ -200,6 +267,13 @@ impl SyncEngine<'_> {
     ) -> Result<SyncReport, SyncError> {
         let calls_before = self.client.calls();
         let mut report = SyncReport::default();
+        // The cache is this org's (another org's records go; a sign-in switch claims at once,
+        // this catches a switch made while the cache was held elsewhere).
+        if let crate::cache::Claim::Switched { from } =
+            self.cache.claim(&self.client.auth().org_id)?
+        {
+            tracing::info!(from = %from, "the cache held another org's records; loading this org's");
+        }
         let repaired = self.cache.needs_full_sync()?;
         let mut incremental = Vec::new();
         let now = Utc::now();
@@ -541,6 +615,32 @@ impl SyncEngine<'_> {
         format!("SELECT {fields} FROM {}{filter}{order}", kind.api_name())
     }
 
+    /// The incremental query of one object: rows whose `SystemModstamp` moved since `since`,
+    /// with `IsDeleted` where the object has it (converted leads and deactivated users come as
+    /// updates: `fields` selects IsConverted/IsActive).
+    pub fn incremental_soql(
+        &self,
+        kind: ObjectKind,
+        person_accounts: bool,
+        since: DateTime<Utc>,
+    ) -> String {
+        let mut fields = self.fields(kind, person_accounts);
+        if has_recycle_bin(kind) {
+            fields.push("IsDeleted".into());
+        }
+        format!(
+            "SELECT {} FROM {} WHERE SystemModstamp >= {} ORDER BY SystemModstamp, Id",
+            fields.join(", "),
+            kind.api_name(),
+            crate::salesforce::soql_datetime(since)
+        )
+    }
+
+    /// The full-load query of one object (`ordered`: by Id, for paged REST loads).
+    pub fn full_soql(&self, kind: ObjectKind, person_accounts: bool, ordered: bool) -> String {
+        self.soql(kind, person_accounts, ordered)
+    }
+
     async fn first_page(
         &self,
         kind: ObjectKind,
@@ -565,22 +665,19 @@ impl SyncEngine<'_> {
                 .and_then(parse_sf_datetime)
                 .map(|w| w - overlap)
                 .unwrap_or(DateTime::<Utc>::MIN_UTC);
-            let mut fields = self.fields(*kind, st.person_accounts);
-            // Deleted rows come too (queryAll); converted leads and deactivated users arrive
-            // as updates (`fields` selects IsConverted/IsActive) and leave the index.
-            fields.push("IsDeleted".into());
-            let soql = format!(
-                "SELECT {} FROM {} WHERE SystemModstamp >= {} ORDER BY SystemModstamp, Id",
-                fields.join(", "),
-                kind.api_name(),
-                since.format("%Y-%m-%dT%H:%M:%SZ")
-            );
+            let soql = self.incremental_soql(*kind, st.person_accounts, since);
             let q = url::form_urlencoded::Serializer::new(String::new())
                 .append_pair("q", &soql)
                 .finish();
+            // Deleted rows come too (`queryAll`) where the object has a recycle bin.
+            let resource = if has_recycle_bin(*kind) {
+                "queryAll"
+            } else {
+                "query"
+            };
             subs.push(json!({
                 "method": "GET",
-                "url": self.client.data_path(&format!("/queryAll?{q}")),
+                "url": self.client.data_path(&format!("/{resource}?{q}")),
                 "referenceId": kind.api_name(),
             }));
         }
@@ -609,16 +706,25 @@ impl SyncEngine<'_> {
             }
             let mut page = crate::salesforce::QueryPage::from_value(r["body"].clone())?;
             loop {
-                let mut changes: Vec<Change> = page
-                    .records
+                // Deleted rows, converted leads and deactivated users leave the cache.
+                let (kept_rows, gone): (Vec<Value>, Vec<Value>) =
+                    page.records.iter().cloned().partition(|v| kept(kind, v));
+                let mut changes: Vec<Change> = gone
                     .iter()
-                    .filter(|v| is_deleted(v))
                     .filter_map(|v| v["Id"].as_str().and_then(RecordId::parse))
                     .map(Change::Delete)
                     .collect();
                 deleted += changes.len();
-                // Deactivated users and converted leads stay cached but unindexed.
-                let live = self.convert(kind, &page.records, &mut st.watermark);
+                let newest = page
+                    .records
+                    .iter()
+                    .filter_map(|v| v["SystemModstamp"].as_str())
+                    .max()
+                    .map(str::to_owned);
+                if newest > st.watermark {
+                    st.watermark = newest;
+                }
+                let live = self.convert(kind, &kept_rows, &mut st.watermark);
                 upserted += live.len();
                 changes.extend(live);
                 let next = page.next_records_url.clone();

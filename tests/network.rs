@@ -90,6 +90,7 @@ async fn https_with_a_private_ca_needs_the_extra_ca_file() {
     let (ca, chain, key) = private_ca();
     let sim = Sim::start_tls(
         SimOptions {
+            jwt_public_key_pem: common::jwt_public_key(),
             records: 300,
             ..Default::default()
         },
@@ -259,6 +260,7 @@ async fn everything_goes_through_a_real_proxy_and_survives_its_failures() {
     }
     let sim = Sim::start(
         SimOptions {
+            jwt_public_key_pem: common::jwt_public_key(),
             records: 300,
             ..Default::default()
         },

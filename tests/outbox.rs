@@ -251,3 +251,120 @@ async fn collections_send_200_per_call_and_park_only_the_bad_record() {
         }
     }
 }
+
+fn fault(kind: FaultKind, method: &str, path: &str, times: u32, latency_ms: u64) -> Fault {
+    Fault {
+        kind,
+        method: Some(method.into()),
+        path_contains: Some(path.into()),
+        skip: 0,
+        times: Some(times),
+        latency_ms,
+        probability: None,
+    }
+}
+
+/// Defect: a create that committed but whose answer was lost was retried as an upsert that
+/// matched the Task — an update — still carrying the create-only TaskSubtype; Salesforce
+/// refused it and the item was parked for ever, with later memos stuck behind it. Alone and in
+/// Collections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_whose_answer_was_lost_is_completed_not_parked() {
+    let r = rig().await;
+    let ext = Some("Call_Id__c");
+    for (calls, path) in [
+        (vec!["lost-alone"], "/sobjects/Task/Call_Id__c/"),
+        (
+            vec!["lost-a", "lost-b", "lost-c"],
+            "/composite/sobjects/Task/Call_Id__c",
+        ),
+    ] {
+        r.sim.org().faults = vec![fault(FaultKind::CommitThenDrop, "PATCH", path, 1, 0)];
+        for c in &calls {
+            r.outbox.enqueue(c, Op::Create, task(c)).unwrap();
+        }
+        drain(&r, ext).await;
+        r.sim.org().faults.clear();
+        assert_eq!(
+            r.outbox.counts().unwrap(),
+            (0, 0),
+            "{calls:?}: nothing parked"
+        );
+        for c in &calls {
+            let t = tasks_for(&r.sim, c);
+            assert_eq!(t.len(), 1, "{c}");
+            assert_eq!(t[0]["TaskSubtype"], "Call", "{c}");
+            // The memo that follows reaches the same Task.
+            r.outbox
+                .enqueue(
+                    c,
+                    Op::Update,
+                    [("Description".to_string(), json!("memo"))].into(),
+                )
+                .unwrap();
+        }
+        drain(&r, ext).await;
+        for c in &calls {
+            assert_eq!(tasks_for(&r.sim, c)[0]["Description"], "memo", "{c}");
+        }
+    }
+    assert!(
+        r.errors.read().unwrap().is_empty(),
+        "{:?}",
+        r.errors.read().unwrap()
+    );
+}
+
+/// Defect: a memo arriving while the create was being sent was merged into the stored item,
+/// then the sender settled from its stale copy and deleted (or overwrote) it: the memo never
+/// reached Salesforce. Deterministic with a slow org; with and without the external id, alone
+/// and in Collections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_memo_arriving_during_the_send_is_not_lost() {
+    let r = rig().await;
+    for ext in [Some("Call_Id__c"), None] {
+        for n in [1usize, 3] {
+            let calls: Vec<String> = (0..n).map(|i| format!("race-{ext:?}-{n}-{i}")).collect();
+            for c in &calls {
+                r.outbox.enqueue(c, Op::Create, task(c)).unwrap();
+            }
+            let (method, path) = match (ext, n) {
+                (Some(_), 1) => ("PATCH", "/sobjects/Task/Call_Id__c/"),
+                (Some(_), _) => ("PATCH", "/composite/sobjects/Task"),
+                (None, 1) => ("POST", "/sobjects/Task"),
+                (None, _) => ("POST", "/composite/sobjects"),
+            };
+            r.sim.org().faults = vec![fault(FaultKind::Latency, method, path, 1, 600)];
+            let sender = Sender {
+                client: &r.client,
+                outbox: &r.outbox,
+                external_id: ext.map(str::to_owned),
+                event_external_id: None,
+                errors: Some(&r.errors),
+            };
+            let memo = async {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                r.outbox
+                    .enqueue(
+                        &calls[0],
+                        Op::Update,
+                        [("Description".to_string(), json!("late memo"))].into(),
+                    )
+                    .unwrap();
+            };
+            let (rep, ()) = tokio::join!(sender.send_due(), memo);
+            let rep = rep.unwrap();
+            assert_eq!(rep.sent, n, "{ext:?} {n}: {rep:?}");
+            // The memo stays queued as an update of the Task just created.
+            let left = r.outbox.items().unwrap();
+            assert_eq!(left.len(), 1, "{ext:?} {n}: {left:?}");
+            assert_eq!((left[0].op, left[0].fields.len()), (Op::Update, 1));
+            r.sim.org().faults.clear();
+            drain(&r, ext).await;
+            let t = tasks_for(&r.sim, &calls[0]);
+            assert_eq!(t.len(), 1);
+            assert_eq!(t[0]["Description"], "late memo", "{ext:?} {n}");
+            assert_eq!(r.outbox.counts().unwrap(), (0, 0));
+        }
+    }
+}

@@ -4,6 +4,7 @@
 //! `callsync sim` runs it on its own so anyone can curl it.
 
 pub mod org;
+pub mod schema;
 pub mod soql;
 
 use std::collections::HashMap;
@@ -18,7 +19,8 @@ use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
-pub use org::{Fault, FaultKind, FieldType, Org, SimOptions};
+pub use org::{Fault, FaultKind, Org, SimOptions};
+pub use schema::FieldType;
 
 type Shared = Arc<Mutex<Org>>;
 
@@ -302,6 +304,9 @@ async fn rest(
             None,
         );
     };
+    if let Err(r) = o.check_version(&version) {
+        return json_response(r.status, r.body, None);
+    }
     let Some(user_id) = bearer(&headers).and_then(|t| o.user_for_access_token(&t)) else {
         return json_response(
             401,

@@ -11,6 +11,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
+use super::schema::{self, object_of_id, prefix, Field, FieldType};
 use super::soql;
 use crate::record::{format_sf_datetime, parse_sf_datetime};
 use crate::synth::{self, SynthSpec};
@@ -34,6 +35,11 @@ pub struct SimOptions {
     pub api_version: String,
     /// The org's Id (tests use two orgs to check that a queue never crosses between them).
     pub org_id: String,
+    /// The public key of the certificate uploaded to the connected app, for the JWT bearer
+    /// flow (PEM); without one, JWT sign-ins are refused.
+    pub jwt_public_key_pem: Option<String>,
+    /// A sandbox: JWT assertions are for `https://test.salesforce.com`.
+    pub sandbox: bool,
 }
 
 impl Default for SimOptions {
@@ -48,6 +54,8 @@ impl Default for SimOptions {
             api_daily_max: 100_000,
             api_version: "62.0".into(),
             org_id: "00DSIM000000001AAA".into(),
+            jwt_public_key_pem: None,
+            sandbox: false,
         }
     }
 }
@@ -158,208 +166,13 @@ pub struct Org {
     rng: fastrand::Rng,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FieldType {
-    Id,
-    Reference,
-    String,
-    Phone,
-    Textarea,
-    Boolean,
-    Int,
-    Datetime,
-    Date,
-    Picklist,
-    Multipicklist,
-}
-
-impl FieldType {
-    fn sf(self) -> &'static str {
-        match self {
-            FieldType::Id => "id",
-            FieldType::Reference => "reference",
-            FieldType::String => "string",
-            FieldType::Phone => "phone",
-            FieldType::Textarea => "textarea",
-            FieldType::Boolean => "boolean",
-            FieldType::Int => "int",
-            FieldType::Datetime => "datetime",
-            FieldType::Date => "date",
-            FieldType::Picklist => "picklist",
-            FieldType::Multipicklist => "multipicklist",
-        }
-    }
-}
-
-/// (name, type, length, createable/updateable, restricted picklist values)
-type FieldDef = (
-    &'static str,
-    FieldType,
-    usize,
-    bool,
-    &'static [&'static str],
-);
-
-const SYSTEM: &[FieldDef] = &[
-    ("Id", FieldType::Id, 18, false, &[]),
-    ("IsDeleted", FieldType::Boolean, 0, false, &[]),
-    ("CreatedDate", FieldType::Datetime, 0, false, &[]),
-    ("LastModifiedDate", FieldType::Datetime, 0, false, &[]),
-    ("SystemModstamp", FieldType::Datetime, 0, false, &[]),
-    ("OwnerId", FieldType::Reference, 18, true, &[]),
-];
-
-const TASK_STATUS: &[&str] = &[
-    "Not Started",
-    "In Progress",
-    "Completed",
-    "Waiting on someone else",
-    "Deferred",
-];
-
-fn schema(object: &str, person_accounts: bool) -> Option<Vec<FieldDef>> {
-    use FieldType::*;
-    let mut f: Vec<FieldDef> = SYSTEM.to_vec();
-    let phones = |names: &[&'static str]| -> Vec<FieldDef> {
-        names
-            .iter()
-            .map(|n| (*n, Phone, 40, true, &[][..]))
-            .collect()
-    };
-    match object {
-        "Contact" => {
-            f.extend([
-                ("Name", String, 121, false, &[][..]),
-                ("FirstName", String, 40, true, &[]),
-                ("LastName", String, 80, true, &[]),
-                ("AccountId", Reference, 18, true, &[]),
-                ("Email", String, 80, true, &[]),
-            ]);
-            f.extend(phones(&[
-                "Phone",
-                "MobilePhone",
-                "HomePhone",
-                "OtherPhone",
-                "AssistantPhone",
-                "Fax",
-            ]));
-            if person_accounts {
-                f.push(("IsPersonAccount", Boolean, 0, false, &[]));
-            }
-        }
-        "Account" => {
-            f.extend([
-                ("Name", String, 255, true, &[][..]),
-                ("Type", Picklist, 40, true, &[]),
-            ]);
-            f.extend(phones(&["Phone", "Fax"]));
-            if person_accounts {
-                f.extend([
-                    ("IsPersonAccount", Boolean, 0, false, &[][..]),
-                    ("PersonContactId", Reference, 18, false, &[]),
-                    ("FirstName", String, 40, true, &[]),
-                    ("LastName", String, 80, true, &[]),
-                ]);
-                f.extend(phones(&[
-                    "PersonMobilePhone",
-                    "PersonHomePhone",
-                    "PersonOtherPhone",
-                    "PersonAssistantPhone",
-                ]));
-            }
-        }
-        "Lead" => {
-            f.extend([
-                ("Name", String, 121, false, &[][..]),
-                ("Company", String, 255, true, &[]),
-                ("IsConverted", Boolean, 0, false, &[]),
-                ("ConvertedContactId", Reference, 18, false, &[]),
-            ]);
-            f.extend(phones(&["Phone", "MobilePhone", "Fax"]));
-        }
-        "User" => {
-            f.extend([
-                ("Name", String, 121, false, &[][..]),
-                ("Username", String, 80, true, &[]),
-                ("Email", String, 128, true, &[]),
-                ("IsActive", Boolean, 0, true, &[]),
-                ("Extension", Phone, 40, true, &[]),
-            ]);
-            f.extend(phones(&["Phone", "MobilePhone", "Fax"]));
-        }
-        "Event" => f.extend([
-            ("Subject", String, 255, true, &[][..]),
-            ("Description", Textarea, 32_000, true, &[]),
-            ("StartDateTime", Datetime, 0, true, &[]),
-            ("EndDateTime", Datetime, 0, true, &[]),
-            ("ActivityDateTime", Datetime, 0, true, &[]),
-            ("DurationInMinutes", Int, 0, true, &[]),
-            ("IsAllDayEvent", Boolean, 0, true, &[]),
-            ("Location", String, 255, true, &[]),
-            ("WhoId", Reference, 18, true, &[]),
-            ("WhatId", Reference, 18, true, &[]),
-            ("Type", Picklist, 40, true, &[]),
-        ]),
-        "Task" => f.extend([
-            ("Subject", String, 255, true, &[][..]),
-            ("Description", Textarea, 32_000, true, &[]),
-            ("Status", Picklist, 40, true, TASK_STATUS),
-            ("Priority", Picklist, 40, true, &["High", "Normal", "Low"]),
-            ("ActivityDate", Date, 0, true, &[]),
-            ("WhoId", Reference, 18, true, &[]),
-            ("WhatId", Reference, 18, true, &[]),
-            ("AccountId", Reference, 18, false, &[]),
-            ("IsClosed", Boolean, 0, false, &[]),
-            ("Type", Picklist, 40, true, &[]),
-            (
-                "CallType",
-                Picklist,
-                40,
-                true,
-                &["Inbound", "Internal", "Outbound"],
-            ),
-            ("CallObject", String, 255, true, &[]),
-            ("CallDisposition", String, 255, true, &[]),
-            ("CallDurationInSeconds", Int, 0, true, &[]),
-            (
-                "TaskSubtype",
-                Picklist,
-                40,
-                true,
-                &["Task", "Email", "ListEmail", "Cadence", "Call", "LinkedIn"],
-            ),
-        ]),
-        _ => return None,
-    }
-    Some(f)
-}
-
-/// Key prefixes by object.
-fn prefix(object: &str) -> &'static str {
-    match object {
-        "Contact" => "003",
-        "Account" => "001",
-        "Lead" => "00Q",
-        "User" => "005",
-        "Task" => "00T",
-        "Event" => "00U",
-        _ => "a00",
-    }
-}
-
-fn object_of_id(id: &str) -> Option<&'static str> {
-    match id.get(..3)? {
-        "003" => Some("Contact"),
-        "001" => Some("Account"),
-        "00Q" => Some("Lead"),
-        "005" => Some("User"),
-        "00T" => Some("Task"),
-        "00U" => Some("Event"),
-        "006" => Some("Opportunity"),
-        "500" => Some("Case"),
-        _ => None,
-    }
+/// `INVALID_FIELD` for a column the object does not have (REST resources_query).
+fn no_such_column(field: &str, object: &str) -> Value {
+    err(
+        "INVALID_FIELD",
+        &format!("No such column '{field}' on entity '{object}'. If you are attempting to use a custom field, be sure to append the '__c' after the custom field name."),
+        &[],
+    )
 }
 
 /// One error in Salesforce's REST shape.
@@ -618,24 +431,56 @@ impl Org {
         }
     }
 
-    fn field_type(
-        &self,
-        object: &str,
-        field: &str,
-    ) -> Option<(FieldType, usize, bool, &'static [&'static str])> {
-        if let Some(t) = self.custom_fields.get(object).and_then(|m| m.get(field)) {
-            let len = match t {
+    /// The object's fields as this user sees them: the standard ones, the admin's custom ones,
+    /// and field-level security (a read-only custom field is neither createable nor updateable).
+    fn fields_of(&self, object: &str) -> Option<Vec<(String, Field)>> {
+        let mut out: Vec<(String, Field)> = schema::fields(object, self.opts.person_accounts)?
+            .into_iter()
+            .map(|f| (f.name.to_owned(), f))
+            .collect();
+        for (name, ty) in self.custom_fields.get(object).into_iter().flatten() {
+            let writable = !self.readonly_fields.contains(&format!("{object}.{name}"));
+            let length = match ty {
                 FieldType::String => 255,
                 FieldType::Textarea => 32_000,
                 _ => 0,
             };
-            let writable = !self.readonly_fields.contains(&format!("{object}.{field}"));
-            return Some((*t, len, writable, &[]));
+            out.push((
+                name.clone(),
+                Field {
+                    name: "",
+                    ty: *ty,
+                    length,
+                    create: writable,
+                    update: writable,
+                    picklist: &[],
+                    default: None,
+                },
+            ));
         }
-        schema(object, self.opts.person_accounts)?
+        Some(out)
+    }
+
+    /// A field by any spelling of its name (SOQL and JSON field names are case-insensitive):
+    /// its canonical name and definition.
+    fn field(&self, object: &str, name: &str) -> Option<(String, Field)> {
+        self.fields_of(object)?
             .into_iter()
-            .find(|(n, ..)| *n == field)
-            .map(|(_, t, len, w, pick)| (t, len, w, pick))
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+    }
+
+    /// The stored Id a 15- or 18-character Id names, if such a record exists (deleted or not).
+    fn resolve_id(&self, object: &str, id: &str) -> Option<String> {
+        let table = self.objects.get(object)?;
+        if table.contains_key(id) {
+            return Some(id.to_owned());
+        }
+        let head = id.get(..15)?;
+        table
+            .range(head.to_owned()..)
+            .take_while(|(k, _)| k.starts_with(head))
+            .find(|(k, _)| schema::same_id(k, id))
+            .map(|(k, _)| k.clone())
     }
 
     fn uri(&self, object: &str, id: &str) -> String {
@@ -949,35 +794,76 @@ impl Org {
                 };
                 match self.check_jwt(assertion) {
                     Ok(user) => (200, self.token_response(&user, false)),
-                    Err(d) => bad("invalid_grant", &d),
+                    Err((e, d)) => bad(&e, &d),
                 }
             }
             _ => bad("unsupported_grant_type", "grant type not supported"),
         }
     }
 
-    /// Checks a JWT bearer assertion's claims (the simulated org trusts any signature: key
-    /// handling is the agent's side and is tested there).
-    fn check_jwt(&self, assertion: &str) -> Result<String, String> {
+    /// Checks a JWT bearer assertion as Salesforce does (HELP remoteaccess_oauth_jwt_flow):
+    /// an RS256 signature by the certificate uploaded to the connected app, `iss` the consumer
+    /// key, `aud` `https://login.salesforce.com` (`https://test.salesforce.com` for a sandbox)
+    /// whatever host the request went to, `exp` in the future, and `sub` a user who approved
+    /// the app.
+    fn check_jwt(&self, assertion: &str) -> Result<String, (String, String)> {
         use base64::Engine as _;
-        let claims = assertion
-            .split('.')
-            .nth(1)
-            .and_then(|p| {
-                base64::engine::general_purpose::URL_SAFE_NO_PAD
-                    .decode(p)
-                    .ok()
-            })
+        let grant = |d: &str| ("invalid_grant".to_owned(), d.to_owned());
+        let Some(key_pem) = self.opts.jwt_public_key_pem.as_deref() else {
+            // The app has no certificate: it does not use digital signatures.
+            return Err(("invalid_client".into(), "invalid client credentials".into()));
+        };
+        let parts: Vec<&str> = assertion.split('.').collect();
+        let [header, claims, signature] = parts.as_slice() else {
+            return Err(grant("invalid assertion"));
+        };
+        let alg = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(header)
+            .ok()
             .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-            .ok_or("invalid assertion")?;
+            .and_then(|h| h["alg"].as_str().map(str::to_owned));
+        if alg.as_deref() != Some("RS256") {
+            return Err(grant("invalid assertion"));
+        }
+        let signed = jsonwebtoken::DecodingKey::from_rsa_pem(key_pem.as_bytes())
+            .ok()
+            .and_then(|key| {
+                jsonwebtoken::crypto::verify(
+                    signature,
+                    format!("{header}.{claims}").as_bytes(),
+                    &key,
+                    jsonwebtoken::Algorithm::RS256,
+                )
+                .ok()
+            })
+            .unwrap_or(false);
+        if !signed {
+            return Err(grant("invalid assertion"));
+        }
+        let claims = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(claims)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            .ok_or_else(|| grant("invalid assertion"))?;
         if claims["iss"].as_str() != Some(&self.opts.client_id) {
-            return Err("invalid client credentials".into());
+            return Err((
+                "invalid_client_id".into(),
+                "client identifier invalid".into(),
+            ));
+        }
+        let audience = if self.opts.sandbox {
+            "https://test.salesforce.com"
+        } else {
+            "https://login.salesforce.com"
+        };
+        if claims["aud"].as_str() != Some(audience) {
+            return Err(grant("audience is invalid"));
         }
         if claims["exp"]
             .as_i64()
             .is_none_or(|e| e < self.now().timestamp())
         {
-            return Err("expired authorization code".into());
+            return Err(grant("expired authorization code"));
         }
         let sub = claims["sub"].as_str().unwrap_or_default();
         self.objects
@@ -987,7 +873,7 @@ impl Org {
                     .find(|r| r.get("Username").and_then(Value::as_str) == Some(sub))
             })
             .and_then(|r| r.get("Id").and_then(Value::as_str).map(str::to_owned))
-            .ok_or_else(|| "user hasn't approved this consumer".into())
+            .ok_or_else(|| grant("user hasn't approved this consumer"))
     }
 
     pub fn revoke(&mut self, token: &str) -> bool {
@@ -1027,7 +913,24 @@ impl Org {
     // ---------- REST ----------
 
     pub fn dispatch(&mut self, req: &Request) -> Response {
-        let parts: Vec<&str> = req.path.trim_matches('/').split('/').collect();
+        let mut parts: Vec<&str> = req.path.trim_matches('/').split('/').collect();
+        // Object names in paths are case-insensitive; an object the org lacks is 404.
+        let object_at = match parts.as_slice() {
+            ["sobjects", _, ..] => Some(1),
+            ["composite", "sobjects", _, ..] => Some(2),
+            _ => None,
+        };
+        if let Some(i) = object_at {
+            match schema::canonical_object(parts[i]) {
+                Some(o) => parts[i] = o,
+                None => {
+                    return resp(
+                        404,
+                        err("NOT_FOUND", "The requested resource does not exist", &[]),
+                    )
+                }
+            }
+        }
         let m = req.method.as_str();
         match (m, parts.as_slice()) {
             ("GET", ["query"]) => self.query(req.query.get("q"), false),
@@ -1067,16 +970,7 @@ impl Org {
             ("POST", ["sobjects", object]) => self.create(object, req.body.as_ref(), &req.user_id),
             ("GET", ["sobjects", object, id]) => self.get(object, id, req.query.get("fields")),
             ("PATCH", ["sobjects", object, id]) => self.update(object, id, req.body.as_ref()),
-            ("DELETE", ["sobjects", object, id]) => {
-                if self.admin_delete(object, id) {
-                    no_content()
-                } else {
-                    resp(
-                        404,
-                        err("NOT_FOUND", "The requested resource does not exist", &[]),
-                    )
-                }
-            }
+            ("DELETE", ["sobjects", object, id]) => self.delete(object, id),
             ("PATCH", ["sobjects", object, field, value]) => {
                 self.upsert(object, field, value, req.body.as_ref(), &req.user_id)
             }
@@ -1096,6 +990,37 @@ impl Org {
         }
     }
 
+    /// Whether `/services/data/v{version}` exists: versions 31.0 up to the org's own
+    /// (REST dome_versions lists them; versions 7.0–30.0 are retired and answer 410).
+    pub fn check_version(&self, version: &str) -> Result<(), Response> {
+        let not_found = || {
+            resp(
+                404,
+                err("NOT_FOUND", "The requested resource does not exist", &[]),
+            )
+        };
+        let (major, minor) = version.split_once('.').ok_or_else(not_found)?;
+        let max: u32 = self
+            .opts
+            .api_version
+            .split('.')
+            .next()
+            .and_then(|m| m.parse().ok())
+            .unwrap_or(62);
+        match (major.parse::<u32>(), minor) {
+            (Ok(m), "0") if (31..=max).contains(&m) => Ok(()),
+            (Ok(m), "0") if (7..31).contains(&m) => Err(resp(
+                410,
+                err(
+                    "API_VERSION_RETIRED",
+                    &format!("API version {version} is retired"),
+                    &[],
+                ),
+            )),
+            _ => Err(not_found()),
+        }
+    }
+
     fn limits(&self) -> Value {
         json!({
             "DailyApiRequests": {"Max": self.opts.api_daily_max, "Remaining": self.opts.api_daily_max.saturating_sub(self.api_calls)},
@@ -1104,8 +1029,9 @@ impl Org {
     }
 
     fn describe(&self, object: &str) -> Response {
-        let fields =
-            schema(object, self.opts.person_accounts).filter(|_| !self.is_denied(object, "read"));
+        let fields = self
+            .fields_of(object)
+            .filter(|_| !self.is_denied(object, "read"));
         let Some(fields) = fields else {
             return resp(
                 404,
@@ -1116,47 +1042,127 @@ impl Org {
                 ),
             );
         };
-        let mut out: Vec<Value> = fields
+        let out: Vec<Value> = fields
             .iter()
-            .map(|(name, ty, len, writable, pick)| {
+            .map(|(name, f)| {
+                let custom = name.ends_with("__c");
+                // The admin made every `…_Id__c` field Unique and External ID.
+                let ext = custom && name.ends_with("_Id__c");
                 json!({
-                    "name": name, "type": ty.sf(), "length": len,
-                    "createable": writable, "updateable": *writable && *name != "TaskSubtype",
-                    "nillable": *name != "Status", "externalId": false, "unique": false,
-                    "restrictedPicklist": !pick.is_empty(),
-                    "picklistValues": pick.iter().map(|p| json!({"value": p, "label": p, "active": true})).collect::<Vec<_>>(),
+                    "name": name, "type": f.ty.sf(), "length": f.length,
+                    "createable": f.create, "updateable": f.update, "custom": custom,
+                    "nillable": f.default.is_none() && f.ty != FieldType::Boolean && f.ty != FieldType::Id,
+                    "defaultedOnCreate": f.default.is_some() || f.ty == FieldType::Boolean,
+                    "externalId": ext, "unique": ext,
+                    "restrictedPicklist": !f.picklist.is_empty(),
+                    "picklistValues": f.picklist.iter().map(|p| json!({"value": p, "label": p, "active": true, "defaultValue": Some(*p) == f.default})).collect::<Vec<_>>(),
                 })
             })
             .collect();
-        for (name, ty) in self.custom_fields.get(object).into_iter().flatten() {
-            let ext = name.ends_with("_Id__c");
-            let writable = !self.readonly_fields.contains(&format!("{object}.{name}"));
-            out.push(json!({
-                "name": name, "type": ty.sf(), "length": if *ty == FieldType::String { 255 } else { 0 },
-                "createable": writable, "updateable": writable, "nillable": true, "custom": true,
-                "externalId": ext, "unique": ext, "restrictedPicklist": false, "picklistValues": [],
-            }));
-        }
         resp(
             200,
             json!({"name": object, "queryable": true, "replicateable": true,
+                "deletable": object != "User",
                 "createable": !self.is_denied(object, "create"), "fields": out}),
         )
     }
 
-    fn known_field(&self, object: &str, field: &str) -> bool {
-        if let Some((parent, rest)) = field.split_once('.') {
-            let target = match (object, parent) {
-                ("Contact", "Account") | ("Task", "Account") => "Account",
-                ("Contact" | "Account" | "Lead" | "Task", "Owner") => "User",
-                _ => return false,
-            };
-            return self.known_field(target, rest);
+    /// A field a query names, by any spelling, with its parent relationship if it has one
+    /// (`account.name` on Contact → `Account.Name`): the canonical name and the field's type.
+    fn resolve_field(&self, object: &str, name: &str) -> Option<(String, FieldType)> {
+        if let Some((parent, rest)) = name.split_once('.') {
+            // The relationships the org has: Contact.Account, Task.Account, and every owned
+            // object's Owner (User).
+            let (rel, target) =
+                if parent.eq_ignore_ascii_case("Account") && matches!(object, "Contact" | "Task") {
+                    ("Account", "Account")
+                } else if parent.eq_ignore_ascii_case("Owner") && object != "User" {
+                    ("Owner", "User")
+                } else {
+                    return None;
+                };
+            let (sub, ty) = self.resolve_field(target, rest)?;
+            return Some((format!("{rel}.{sub}"), ty));
         }
-        self.field_type(object, field).is_some()
+        self.field(object, name).map(|(n, f)| (n, f.ty))
     }
 
-    /// A row as the API returns it: `attributes`, the selected fields, parents as nested objects.
+    /// A filter with canonical field names, each literal checked against its field's type as
+    /// Salesforce checks it (quoted text for text and Id fields; unquoted dates, datetimes,
+    /// numbers and booleans), and Id literals matching 15- or 18-character forms.
+    fn typed_filter(&self, object: &str, e: &soql::Expr) -> Result<soql::Expr, Value> {
+        use soql::{Expr, Literal};
+        let check = |name: &str, lit: &Literal| -> Result<(String, Literal), Value> {
+            let Some((canon, ty)) = self.resolve_field(object, name) else {
+                return Err(no_such_column(name, object));
+            };
+            let wrong = |want: &str, quoted: bool| {
+                err(
+                    "INVALID_FIELD",
+                    &format!(
+                        "value of filter criterion for field '{canon}' must be of type {want} and should {}be enclosed in quotes",
+                        if quoted { "" } else { "not " }
+                    ),
+                    &[],
+                )
+            };
+            let lit = match (ty, lit.clone()) {
+                (_, Literal::Null) => Literal::Null,
+                (FieldType::Id | FieldType::Reference, Literal::Text(t)) => Literal::Id(t),
+                (t, Literal::Text(x)) if t.is_text() => Literal::Text(x),
+                (t, _) if t.is_text() => return Err(wrong("string", true)),
+                (FieldType::Boolean, Literal::Bool(b)) => Literal::Bool(b),
+                (FieldType::Boolean, _) => return Err(wrong("boolean", false)),
+                (FieldType::Int, Literal::Number(n)) => Literal::Number(n),
+                (FieldType::Int, _) => return Err(wrong("double", false)),
+                (FieldType::Datetime, l @ (Literal::DateTime(_) | Literal::Days(..))) => l,
+                (FieldType::Datetime, _) => return Err(wrong("dateTime", false)),
+                (FieldType::Date, l @ (Literal::Date(_) | Literal::Days(..))) => l,
+                (FieldType::Date, _) => return Err(wrong("date", false)),
+                (_, l) => l,
+            };
+            Ok((canon, lit))
+        };
+        Ok(match e {
+            Expr::Cmp(f, op, lit) => {
+                if *op == soql::Op::Like
+                    && !self
+                        .resolve_field(object, f)
+                        .is_some_and(|(_, t)| t.is_text())
+                {
+                    return Err(err(
+                        "INVALID_FIELD",
+                        &format!("invalid operator on field '{f}': LIKE works on text fields only"),
+                        &[],
+                    ));
+                }
+                let (f, lit) = check(f, lit)?;
+                Expr::Cmp(f, *op, lit)
+            }
+            Expr::In(f, values, negate) => {
+                let mut out = Vec::new();
+                let mut canon = f.clone();
+                for v in values {
+                    let (c, l) = check(f, v)?;
+                    canon = c;
+                    out.push(l);
+                }
+                Expr::In(canon, out, *negate)
+            }
+            Expr::And(a, b) => Expr::And(
+                Box::new(self.typed_filter(object, a)?),
+                Box::new(self.typed_filter(object, b)?),
+            ),
+            Expr::Or(a, b) => Expr::Or(
+                Box::new(self.typed_filter(object, a)?),
+                Box::new(self.typed_filter(object, b)?),
+            ),
+            Expr::Not(a) => Expr::Not(Box::new(self.typed_filter(object, a)?)),
+        })
+    }
+
+    /// A row as the API returns it: `attributes`, the selected fields (canonical names),
+    /// parents as nested objects (`null` when there is no parent).
     fn project(&self, object: &str, row: &Map<String, Value>, fields: &[String]) -> Value {
         let mut out = Map::new();
         let id = row.get("Id").and_then(Value::as_str).unwrap_or_default();
@@ -1167,11 +1173,7 @@ impl Org {
         for f in fields {
             match f.split_once('.') {
                 None => {
-                    let key = self
-                        .field_type(object, f)
-                        .map(|_| f.clone())
-                        .unwrap_or_else(|| f.clone());
-                    out.insert(key, row.get(f).cloned().unwrap_or(Value::Null));
+                    out.insert(f.clone(), row.get(f).cloned().unwrap_or(Value::Null));
                 }
                 Some((rel, sub)) => {
                     let (target, fk) = match rel {
@@ -1201,72 +1203,92 @@ impl Org {
             return resp(400, err("MALFORMED_QUERY", "missing q parameter", &[]));
         };
         self.queries.push((std::time::Instant::now(), q.clone()));
-        let query = match soql::parse(q) {
+        let parsed = match soql::parse_at(q, self.now().date_naive()) {
             Ok(q) => q,
             Err(e) => return resp(400, err("MALFORMED_QUERY", &e, &[])),
         };
-        if schema(&query.object, self.opts.person_accounts).is_none()
-            || self.is_denied(&query.object, "read")
-        {
-            return resp(
-                400,
-                err(
-                    "INVALID_TYPE",
-                    &format!("sObject type '{}' is not supported.", query.object),
-                    &[],
-                ),
-            );
-        }
-        let mut referenced: Vec<&String> = query.fields.iter().collect();
-        referenced.extend(query.order.iter().map(|(f, _)| f));
-        for f in referenced {
-            if !self.known_field(&query.object, f) {
+        let object = match schema::canonical_object(&parsed.object) {
+            Some(o) if !self.is_denied(o, "read") => o,
+            _ => {
                 return resp(
                     400,
                     err(
-                        "INVALID_FIELD",
-                        &format!("No such column '{f}' on entity '{}'.", query.object),
+                        "INVALID_TYPE",
+                        &format!("sObject type '{}' is not supported.", parsed.object),
+                        &[],
+                    ),
+                )
+            }
+        };
+        let mut fields = Vec::new();
+        for f in &parsed.fields {
+            let Some((canon, _)) = self.resolve_field(object, f) else {
+                return resp(400, no_such_column(f, object));
+            };
+            // "duplicate field selected: Phone" (MALFORMED_QUERY).
+            if fields
+                .iter()
+                .any(|x: &String| x.eq_ignore_ascii_case(&canon))
+            {
+                return resp(
+                    400,
+                    err(
+                        "MALFORMED_QUERY",
+                        &format!("duplicate field selected: {canon}"),
                         &[],
                     ),
                 );
             }
+            fields.push(canon);
         }
-        let mut wanted: Vec<String> = query.fields.clone();
-        if let Some(filter) = &query.filter {
+        let mut order = Vec::new();
+        for (f, asc) in &parsed.order {
+            let Some((canon, _)) = self.resolve_field(object, f) else {
+                return resp(400, no_such_column(f, object));
+            };
+            order.push((canon, *asc));
+        }
+        let filter = match parsed.filter.as_ref().map(|e| self.typed_filter(object, e)) {
+            None => None,
+            Some(Ok(e)) => Some(e),
+            Some(Err(e)) => return resp(400, e),
+        };
+        let mut wanted: Vec<String> = fields.clone();
+        if let Some(filter) = &filter {
             collect_fields(filter, &mut wanted);
         }
+        for (f, _) in &order {
+            if !wanted.contains(f) {
+                wanted.push(f.clone());
+            }
+        }
         let empty = BTreeMap::new();
-        let table = self.objects.get(&query.object).unwrap_or(&empty);
+        let table = self.objects.get(object).unwrap_or(&empty);
         let mut rows: Vec<Value> = Vec::new();
         for row in table.values() {
+            // `query` leaves out deleted rows; `queryAll` adds them (REST resources_queryall).
             if !all && row.get("IsDeleted") == Some(&json!(true)) {
                 continue;
             }
-            let full = self.project(&query.object, row, &wanted);
-            let mut eval = full.clone();
-            // Fields the filter names but the select list does not are still in the row.
-            if let (Value::Object(e), Some(f)) = (&mut eval, &query.filter) {
-                let mut names = Vec::new();
-                collect_fields(f, &mut names);
-                for n in names.iter().filter(|n| !n.contains('.')) {
-                    e.insert(n.clone(), row.get(n).cloned().unwrap_or(Value::Null));
-                }
-            }
-            if query
-                .filter
-                .as_ref()
-                .is_none_or(|f| soql::matches(f, &eval))
-            {
+            let eval = self.project(object, row, &wanted);
+            if filter.as_ref().is_none_or(|f| soql::matches(f, &eval)) {
                 rows.push(eval);
             }
         }
-        if !query.order.is_empty() {
-            soql::sort(&mut rows, &query.order);
+        if !order.is_empty() {
+            soql::sort(&mut rows, &order);
         }
-        if let Some(l) = query.limit {
+        if let Some(l) = parsed.limit {
             rows.truncate(l);
         }
-        let rows: Vec<Value> = rows.into_iter().map(|r| prune(r, &query.fields)).collect();
+        if parsed.count {
+            // COUNT() answers the number only (SOQL sforce_api_calls_soql_select_count).
+            return resp(
+                200,
+                json!({"totalSize": rows.len(), "done": true, "records": []}),
+            );
+        }
+        let rows: Vec<Value> = rows.into_iter().map(|r| prune(r, &fields)).collect();
         self.cursor_seq += 1;
         let qid = self.cursor_seq;
         self.cursors.insert(qid, rows);
@@ -1399,35 +1421,77 @@ impl Org {
         )
     }
 
+    /// The stored row an Id names, or the answer Salesforce gives when there is none: 404
+    /// `NOT_FOUND`, or 404 `ENTITY_IS_DELETED` for a record in the recycle bin (REST
+    /// errorcodes; both statuses are seen for it, 404 on record paths).
+    fn live_row(&self, object: &str, id: &str) -> Result<String, Response> {
+        let not_found = || {
+            resp(
+                404,
+                err("NOT_FOUND", "The requested resource does not exist", &[]),
+            )
+        };
+        let id = self.resolve_id(object, id).ok_or_else(not_found)?;
+        match self.get_row(object, &id) {
+            Some(r) if r.get("IsDeleted") == Some(&json!(true)) => Err(resp(
+                404,
+                err("ENTITY_IS_DELETED", "entity is deleted", &[]),
+            )),
+            Some(_) => Ok(id),
+            None => Err(not_found()),
+        }
+    }
+
+    /// `GET …/sobjects/{object}/{id}[?fields=…]`: every field of the record (null where
+    /// empty), or only those asked for (REST resources_sobject_retrieve).
     fn get(&self, object: &str, id: &str, fields: Option<&String>) -> Response {
-        let Some(row) = self
-            .get_row(object, id)
-            .filter(|r| r.get("IsDeleted") != Some(&json!(true)))
-        else {
+        let id = match self.live_row(object, id) {
+            Ok(id) => id,
+            Err(r) => return r,
+        };
+        let Some(row) = self.get_row(object, &id) else {
             return resp(
                 404,
                 err("NOT_FOUND", "The requested resource does not exist", &[]),
             );
         };
-        let fields: Vec<String> = match fields {
-            Some(f) => f.split(',').map(|s| s.trim().to_owned()).collect(),
-            None => row.keys().cloned().collect(),
+        let names: Vec<String> = match fields {
+            Some(f) => {
+                let mut out = Vec::new();
+                for name in f.split(',').map(str::trim) {
+                    match self.resolve_field(object, name) {
+                        Some((canon, _)) => out.push(canon),
+                        None => return resp(400, no_such_column(name, object)),
+                    }
+                }
+                out
+            }
+            None => self
+                .fields_of(object)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(n, _)| n)
+                .collect(),
         };
-        resp(200, self.project(object, row, &fields))
+        resp(200, self.project(object, row, &names))
     }
 
-    /// Salesforce's validation of a Task (or other object) write: (status, errors) on failure.
+    /// Salesforce's validation of a write: (status, errors) on failure, else the body with
+    /// canonical field names and 18-character Ids. `creating`: an insert (a create, or an
+    /// upsert that matched nothing); otherwise an update, where only updateable fields may be
+    /// named — an upsert that matches an existing record is an update (REST dome_upsert).
     fn validate(
         &self,
         object: &str,
         body: &Map<String, Value>,
         creating: bool,
-    ) -> Result<(), (u16, Value)> {
+    ) -> Result<Map<String, Value>, (u16, Value)> {
+        let mut out = Map::new();
         for (k, v) in body {
             if k == "attributes" {
                 continue;
             }
-            let Some((ty, len, writable, pick)) = self.field_type(object, k) else {
+            let Some((name, field)) = self.field(object, k) else {
                 return Err((
                     400,
                     err(
@@ -1437,150 +1501,156 @@ impl Org {
                     ),
                 ));
             };
-            if !writable || (k == "TaskSubtype" && !creating) {
+            let allowed = if creating { field.create } else { field.update };
+            if !allowed {
                 return Err((
                     400,
-                    err("INVALID_FIELD_FOR_INSERT_UPDATE", &format!("Unable to create/update fields: {k}. Please check the security settings of this field and verify that it is read/write for your profile or permission set."), &[k]),
+                    err("INVALID_FIELD_FOR_INSERT_UPDATE", &format!("Unable to create/update fields: {name}. Please check the security settings of this field and verify that it is read/write for your profile or permission set."), &[&name]),
                 ));
             }
-            if v.is_null() {
-                continue;
+            let mut v = v.clone();
+            if !v.is_null() {
+                self.check_value(object, &name, &field, &mut v)?;
             }
-            match ty {
-                FieldType::String | FieldType::Textarea | FieldType::Phone => {
-                    let Some(s) = v.as_str() else {
-                        return Err((400, err("JSON_PARSER_ERROR", &format!("Cannot deserialize instance of string from {v} value for field {k}"), &[])));
-                    };
-                    if len > 0 && s.chars().count() > len {
-                        return Err((
-                            400,
-                            err(
-                                "STRING_TOO_LONG",
-                                &format!(
-                                    "{k}: data value too large: {} (max length={len})",
-                                    s.chars().take(20).collect::<String>()
-                                ),
-                                &[k],
-                            ),
-                        ));
-                    }
+            out.insert(name, v);
+        }
+        if object == "Task" {
+            let who = out.get("WhoId").and_then(Value::as_str);
+            let what = out
+                .get("WhatId")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty());
+            // "If WhoId refers to a lead, WhatId must be empty" (OBJ sforce_api_objects_task).
+            if who.is_some_and(|w| w.starts_with("00Q")) && what.is_some() {
+                return Err((400, err("FIELD_INTEGRITY_EXCEPTION", "Related To ID: id value of incorrect type: a Lead cannot have a Related To record", &["WhatId"])));
+            }
+        }
+        if creating {
+            // Required fields with no default (Status has one: "Not Started").
+            for (name, field) in self.fields_of(object).unwrap_or_default() {
+                let missing = out.get(&name).is_none_or(Value::is_null);
+                if let (true, Some(d)) = (missing, field.default) {
+                    out.insert(name, json!(d));
                 }
-                FieldType::Picklist
-                    if !pick.is_empty() && !v.as_str().is_some_and(|s| pick.contains(&s)) =>
-                {
+            }
+        }
+        Ok(out)
+    }
+
+    /// One value against its field's type: text length, restricted picklists, numbers, dates,
+    /// and references (the right kind of record, existing and not deleted).
+    fn check_value(
+        &self,
+        object: &str,
+        k: &str,
+        field: &Field,
+        v: &mut Value,
+    ) -> Result<(), (u16, Value)> {
+        let parse_err = |what: &str| {
+            (
+                400,
+                err(
+                    "JSON_PARSER_ERROR",
+                    &format!("Cannot deserialize value of type {what} from {v} for field {k}"),
+                    &[],
+                ),
+            )
+        };
+        match field.ty {
+            FieldType::String | FieldType::Textarea | FieldType::Phone => {
+                let Some(s) = v.as_str() else {
+                    return Err(parse_err("string"));
+                };
+                if field.length > 0 && s.chars().count() > field.length {
                     return Err((
                         400,
                         err(
-                            "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
+                            "STRING_TOO_LONG",
                             &format!(
-                                "{k}: bad value for restricted picklist field: {}",
-                                v.as_str().unwrap_or_default()
+                                "{k}: data value too large: {} (max length={})",
+                                s.chars().take(20).collect::<String>(),
+                                field.length
                             ),
                             &[k],
                         ),
                     ));
                 }
-                FieldType::Int if !v.is_i64() => {
-                    return Err((
-                        400,
-                        err(
-                            "JSON_PARSER_ERROR",
-                            &format!("Cannot deserialize value of type int from {v} for field {k}"),
-                            &[],
-                        ),
-                    ));
-                }
-                FieldType::Datetime
-                    if v.as_str().is_none_or(|s| parse_sf_datetime(s).is_none()) =>
-                {
-                    return Err((
-                        400,
-                        err(
-                            "JSON_PARSER_ERROR",
-                            &format!(
-                                "Cannot deserialize value of type datetime from {v} for field {k}"
-                            ),
-                            &[],
-                        ),
-                    ));
-                }
-                FieldType::Date
-                    if !v.as_str().is_some_and(|s| {
-                        chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok()
-                    }) =>
-                {
-                    return Err((
-                        400,
-                        err(
-                            "JSON_PARSER_ERROR",
-                            &format!(
-                                "Cannot deserialize value of type date from {v} for field {k}"
-                            ),
-                            &[],
-                        ),
-                    ));
-                }
-                FieldType::Reference => {
-                    let id = v.as_str().unwrap_or_default();
-                    let target = object_of_id(id);
-                    let allowed = match (object, k.as_str()) {
-                        ("Task", "WhoId") => matches!(target, Some("Contact" | "Lead")),
-                        ("Task", "WhatId") => {
-                            matches!(target, Some("Account" | "Opportunity" | "Case"))
-                        }
-                        (_, "OwnerId") => target == Some("User"),
-                        _ => target.is_some(),
-                    };
-                    if !allowed {
-                        let label = match k.as_str() {
-                            "WhoId" => "Name ID",
-                            "WhatId" => "Related To ID",
-                            "OwnerId" => "Assigned To ID",
-                            _ => k.as_str(),
-                        };
-                        let code = if k == "WhoId" && target.is_some() {
-                            "FIELD_INTEGRITY_EXCEPTION"
-                        } else {
-                            "MALFORMED_ID"
-                        };
-                        return Err((
-                            400,
-                            err(
-                                code,
-                                &format!("{label}: id value of incorrect type: {id}"),
-                                &[k],
-                            ),
-                        ));
-                    }
-                    let exists = target
-                        .and_then(|t| self.get_row(t, id))
-                        .is_some_and(|r| r.get("IsDeleted") != Some(&json!(true)));
-                    if !exists && matches!(target, Some("Contact" | "Lead" | "Account" | "User")) {
-                        return Err((400, err("ENTITY_IS_DELETED", "entity is deleted", &[k])));
-                    }
-                }
-                _ => {}
             }
-        }
-        if object == "Task" {
-            let who = body.get("WhoId").and_then(Value::as_str);
-            let what = body
-                .get("WhatId")
-                .and_then(Value::as_str)
-                .filter(|s| !s.is_empty());
-            if who.is_some_and(|w| w.starts_with("00Q")) && what.is_some() {
-                return Err((400, err("FIELD_INTEGRITY_EXCEPTION", "Related To ID: id value of incorrect type: a Lead cannot have a Related To record", &["WhatId"])));
-            }
-            if creating && body.get("Status").is_none_or(Value::is_null) {
+            FieldType::Picklist
+                if !field.picklist.is_empty()
+                    && !v.as_str().is_some_and(|s| field.picklist.contains(&s)) =>
+            {
                 return Err((
                     400,
                     err(
-                        "REQUIRED_FIELD_MISSING",
-                        "Required fields are missing: [Status]",
-                        &["Status"],
+                        "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
+                        &format!(
+                            "{k}: bad value for restricted picklist field: {}",
+                            v.as_str().unwrap_or_default()
+                        ),
+                        &[k],
                     ),
                 ));
             }
+            FieldType::Int if !v.is_i64() => return Err(parse_err("int")),
+            FieldType::Boolean if !v.is_boolean() => return Err(parse_err("boolean")),
+            FieldType::Datetime if v.as_str().is_none_or(|s| parse_sf_datetime(s).is_none()) => {
+                return Err(parse_err("datetime"))
+            }
+            FieldType::Date
+                if v.as_str()
+                    .is_none_or(|s| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").is_err()) =>
+            {
+                return Err(parse_err("date"))
+            }
+            FieldType::Reference => {
+                let id = v.as_str().unwrap_or_default().to_owned();
+                let target = object_of_id(&id).filter(|_| id.len() == 15 || id.len() == 18);
+                let allowed = match (object, k) {
+                    // Task and Event: WhoId is a Contact or Lead, WhatId a non-person record
+                    // (OBJ sforce_api_objects_task).
+                    ("Task" | "Event", "WhoId") => matches!(target, Some("Contact" | "Lead")),
+                    ("Task" | "Event", "WhatId") => {
+                        matches!(target, Some("Account" | "Opportunity" | "Case"))
+                    }
+                    (_, "OwnerId") => target == Some("User"),
+                    _ => target.is_some(),
+                };
+                if !allowed {
+                    let label = match k {
+                        "WhoId" => "Name ID",
+                        "WhatId" => "Related To ID",
+                        "OwnerId" => "Assigned To ID",
+                        _ => k,
+                    };
+                    let code = if k == "WhoId" && target.is_some() {
+                        "FIELD_INTEGRITY_EXCEPTION"
+                    } else {
+                        "MALFORMED_ID"
+                    };
+                    return Err((
+                        400,
+                        err(
+                            code,
+                            &format!("{label}: id value of incorrect type: {id}"),
+                            &[k],
+                        ),
+                    ));
+                }
+                if let Some(t @ ("Contact" | "Lead" | "Account" | "User")) = target {
+                    let stored = self
+                        .resolve_id(t, &id)
+                        .filter(|s| {
+                            self.get_row(t, s)
+                                .is_some_and(|r| r.get("IsDeleted") != Some(&json!(true)))
+                        })
+                        .ok_or_else(|| {
+                            (400, err("ENTITY_IS_DELETED", "entity is deleted", &[k]))
+                        })?;
+                    *v = json!(stored);
+                }
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -1592,18 +1662,19 @@ impl Org {
         body: &Map<String, Value>,
         owner: &str,
     ) -> String {
-        let mut fields: Map<String, Value> = body
-            .iter()
-            .filter(|(k, _)| *k != "attributes")
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        if id.is_none() {
-            fields.entry("OwnerId").or_insert_with(|| json!(owner));
-            if object == "Task" {
-                fields.entry("Priority").or_insert_with(|| json!("Normal"));
-            }
+        let mut fields = body.clone();
+        if id.is_none() && object != "User" {
+            fields
+                .entry("OwnerId")
+                .and_modify(|v| {
+                    if v.is_null() {
+                        *v = json!(owner)
+                    }
+                })
+                .or_insert_with(|| json!(owner));
         }
         if object == "Task" {
+            // IsClosed follows Status (OBJ: "Indicates whether the task has been completed").
             let closed = fields
                 .get("Status")
                 .and_then(Value::as_str)
@@ -1629,11 +1700,45 @@ impl Org {
                 ),
             );
         };
-        if let Err((s, e)) = self.validate(object, body, true) {
-            return resp(s, e);
+        let body = match self.validate(object, body, true) {
+            Ok(b) => b,
+            Err((s, e)) => return resp(s, e),
+        };
+        if let Err(e) = self.check_unique(object, &body, None) {
+            return resp(400, e);
         }
-        let id = self.write_row(object, None, body, user);
+        let id = self.write_row(object, None, &body, user);
         resp(201, json!({"id": id, "success": true, "errors": []}))
+    }
+
+    /// A Unique field (here every `…_Id__c`) refuses a value another live record holds:
+    /// `DUPLICATE_VALUE` naming that record (REST errorcodes).
+    fn check_unique(
+        &self,
+        object: &str,
+        body: &Map<String, Value>,
+        except: Option<&str>,
+    ) -> Result<(), Value> {
+        for (k, v) in body {
+            let Some(val) = v.as_str() else { continue };
+            if !k.ends_with("_Id__c") {
+                continue;
+            }
+            if let Some(other) = self
+                .find_by(object, k, val)
+                .into_iter()
+                .find(|i| Some(i.as_str()) != except)
+            {
+                return Err(err(
+                    "DUPLICATE_VALUE",
+                    &format!(
+                        "duplicate value found: {k} duplicates value on record with id: {other}"
+                    ),
+                    &[k],
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn update(&mut self, object: &str, id: &str, body: Option<&Value>) -> Response {
@@ -1647,23 +1752,37 @@ impl Org {
                 ),
             );
         };
-        match self.get_row(object, id) {
-            None => {
-                return resp(
-                    404,
-                    err("NOT_FOUND", "The requested resource does not exist", &[]),
+        let id = match self.live_row(object, id) {
+            Ok(id) => id,
+            Err(r) => return r,
+        };
+        let body = match self.validate(object, body, false) {
+            Ok(b) => b,
+            Err((s, e)) => return resp(s, e),
+        };
+        if let Err(e) = self.check_unique(object, &body, Some(&id)) {
+            return resp(400, e);
+        }
+        self.write_row(object, Some(&id), &body, "");
+        no_content()
+    }
+
+    fn delete(&mut self, object: &str, id: &str) -> Response {
+        match self.live_row(object, id) {
+            Ok(id) if object == "User" => {
+                let _ = id;
+                // Users cannot be deleted, only deactivated (OBJ sforce_api_objects_user).
+                resp(
+                    400,
+                    err("INVALID_CROSS_REFERENCE_KEY", "cannot delete a user", &[]),
                 )
             }
-            Some(r) if r.get("IsDeleted") == Some(&json!(true)) => {
-                return resp(404, err("ENTITY_IS_DELETED", "entity is deleted", &[]))
+            Ok(id) => {
+                self.admin_delete(object, &id);
+                no_content()
             }
-            _ => {}
+            Err(r) => r,
         }
-        if let Err((s, e)) = self.validate(object, body, false) {
-            return resp(s, e);
-        }
-        self.write_row(object, Some(id), body, "");
-        no_content()
     }
 
     fn find_by(&self, object: &str, field: &str, value: &str) -> Vec<String> {
@@ -1677,6 +1796,9 @@ impl Org {
             .collect()
     }
 
+    /// `PATCH …/sobjects/{object}/{field}/{value}` (REST dome_upsert): no match → insert (201,
+    /// `created: true`); one match → update (200, `created: false`), validated as an update
+    /// (so a create-only field is refused); several → 300.
     fn upsert(
         &mut self,
         object: &str,
@@ -1685,14 +1807,14 @@ impl Org {
         body: Option<&Value>,
         user: &str,
     ) -> Response {
-        let ext = self
-            .custom_fields
-            .get(object)
-            .is_some_and(|m| m.contains_key(field) && field.ends_with("_Id__c"));
         if field == "Id" {
             return self.update(object, value, body);
         }
-        if !ext {
+        let ext: Option<String> = self
+            .field(object, field)
+            .filter(|(n, _)| n.ends_with("_Id__c"))
+            .map(|(n, _)| n);
+        let Some(field) = ext else {
             return resp(
                 404,
                 err(
@@ -1703,7 +1825,7 @@ impl Org {
                     &[],
                 ),
             );
-        }
+        };
         let Some(body) = body.and_then(Value::as_object) else {
             return resp(
                 400,
@@ -1714,14 +1836,25 @@ impl Org {
                 ),
             );
         };
-        let found = self.find_by(object, field, value);
+        if body.keys().any(|k| k.eq_ignore_ascii_case(&field)) {
+            // The value is in the URL; naming the field in the body too is refused.
+            return resp(
+                400,
+                err(
+                    "INVALID_FIELD",
+                    &format!("{field} is specified in the URL and in the body"),
+                    &[],
+                ),
+            );
+        }
+        let found = self.find_by(object, &field, value);
         match found.as_slice() {
             [] => {
-                if let Err((s, e)) = self.validate(object, body, true) {
-                    return resp(s, e);
-                }
-                let mut b = body.clone();
-                b.insert(field.into(), json!(value));
+                let mut b = match self.validate(object, body, true) {
+                    Ok(b) => b,
+                    Err((s, e)) => return resp(s, e),
+                };
+                b.insert(field, json!(value));
                 let id = self.write_row(object, None, &b, user);
                 resp(
                     201,
@@ -1730,11 +1863,10 @@ impl Org {
             }
             [id] => {
                 let id = id.clone();
-                let mut b = body.clone();
-                b.remove("TaskSubtype");
-                if let Err((s, e)) = self.validate(object, &b, false) {
-                    return resp(s, e);
-                }
+                let b = match self.validate(object, body, false) {
+                    Ok(b) => b,
+                    Err((s, e)) => return resp(s, e),
+                };
                 self.write_row(object, Some(&id), &b, user);
                 resp(
                     200,
@@ -2187,12 +2319,8 @@ mod tests {
                 400,
                 "STRING_TOO_LONG",
             ),
-            (
-                "missing status",
-                json!({"Subject": "Call"}),
-                400,
-                "REQUIRED_FIELD_MISSING",
-            ),
+            // Status is required but has a default (FLD: "Defaulted on create").
+            ("missing status", json!({"Subject": "Call"}), 201, ""),
             (
                 "deleted who",
                 with(json!({"WhoId": "003000999999999AAA"})),
@@ -2309,6 +2437,404 @@ mod tests {
         let b = r.body.unwrap();
         assert_eq!(b["compositeResponse"][0]["httpStatusCode"], 201);
         assert_eq!(b["compositeResponse"][1]["httpStatusCode"], 404);
+    }
+
+    fn get(o: &mut Org, path: &str, q: &[(&str, &str)]) -> Response {
+        let mut r = req("GET", path, Value::Null);
+        r.body = None;
+        r.query = q
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        o.dispatch(&r)
+    }
+
+    fn code(r: &Response) -> String {
+        r.body.as_ref().unwrap()[0]["errorCode"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    #[test]
+    fn user_has_no_is_deleted() {
+        let mut o = org();
+        let r = get(&mut o, "/query", &[("q", "SELECT Id, IsDeleted FROM User")]);
+        assert_eq!((r.status, code(&r)), (400, "INVALID_FIELD".into()));
+        assert!(r.body.unwrap()[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("No such column 'IsDeleted' on entity 'User'"));
+        let r = get(
+            &mut o,
+            "/queryAll",
+            &[("q", "SELECT Id, IsDeleted FROM User")],
+        );
+        assert_eq!(r.status, 400);
+        assert_eq!(
+            get(&mut o, "/query", &[("q", "SELECT Id, IsActive FROM User")]).status,
+            200
+        );
+        let d = get(&mut o, "/sobjects/User/describe", &[]).body.unwrap();
+        assert!(d["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["name"] != "IsDeleted"));
+        // Users are deactivated, never deleted.
+        let user = first_id(&o, "User", |_| true);
+        let mut r = req("DELETE", &format!("/sobjects/User/{user}"), Value::Null);
+        r.body = None;
+        assert_eq!(o.dispatch(&r).status, 400);
+    }
+
+    #[test]
+    fn create_only_fields_are_refused_on_update_and_on_a_matching_upsert() {
+        let mut o = org();
+        let full = json!({"Subject": "Call", "Status": "Completed", "TaskSubtype": "Call"});
+        // An upsert that inserts may name TaskSubtype.
+        let r = o.dispatch(&req("PATCH", "/sobjects/Task/Call_Id__c/c-1", full.clone()));
+        assert_eq!(r.status, 201, "{:?}", r.body);
+        let id = r.body.unwrap()["id"].as_str().unwrap().to_owned();
+        // The same upsert again matches: an update, and TaskSubtype is create-only.
+        let r = o.dispatch(&req("PATCH", "/sobjects/Task/Call_Id__c/c-1", full.clone()));
+        assert_eq!(
+            (r.status, code(&r)),
+            (400, "INVALID_FIELD_FOR_INSERT_UPDATE".into())
+        );
+        assert_eq!(r.body.unwrap()[0]["fields"], json!(["TaskSubtype"]));
+        let r = o.dispatch(&req(
+            "PATCH",
+            &format!("/sobjects/Task/{id}"),
+            json!({"TaskSubtype": "Call"}),
+        ));
+        assert_eq!(code(&r), "INVALID_FIELD_FOR_INSERT_UPDATE");
+        // Collections say the same per record.
+        let r = o.dispatch(&req(
+            "PATCH",
+            "/composite/sobjects/Task/Call_Id__c",
+            json!({"records": [{"attributes": {"type": "Task"}, "Call_Id__c": "c-1", "TaskSubtype": "Call"}]}),
+        ));
+        assert_eq!(
+            r.body.unwrap()[0]["errors"][0]["statusCode"],
+            "INVALID_FIELD_FOR_INSERT_UPDATE"
+        );
+        // Without it, the matching upsert is an update.
+        let r = o.dispatch(&req(
+            "PATCH",
+            "/sobjects/Task/Call_Id__c/c-1",
+            json!({"Description": "memo"}),
+        ));
+        assert_eq!(r.status, 200);
+        assert_eq!(o.get_row("Task", &id).unwrap()["TaskSubtype"], "Call");
+        // A unique external id refuses a second record with the same value.
+        let r = o.dispatch(&req(
+            "POST",
+            "/sobjects/Task",
+            json!({"Status": "Completed", "Call_Id__c": "c-1"}),
+        ));
+        assert_eq!(code(&r), "DUPLICATE_VALUE");
+    }
+
+    #[test]
+    fn soql_names_are_case_insensitive_and_answers_canonical() {
+        let mut o = org();
+        let r = get(
+            &mut o,
+            "/query",
+            &[(
+                "q",
+                "select id, NAME, account.name from contact where phone != null limit 3",
+            )],
+        );
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        let rec = &r.body.unwrap()["records"][0];
+        assert!(
+            rec.get("Id").is_some() && rec.get("Name").is_some(),
+            "{rec}"
+        );
+        assert!(rec.get("Account").is_some() && rec.get("account").is_none());
+        let r = get(
+            &mut o,
+            "/query",
+            &[("q", "SELECT Id, Phone, phone FROM Contact")],
+        );
+        assert_eq!((r.status, code(&r)), (400, "MALFORMED_QUERY".into()));
+        assert_eq!(get(&mut o, "/sobjects/contact/describe", &[]).status, 200);
+        assert_eq!(get(&mut o, "/sobjects/Nope/describe", &[]).status, 404);
+    }
+
+    #[test]
+    fn ids_of_15_and_18_characters_name_the_same_record() {
+        let mut o = org();
+        let contact = first_id(&o, "Contact", |c| c["IsPersonAccount"] != json!(true));
+        let short = &contact[..15];
+        let r = get(&mut o, &format!("/sobjects/Contact/{short}"), &[]);
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body.unwrap()["Id"], json!(contact));
+        let q = format!("SELECT Id FROM Contact WHERE Id = '{short}'");
+        assert_eq!(
+            get(&mut o, "/query", &[("q", &q)]).body.unwrap()["totalSize"],
+            1
+        );
+        let q = format!("SELECT Id FROM Contact WHERE Id IN ('{contact}', '003000000000000')");
+        assert_eq!(
+            get(&mut o, "/query", &[("q", &q)]).body.unwrap()["totalSize"],
+            1
+        );
+        let r = o.dispatch(&req(
+            "POST",
+            "/sobjects/Task",
+            json!({"Status": "Completed", "WhoId": short}),
+        ));
+        let task = r.body.unwrap()["id"].as_str().unwrap().to_owned();
+        assert_eq!(o.get_row("Task", &task).unwrap()["WhoId"], json!(contact));
+    }
+
+    #[test]
+    fn a_deleted_record_answers_entity_is_deleted() {
+        let mut o = org();
+        let r = o.dispatch(&req(
+            "POST",
+            "/sobjects/Task",
+            json!({"Status": "Completed"}),
+        ));
+        let id = r.body.unwrap()["id"].as_str().unwrap().to_owned();
+        let mut del = req("DELETE", &format!("/sobjects/Task/{id}"), Value::Null);
+        del.body = None;
+        assert_eq!(o.dispatch(&del).status, 204);
+        let r = get(&mut o, &format!("/sobjects/Task/{id}"), &[]);
+        assert_eq!((r.status, code(&r)), (404, "ENTITY_IS_DELETED".into()));
+        let r = o.dispatch(&req(
+            "PATCH",
+            &format!("/sobjects/Task/{id}"),
+            json!({"Subject": "x"}),
+        ));
+        assert_eq!((r.status, code(&r)), (404, "ENTITY_IS_DELETED".into()));
+        let r = o.dispatch(&del);
+        assert_eq!(code(&r), "ENTITY_IS_DELETED");
+        let r = get(&mut o, "/sobjects/Task/00T000000000000AAA", &[]);
+        assert_eq!((r.status, code(&r)), (404, "NOT_FOUND".into()));
+    }
+
+    #[test]
+    fn api_versions() {
+        let o = org();
+        assert!(o.check_version("62.0").is_ok());
+        assert!(o.check_version("31.0").is_ok());
+        assert_eq!(o.check_version("63.0").unwrap_err().status, 404);
+        assert_eq!(o.check_version("99.0").unwrap_err().status, 404);
+        assert_eq!(o.check_version("20.0").unwrap_err().status, 410);
+        assert_eq!(o.check_version("62").unwrap_err().status, 404);
+        assert_eq!(o.check_version("latest").unwrap_err().status, 404);
+    }
+
+    #[test]
+    fn a_task_without_status_gets_the_picklist_default() {
+        let mut o = org();
+        let r = o.dispatch(&req("POST", "/sobjects/Task", json!({"Subject": "Call"})));
+        assert_eq!(r.status, 201);
+        let id = r.body.unwrap()["id"].as_str().unwrap().to_owned();
+        let row = o.get_row("Task", &id).unwrap();
+        assert_eq!(row["Status"], "Not Started");
+        assert_eq!(row["IsClosed"], false);
+        assert_eq!(row["Priority"], "Normal");
+    }
+
+    #[test]
+    fn a_record_get_returns_every_field() {
+        let mut o = org();
+        let lead = first_id(&o, "Lead", |_| true);
+        let r = get(&mut o, &format!("/sobjects/Lead/{lead}"), &[])
+            .body
+            .unwrap();
+        for f in [
+            "Id",
+            "Name",
+            "Company",
+            "Phone",
+            "MobilePhone",
+            "Fax",
+            "IsConverted",
+            "OwnerId",
+            "CreatedDate",
+            "SystemModstamp",
+            "IsDeleted",
+        ] {
+            assert!(r.get(f).is_some(), "{f} missing: {r}");
+        }
+        let r = get(
+            &mut o,
+            &format!("/sobjects/Lead/{lead}"),
+            &[("fields", "company,Phone")],
+        )
+        .body
+        .unwrap();
+        assert!(r.get("Company").is_some() && r.get("Name").is_none(), "{r}");
+        let r = get(
+            &mut o,
+            &format!("/sobjects/Lead/{lead}"),
+            &[("fields", "Colour__c")],
+        );
+        assert_eq!(code(&r), "INVALID_FIELD");
+    }
+
+    #[test]
+    fn count_literals_and_types_as_salesforce_parses_them() {
+        let mut o = org();
+        let contacts = o.count("Contact");
+        let r = get(&mut o, "/query", &[("q", "SELECT COUNT() FROM Contact")])
+            .body
+            .unwrap();
+        assert_eq!(
+            (r["totalSize"].as_u64(), r["records"].clone()),
+            (Some(contacts as u64), json!([]))
+        );
+        let table: &[(&str, u16, &str)] = &[
+            (
+                "SELECT Id FROM Contact WHERE CreatedDate = LAST_N_DAYS:7",
+                200,
+                "",
+            ),
+            ("SELECT Id FROM Contact WHERE CreatedDate < TODAY", 200, ""),
+            (
+                "SELECT Id FROM Task WHERE ActivityDate = YESTERDAY",
+                200,
+                "",
+            ),
+            (
+                "SELECT Id FROM Contact WHERE SystemModstamp >= 2024-05-01T12:00:00Z",
+                200,
+                "",
+            ),
+            (
+                "SELECT Id FROM Contact WHERE SystemModstamp >= 2024-05-01T21:00:00+09:00",
+                200,
+                "",
+            ),
+            (
+                "SELECT Id FROM Contact WHERE SystemModstamp >= 2024-05-01T12:00:00.000+0000",
+                400,
+                "MALFORMED_QUERY",
+            ),
+            (
+                "SELECT Id FROM Contact WHERE SystemModstamp >= 2024-05-01T12:00:00.000Z",
+                400,
+                "MALFORMED_QUERY",
+            ),
+            (
+                "SELECT Id FROM Contact WHERE SystemModstamp >= '2024-05-01T12:00:00Z'",
+                400,
+                "INVALID_FIELD",
+            ),
+            (
+                "SELECT Id FROM Task WHERE ActivityDate = 2024-05-01T12:00:00Z",
+                400,
+                "INVALID_FIELD",
+            ),
+            (
+                "SELECT Id FROM Contact WHERE CreatedDate = LAST_FORTNIGHT",
+                400,
+                "MALFORMED_QUERY",
+            ),
+            (
+                "SELECT Id FROM Lead WHERE IsConverted = 'false'",
+                400,
+                "INVALID_FIELD",
+            ),
+            (
+                "SELECT Id FROM Contact WHERE Name = 5",
+                400,
+                "INVALID_FIELD",
+            ),
+            (
+                "SELECT Id FROM Task WHERE CallDurationInSeconds > '5'",
+                400,
+                "INVALID_FIELD",
+            ),
+            (
+                "SELECT COUNT() FROM Contact ORDER BY Id",
+                400,
+                "MALFORMED_QUERY",
+            ),
+            (
+                "SELECT Id FROM Contact WHERE IsDeleted LIKE 'x%'",
+                400,
+                "INVALID_FIELD",
+            ),
+            ("SELECT Id FROM Nope", 400, "INVALID_TYPE"),
+        ];
+        for (q, status, c) in table {
+            let r = get(&mut o, "/query", &[("q", q)]);
+            assert_eq!(r.status, *status, "{q}: {:?}", r.body);
+            if !c.is_empty() {
+                assert_eq!(code(&r), *c, "{q}");
+            }
+        }
+    }
+
+    #[test]
+    fn jwt_bearer_checks_signature_and_audience() {
+        let key = include_str!("../../tests/fixtures/jwt-test-key.pem");
+        let mut o = Org::new(
+            SimOptions {
+                records: 10,
+                jwt_public_key_pem: Some(
+                    include_str!("../../tests/fixtures/jwt-test-key.pub.pem").into(),
+                ),
+                ..Default::default()
+            },
+            "http://127.0.0.1:1",
+        );
+        let sign = |claims: Value, pem: &str| {
+            let k = jsonwebtoken::EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap();
+            jsonwebtoken::encode(
+                &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
+                &claims,
+                &k,
+            )
+            .unwrap()
+        };
+        let exp = o.now().timestamp() + 120;
+        let claims = |aud: &str| json!({"iss": "callsync-sim-client", "sub": "agent@sim.example.com", "aud": aud, "exp": exp});
+        let grant = |o: &mut Org, assertion: String| {
+            let form: HashMap<String, String> = [
+                (
+                    "grant_type".to_string(),
+                    "urn:ietf:params:oauth:grant-type:jwt-bearer".to_string(),
+                ),
+                ("assertion".to_string(), assertion),
+            ]
+            .into();
+            o.token_endpoint(&form)
+        };
+        let (s, v) = grant(&mut o, sign(claims("https://login.salesforce.com"), key));
+        assert_eq!(s, 200, "{v}");
+        let (s, v) = grant(&mut o, sign(claims("http://127.0.0.1:1"), key));
+        assert_eq!(
+            (s, v["error_description"].as_str()),
+            (400, Some("audience is invalid"))
+        );
+        // Signed by another key.
+        let other = include_str!("../../tests/fixtures/jwt-other-key.pem");
+        let (s, v) = grant(&mut o, sign(claims("https://login.salesforce.com"), other));
+        assert_eq!(
+            (s, v["error"].as_str()),
+            (400, Some("invalid_grant")),
+            "{v}"
+        );
+        // Tampered claims under a valid signature.
+        let good = sign(claims("https://login.salesforce.com"), key);
+        let parts: Vec<&str> = good.split('.').collect();
+        use base64::Engine as _;
+        let forged = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(serde_json::to_vec(&json!({"iss": "callsync-sim-client", "sub": "other@x", "aud": "https://login.salesforce.com", "exp": exp})).unwrap());
+        let (s, _) = grant(&mut o, format!("{}.{forged}.{}", parts[0], parts[2]));
+        assert_eq!(s, 400);
+        // No certificate on the app: no JWT sign-in.
+        let mut bare = org();
+        let (s, v) = grant(&mut bare, good);
+        assert_eq!((s, v["error"].as_str()), (400, Some("invalid_client")));
     }
 
     #[test]

@@ -1,19 +1,27 @@
 //! The SOQL the simulated org understands: `SELECT fields FROM Object [WHERE …] [ORDER BY …]
-//! [LIMIT n]`, with parent fields (`Account.Name`), `AND`/`OR`/`NOT`, parentheses, comparison
-//! operators, `IN (…)`, `LIKE`, and Salesforce literals (quoted strings, numbers, `true`/`false`,
-//! `null`, unquoted datetimes `2024-05-01T12:00:00Z` / `…+09:00`, dates). Enough for what the
-//! agent sends and what a person types with curl; anything else is `MALFORMED_QUERY`.
+//! [LIMIT n]` and `SELECT COUNT() FROM …`, with parent fields (`Account.Name`), `AND`/`OR`/`NOT`,
+//! parentheses, comparison operators, `IN (…)`, `LIKE`, and Salesforce literals: quoted strings,
+//! numbers, `true`/`false`, `null`, dates `2024-05-01`, datetimes in exactly the three forms the
+//! SOQL guide allows (`2024-05-01T12:00:00Z`, `…+09:00`, `…-05:00`: no fractions, no `+0000`;
+//! SOQL sforce_api_calls_soql_select_dateformats) and the date literals `TODAY`, `YESTERDAY`,
+//! `TOMORROW`, `LAST_N_DAYS:n`, `NEXT_N_DAYS:n`, `N_DAYS_AGO:n` (in UTC: the org's users here
+//! all live in UTC). Keywords, object and field names are case-insensitive. Anything else is
+//! `MALFORMED_QUERY`, as Salesforce refuses what it cannot parse; whether the names and literal
+//! types fit the object is the org's check (`Org::query`).
 
 use std::cmp::Ordering;
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use serde_json::Value;
 
 use crate::record::parse_sf_datetime;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Query {
+    /// Selected fields (empty for `COUNT()`).
     pub fields: Vec<String>,
+    /// `SELECT COUNT()`: only `totalSize` is answered.
+    pub count: bool,
     pub object: String,
     pub filter: Option<Expr>,
     pub order: Vec<(String, bool)>,
@@ -28,6 +36,11 @@ pub enum Literal {
     Text(String),
     DateTime(DateTime<Utc>),
     Date(NaiveDate),
+    /// A date literal (`TODAY`, `LAST_N_DAYS:7`): the days from `.0` up to, not including, `.1`.
+    Days(NaiveDate, NaiveDate),
+    /// A record Id compared with an Id or reference field: 15 or 18 characters name the same
+    /// record (the org turns text literals on such fields into this).
+    Id(String),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,6 +127,58 @@ fn tokenize(s: &str) -> Result<Vec<Tok>, String> {
 struct Parser {
     toks: Vec<Tok>,
     pos: usize,
+    today: NaiveDate,
+}
+
+/// A SOQL datetime literal: `YYYY-MM-DDThh:mm:ssZ` or `…±hh:mm`, nothing else.
+pub fn datetime_literal(w: &str) -> Option<DateTime<Utc>> {
+    if let Some(naive) = w.strip_suffix('Z') {
+        if naive.len() != 19 {
+            return None;
+        }
+        return NaiveDateTime::parse_from_str(naive, "%Y-%m-%dT%H:%M:%S")
+            .ok()
+            .map(|d| d.and_utc());
+    }
+    if w.len() != 25 {
+        return None;
+    }
+    DateTime::parse_from_str(w, "%Y-%m-%dT%H:%M:%S%:z")
+        .ok()
+        .map(|d| d.with_timezone(&Utc))
+}
+
+fn date_literal(w: &str) -> Option<NaiveDate> {
+    (w.len() == 10)
+        .then(|| NaiveDate::parse_from_str(w, "%Y-%m-%d").ok())
+        .flatten()
+}
+
+/// The date literals (SOQL sforce_api_calls_soql_select_dateformats) as day ranges.
+fn relative_days(w: &str, today: NaiveDate) -> Option<(NaiveDate, NaiveDate)> {
+    let day = chrono::Duration::days;
+    let upper = w.to_ascii_uppercase();
+    let (name, n) = match upper.split_once(':') {
+        Some((name, n)) => (
+            name,
+            Some(
+                n.parse::<i64>()
+                    .ok()
+                    .filter(|n| (0..=100_000).contains(n))?,
+            ),
+        ),
+        None => (upper.as_str(), None),
+    };
+    Some(match (name, n) {
+        ("TODAY", None) => (today, today + day(1)),
+        ("YESTERDAY", None) => (today - day(1), today),
+        ("TOMORROW", None) => (today + day(1), today + day(2)),
+        // "Starts 00:00:00 of the current day and continues for the past n days."
+        ("LAST_N_DAYS", Some(n)) => (today - day(n), today + day(1)),
+        ("NEXT_N_DAYS", Some(n)) => (today + day(1), today + day(n + 1)),
+        ("N_DAYS_AGO", Some(n)) => (today - day(n), today - day(n - 1)),
+        _ => return None,
+    })
 }
 
 impl Parser {
@@ -178,10 +243,12 @@ impl Parser {
                     Ok(Literal::Null)
                 } else if lower == "true" || lower == "false" {
                     Ok(Literal::Bool(lower == "true"))
-                } else if let Some(d) = parse_sf_datetime(&w) {
+                } else if let Some(d) = datetime_literal(&w) {
                     Ok(Literal::DateTime(d))
-                } else if let Ok(d) = NaiveDate::parse_from_str(&w, "%Y-%m-%d") {
+                } else if let Some(d) = date_literal(&w) {
                     Ok(Literal::Date(d))
+                } else if let Some((a, b)) = relative_days(&w, self.today) {
+                    Ok(Literal::Days(a, b))
                 } else if let Ok(n) = w.parse::<f64>() {
                     Ok(Literal::Number(n))
                 } else {
@@ -272,14 +339,28 @@ impl Parser {
 }
 
 pub fn parse(q: &str) -> Result<Query, String> {
+    parse_at(q, Utc::now().date_naive())
+}
+
+/// [`parse`] with date literals relative to `today`.
+pub fn parse_at(q: &str, today: NaiveDate) -> Result<Query, String> {
     let mut p = Parser {
         toks: tokenize(q)?,
         pos: 0,
+        today,
     };
     p.kw("SELECT")?;
-    let mut fields = vec![p.ident()?];
-    while p.sym(",") {
+    let mut fields = Vec::new();
+    let count = p.peek_kw("COUNT")
+        && matches!(p.toks.get(p.pos + 1), Some(Tok::Sym(s)) if s == "(")
+        && matches!(p.toks.get(p.pos + 2), Some(Tok::Sym(s)) if s == ")");
+    if count {
+        p.pos += 3;
+    } else {
         fields.push(p.ident()?);
+        while p.sym(",") {
+            fields.push(p.ident()?);
+        }
     }
     p.kw("FROM")?;
     let object = p.ident()?;
@@ -322,7 +403,11 @@ pub fn parse(q: &str) -> Result<Query, String> {
     if p.pos != p.toks.len() {
         return Err(format!("unexpected token {}", p.here()));
     }
+    if count && !order.is_empty() {
+        return Err("ORDER BY is not allowed with COUNT()".into());
+    }
     Ok(Query {
+        count,
         fields,
         object,
         filter,
@@ -357,6 +442,13 @@ fn compare(v: Option<&Value>, lit: &Literal) -> Option<Ordering> {
             let d = NaiveDate::parse_from_str(a.get(..10)?, "%Y-%m-%d").ok()?;
             Some(d.cmp(b))
         }
+        (Value::String(a), Literal::Id(b)) => {
+            if super::schema::same_id(a, b) {
+                Some(Ordering::Equal)
+            } else {
+                Some(a.as_str().cmp(b.as_str()))
+            }
+        }
         (Value::String(a), Literal::Text(b)) => Some(a.to_lowercase().cmp(&b.to_lowercase())),
         (Value::String(a), Literal::Number(b)) => a.parse::<f64>().ok()?.partial_cmp(b),
         _ => None,
@@ -382,6 +474,25 @@ fn like(v: Option<&Value>, pattern: &Literal) -> bool {
 pub fn matches(e: &Expr, row: &Value) -> bool {
     match e {
         Expr::Cmp(f, Op::Like, lit) => like(field(row, f), lit),
+        Expr::Cmp(f, op, Literal::Days(from, to)) => {
+            let day = field(row, f).and_then(Value::as_str).and_then(|s| {
+                parse_sf_datetime(s)
+                    .map(|d| d.date_naive())
+                    .or_else(|| NaiveDate::parse_from_str(s.get(..10)?, "%Y-%m-%d").ok())
+            });
+            let Some(d) = day else {
+                return *op == Op::Ne;
+            };
+            match op {
+                Op::Eq => *from <= d && d < *to,
+                Op::Ne => !(*from <= d && d < *to),
+                Op::Lt => d < *from,
+                Op::Le => d < *to,
+                Op::Gt => d >= *to,
+                Op::Ge => d >= *from,
+                Op::Like => false,
+            }
+        }
         Expr::Cmp(f, op, lit) => {
             let ord = compare(field(row, f), lit);
             match op {

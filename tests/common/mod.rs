@@ -25,6 +25,12 @@ pub async fn other_org(records: usize) -> Sim {
     .unwrap()
 }
 
+/// The public key of `tests/fixtures/jwt-test-key.pem`: the certificate the simulated org's
+/// connected app checks JWT bearer assertions with.
+pub fn jwt_public_key() -> Option<String> {
+    Some(include_str!("../fixtures/jwt-test-key.pub.pem").to_owned())
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
