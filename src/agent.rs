@@ -331,8 +331,12 @@ pub async fn run(
         .map_err(|e| AgentError::Setup(e.to_string()))?;
     let signed_in = app.auth_store().load().ok().flatten();
     if let Some(a) = &signed_in {
-        // The cache answers for the org signed in to (a sign-in made while no agent ran).
+        // The cache answers for the org signed in to (a sign-in made while no agent ran), and
+        // the Tasks queued from now on are that org's.
         cache.claim(&a.org_id)?;
+        if outbox.org()?.is_none() {
+            outbox.set_org(&a.org_id)?;
+        }
     }
     let started = chrono::Utc::now();
     let report = Arc::new(Reporter {

@@ -238,6 +238,14 @@ impl AuthStore for KeyringStore {
 /// holding the refresh token (a `file` store, or a PC without a credential store) is read as
 /// a file, one without (the token is in the OS store) through the OS store.
 pub fn open_store(kind: &str, auth_file: &Path) -> Arc<dyn AuthStore> {
+    open_store_with(kind, auth_file, || KeyringStore::open(auth_file))
+}
+
+fn open_store_with(
+    kind: &str,
+    auth_file: &Path,
+    keyring: impl FnOnce() -> Option<KeyringStore>,
+) -> Arc<dyn AuthStore> {
     let stored = FileStore::new(auth_file).load().ok().flatten();
     let kind = match &stored {
         Some(a) if !a.refresh_token.expose().is_empty() => "file",
@@ -245,26 +253,22 @@ pub fn open_store(kind: &str, auth_file: &Path) -> Arc<dyn AuthStore> {
         Some(a) if kind == "file" && a.method != "jwt" => "keyring",
         _ => kind,
     };
-    match kind {
-        "file" => Arc::new(FileStore::new(auth_file)),
-        "keyring" => match KeyringStore::open(auth_file) {
-            Some(k) => Arc::new(k),
-            None => Arc::new(FileStore::new(auth_file)),
-        },
-        _ => match KeyringStore::open(auth_file) {
-            Some(k) => Arc::new(k),
-            None => {
-                // Said once per process (tests open many stores).
-                static SAID: std::sync::Once = std::sync::Once::new();
-                SAID.call_once(|| {
-                    tracing::info!(
-                        "no OS credential store available; the refresh token is kept in {} (mode 0600)",
-                        auth_file.display()
-                    )
-                });
-                Arc::new(FileStore::new(auth_file))
-            }
-        },
+    if kind == "file" {
+        return Arc::new(FileStore::new(auth_file));
+    }
+    match keyring() {
+        Some(k) => Arc::new(k),
+        None => {
+            // Said once per process (tests open many stores).
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| {
+                tracing::info!(
+                    "no OS credential store available; the refresh token is kept in {} (mode 0600)",
+                    auth_file.display()
+                )
+            });
+            Arc::new(FileStore::new(auth_file))
+        }
     }
 }
 
@@ -584,6 +588,43 @@ mod tests {
             method: "pkce".into(),
             connected_at: "2026-11-21T00:00:00.000+0000".into(),
             jwt_key_file: None,
+        }
+    }
+
+    /// Defect: the demo stored the sign-in in a file (`auth.store = "file"`) and suggested a
+    /// command that, on a desktop with a credential store, looked there and found nobody.
+    #[test]
+    fn a_sign_in_is_found_where_it_was_stored() {
+        let d = tempfile::tempdir().unwrap();
+        let file = d.path().join("auth.json");
+        let vault = CountingVault::default();
+        let keyring = || {
+            Some(KeyringStore::with_vault(
+                file.clone(),
+                Box::new(vault.clone()),
+            ))
+        };
+        // Stored in the file: every setting finds it there.
+        open_store_with("file", &file, keyring)
+            .save(&sample())
+            .unwrap();
+        for kind in ["auto", "file", "keyring"] {
+            let s = open_store_with(kind, &file, keyring);
+            assert_eq!(s.load().unwrap(), Some(sample()), "{kind}");
+        }
+        // Stored in the credential store: found there even with `auth.store = "file"`.
+        std::fs::remove_file(&file).unwrap();
+        open_store_with("auto", &file, keyring)
+            .save(&sample())
+            .unwrap();
+        let meta = FileStore::new(&file).load().unwrap().unwrap();
+        assert!(
+            meta.refresh_token.expose().is_empty(),
+            "no token in the file"
+        );
+        for kind in ["auto", "file"] {
+            let s = open_store_with(kind, &file, keyring);
+            assert_eq!(s.load().unwrap(), Some(sample()), "{kind}");
         }
     }
 

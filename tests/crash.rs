@@ -173,3 +173,42 @@ async fn five_hundred_calls_through_kills_and_faults_exactly_once() {
     let outbox = callsync::outbox::Outbox::open(&d.join("data/outbox")).unwrap();
     assert_eq!(outbox.counts().unwrap(), (0, 0));
 }
+
+#[path = "common/soak.rs"]
+mod soak;
+
+/// The soak's model-based test: random rounds of calls (memos right after their end, racing
+/// the send), faults (drops after commit, 503s, row locks, session expiry, answers slower than
+/// the timeout) and SIGKILLs, with and without the external id, compared with the model after
+/// every round and at the end. Seeded; the seed is printed (`CALLSYNC_SOAK_SEED` replays it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soak_rounds_lose_nothing_duplicate_nothing_park_nothing() {
+    let seed = std::env::var("CALLSYNC_SOAK_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1)
+        });
+    let rounds = std::env::var("CALLSYNC_SOAK_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(150);
+    for external_id in [true, false] {
+        let plan = soak::Plan {
+            rounds,
+            seed,
+            external_id,
+            rotate: false,
+        };
+        eprintln!(
+            "soak seed {seed} (CALLSYNC_SOAK_SEED={seed} replays it), external id: {external_id}"
+        );
+        let out = soak::run(&plan, |_, _| {}).await;
+        eprintln!("{out}");
+        assert!(out.clean(), "seed {seed}, external id {external_id}: {out}");
+        assert_eq!(out.tasks, out.calls, "{out}");
+    }
+}

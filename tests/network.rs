@@ -394,3 +394,62 @@ async fn everything_goes_through_a_real_proxy_and_survives_its_failures() {
     assert_eq!(sender.send_due().await.unwrap().sent, 1);
     proxy.stop();
 }
+
+/// Defect: with `proxy.url` set and the proxy down, the message blamed Salesforce ("cannot
+/// reach Salesforce: the connection was refused (… tunnel error …)") and `doctor` called the
+/// proxy "ok". The proxy is named, with its address and the fix, and doctor checks it answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_that_is_down_is_named_not_salesforce() {
+    let sim = Sim::start(
+        SimOptions {
+            records: 50,
+            ..Default::default()
+        },
+        0,
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let dead = free_port();
+    common::agent_setup(
+        &sim,
+        d,
+        &d.join("calls.jsonl"),
+        3600,
+        &format!("[proxy]\nurl = \"http://127.0.0.1:{dead}\"\n"),
+    )
+    .await;
+    let out = common::command(d).arg("sync").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(7), "{err}");
+    assert!(
+        err.contains(&format!("cannot reach the proxy http://127.0.0.1:{dead}"))
+            && err.contains("proxy.url")
+            && !err.contains("cannot reach Salesforce"),
+        "{err}"
+    );
+    let out = common::command(d)
+        .args(["doctor", "--json"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let proxy = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "proxy")
+        .unwrap();
+    assert_eq!(proxy["ok"], false, "{proxy}");
+    assert!(
+        proxy["detail"]
+            .as_str()
+            .unwrap()
+            .contains("does not answer"),
+        "{proxy}"
+    );
+    assert!(
+        proxy["fix"].as_str().unwrap().contains("proxy.url"),
+        "{proxy}"
+    );
+}

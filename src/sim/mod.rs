@@ -19,7 +19,7 @@ use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
-pub use org::{Fault, FaultKind, Org, SimOptions};
+pub use org::{Fault, FaultKind, Org, SimOptions, WriteKind};
 pub use schema::FieldType;
 
 type Shared = Arc<Mutex<Org>>;

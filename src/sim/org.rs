@@ -16,6 +16,13 @@ use super::soql;
 use crate::record::{format_sf_datetime, parse_sf_datetime};
 use crate::synth::{self, SynthSpec};
 
+/// Whether a write inserted a record or updated one (an upsert is either).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WriteKind {
+    Insert,
+    Update,
+}
+
 /// How a simulated org is made.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default)]
@@ -163,6 +170,9 @@ pub struct Org {
     pub token_requests: u64,
     /// Every SOQL query received and when, for tests of when the agent syncs.
     pub queries: Vec<(std::time::Instant, String)>,
+    /// Every accepted write: (object, an insert or an update, the fields it named), for the
+    /// test that holds every write shape against the describe.
+    pub writes: Vec<(String, WriteKind, Vec<String>)>,
     rng: fastrand::Rng,
 }
 
@@ -262,6 +272,7 @@ impl Org {
             login_user: "005SIM000000001AAA".into(),
             token_requests: 0,
             queries: Vec::new(),
+            writes: Vec::new(),
             rng: fastrand::Rng::with_seed(opts.seed ^ 0xC0FFEE),
             opts,
         };
@@ -1662,6 +1673,13 @@ impl Org {
         body: &Map<String, Value>,
         owner: &str,
     ) -> String {
+        let kind = if id.is_some() {
+            WriteKind::Update
+        } else {
+            WriteKind::Insert
+        };
+        self.writes
+            .push((object.to_owned(), kind, body.keys().cloned().collect()));
         let mut fields = body.clone();
         if id.is_none() && object != "User" {
             fields
