@@ -465,9 +465,7 @@ impl Core {
                             let _ = pop_tx.send(pop);
                         }
                     }
-                    for prob in &d.batch.problems {
-                        let _ = core.errors.calllog(prob);
-                    }
+                    let _ = core.errors.calllog_batch(&d.batch.problems);
                     if let Err(e) = p.handle(&d.batch.events) {
                         // Not acknowledged: the batch comes again after a restart.
                         tracing::error!(error = %e, "cannot queue Tasks; the call-log position is kept");

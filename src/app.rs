@@ -151,6 +151,9 @@ impl App {
     /// Opens the cache for the org signed in to: lookups refuse another org's records.
     pub fn open_cache(&self) -> Result<(Cache, OpenReport), CacheError> {
         let (cache, report) = Cache::open(&self.data.cache(), &self.config.cache_options())?;
+        if let Ok(n) = self.config.normalizer() {
+            cache.rekey(&n)?;
+        }
         let org = self.auth_store().load().ok().flatten().map(|a| a.org_id);
         cache.serve_org(org.as_deref());
         Ok((cache, report))

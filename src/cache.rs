@@ -43,6 +43,7 @@ const META_INDEX_FORMAT: &str = "index_format";
 const META_NEEDS_REINDEX: &str = "needs_reindex";
 const META_NEEDS_FULL_SYNC: &str = "needs_full_sync";
 const META_ORG: &str = "org";
+const META_KEYS: &str = "keys";
 const COUNT_INDEX: &str = "index";
 const REINDEX_BATCH: usize = 500;
 
@@ -472,6 +473,52 @@ impl Cache {
         }
         *self.orgs_mut() = (Some(org.to_owned()), Some(org.to_owned()));
         Ok(claim)
+    }
+
+    /// Makes every record's phone keys `normalizer`'s (from the numbers as typed) when they
+    /// were made by other rules or for another region, then rebuilds the index: a lookup after
+    /// an upgrade or a change of `phone.default_region` meets what the cache holds. Local work,
+    /// no sync. Returns whether anything was rekeyed.
+    pub fn rekey(&self, normalizer: &crate::phone::Normalizer) -> Result<bool, CacheError> {
+        let want = normalizer.fingerprint();
+        if self.meta_text(META_KEYS)?.as_deref() == Some(want.as_str()) {
+            return Ok(false);
+        }
+        let has_records = self.db.scan_prefix([P_RECORD]).keys().next().is_some();
+        if has_records {
+            info!(rules = %want, "phone keys were made by other rules; making them again");
+            let _w = self
+                .writer
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut batch = sled::Batch::default();
+            let mut n = 0;
+            for r in self.records() {
+                let mut r = r?;
+                for p in &mut r.phones {
+                    *p = crate::record::StoredPhone::of(&p.field, &p.raw, normalizer);
+                }
+                batch.insert(
+                    key(P_RECORD, r.id.as_str().as_bytes()),
+                    encode(RECORD_FORMAT, &r),
+                );
+                n += 1;
+                if n % REINDEX_BATCH == 0 {
+                    self.db
+                        .apply_batch(std::mem::take(&mut batch))
+                        .map_err(storage(&self.path))?;
+                }
+            }
+            self.db.apply_batch(batch).map_err(storage(&self.path))?;
+        }
+        if has_records {
+            self.reindex()?;
+        }
+        self.db
+            .insert(key(P_META, META_KEYS.as_bytes()), want.as_bytes())
+            .map_err(storage(&self.path))?;
+        self.flush()?;
+        Ok(has_records)
     }
 
     fn meta_text(&self, name: &str) -> Result<Option<String>, CacheError> {
@@ -946,6 +993,33 @@ mod tests {
     }
 
     const C1: &str = "003000000000001AAA";
+
+    /// Keys made by other rules (here: another region's) are made again from the numbers as
+    /// typed, once, and the index follows.
+    #[test]
+    fn keys_follow_the_normalization_rules() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = open(&dir.path().join("c"));
+        let mut r = record(ObjectKind::Contact, C1, &[("Phone", "011-968-9173")]);
+        // As an older callsync stored it: the digits-only key.
+        r.phones[0].key = Some(PhoneKey::Digits("0119689173".into()));
+        c.apply(&[Change::Upsert(r)], &[]).unwrap();
+        let jp = Normalizer::from_codes("JP", &[]).unwrap();
+        assert!(c
+            .hits(&jp.key("+81 11-968-9173").unwrap())
+            .unwrap()
+            .is_empty());
+        assert!(c.rekey(&jp).unwrap());
+        assert_eq!(
+            c.hits(&jp.key("+81 11-968-9173").unwrap()).unwrap().len(),
+            1
+        );
+        assert_eq!(c.hits(&jp.key("011-968-9173").unwrap()).unwrap().len(), 1);
+        assert!(!c.rekey(&jp).unwrap(), "once");
+        // Another default region: keyed again.
+        let us = Normalizer::from_codes("US", &[]).unwrap();
+        assert!(c.rekey(&us).unwrap());
+    }
 
     #[test]
     fn upsert_moves_index_entries_and_delete_removes_them() {

@@ -54,6 +54,11 @@ pub fn write_private_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 
 /// Appends `value` as one JSON line and syncs it (the error log, the sign-in history).
 pub fn append_json_line<T: serde::Serialize>(path: &Path, value: &T) -> io::Result<()> {
+    append_json_lines(path, std::slice::from_ref(value))
+}
+
+/// Appends values as JSON Lines with one write and one fsync.
+pub fn append_json_lines<T: serde::Serialize>(path: &Path, values: &[T]) -> io::Result<()> {
     if let Some(dir) = path.parent() {
         create_private_dir(dir)?;
     }
@@ -61,9 +66,12 @@ pub fn append_json_line<T: serde::Serialize>(path: &Path, value: &T) -> io::Resu
         .create(true)
         .append(true)
         .open(path)?;
-    let mut line = serde_json::to_vec(value).map_err(io::Error::other)?;
-    line.push(b'\n');
-    f.write_all(&line)?;
+    let mut text = Vec::new();
+    for v in values {
+        serde_json::to_writer(&mut text, v).map_err(io::Error::other)?;
+        text.push(b'\n');
+    }
+    f.write_all(&text)?;
     f.sync_data()
 }
 

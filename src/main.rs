@@ -1992,8 +1992,8 @@ fn calls_tail(app: &App, overrides: &[String], json: bool, from_start: bool) -> 
                     p.line.map(|l| format!(":{l}")).unwrap_or_default(),
                     p.reason
                 );
-                let _ = errors.calllog(p);
             }
+            let _ = errors.calllog_batch(&b.problems);
             for e in &b.events {
                 if let Some(i) = &e.info {
                     calls
@@ -2058,7 +2058,7 @@ fn calls_import(
     }
     let mut src = callsync::calllog::open_source(format, format, file.to_owned(), None)
         .map_err(anyhow::Error::msg)?;
-    let p = src.poll(&Default::default());
+    let p = src.read_whole();
     let errors = callsync::errorlog::ErrorLog::new(data.error_log());
     for e in &p.events {
         if json {
@@ -2067,15 +2067,20 @@ fn calls_import(
             outln!("{}", describe_event(e, None));
         }
     }
-    for pr in &p.problems {
-        eprintln!(
-            "{}{}: {}",
-            pr.file,
-            pr.line.map(|l| format!(":{l}")).unwrap_or_default(),
-            pr.reason
-        );
-        let _ = errors.calllog(pr);
+    {
+        use std::io::Write;
+        let mut err = std::io::stderr().lock();
+        for pr in &p.problems {
+            let _ = writeln!(
+                err,
+                "{}{}: {}",
+                pr.file,
+                pr.line.map(|l| format!(":{l}")).unwrap_or_default(),
+                pr.reason
+            );
+        }
     }
+    let _ = errors.calllog_batch(&p.problems);
     if !json {
         outln!("{} events; {} problem(s)", p.events.len(), p.problems.len());
     }

@@ -215,34 +215,71 @@ impl Normalizer {
             // An explicit country code with a possible length but no known range (a new
             // range, a country the metadata knows little about) is still an international
             // number: keep it as dialled.
-            if let Ok(n) = PhoneNumber::parse(&international, None) {
-                if n.is_possible_with_reason().is_ok() {
-                    if let Some(e) = to_e164(&n) {
-                        return PhoneKey::E164(e);
-                    }
-                }
+            if let Some(e) = possible_e164(None, &international) {
+                return PhoneKey::E164(e);
             }
             return PhoneKey::Digits(digits.to_owned());
         }
         if let Some(e) = valid_e164(Some(self.region), digits) {
             return PhoneKey::E164(e);
         }
-        for idd in IDD_PREFIXES {
-            if let Some(rest) = digits.strip_prefix(idd) {
-                if rest.len() >= 7 {
-                    if let Some(e) = valid_e164(None, &format!("+{rest}")) {
-                        return PhoneKey::E164(e);
-                    }
-                }
-            }
+        let after_idd = || {
+            IDD_PREFIXES.iter().filter_map(|idd| {
+                digits
+                    .strip_prefix(idd)
+                    .filter(|rest| rest.len() >= 7)
+                    .map(|rest| format!("+{rest}"))
+            })
+        };
+        if let Some(e) = after_idd().find_map(|i| valid_e164(None, &i)) {
+            return PhoneKey::E164(e);
         }
         for region in &self.fallback {
             if let Some(e) = valid_e164(Some(*region), digits) {
                 return PhoneKey::E164(e);
             }
         }
+        // Not valid anywhere, but a possible number of the default region (a range the
+        // metadata does not list, a number allocated after it): the same key as its
+        // international notation `+81 …`, which takes the possible path above. Only what no
+        // region can parse as a number at all gets the digits-only key, so that every notation
+        // of one number meets.
+        if let Some(e) = possible_e164(Some(self.region), digits) {
+            return PhoneKey::E164(e);
+        }
+        if let Some(e) = after_idd().find_map(|i| possible_e164(None, &i)) {
+            return PhoneKey::E164(e);
+        }
         PhoneKey::Digits(digits.to_owned())
     }
+
+    /// What cached keys depend on: the rules' version and the regions. A cache whose keys were
+    /// made with another fingerprint has them made again from the numbers as typed.
+    pub fn fingerprint(&self) -> String {
+        let mut f = format!("{KEY_RULES}|{:?}", self.region);
+        for r in &self.fallback {
+            f.push_str(&format!(",{r:?}"));
+        }
+        f
+    }
+}
+
+/// The version of the key rules: bump it when a number's key can change (the cache then keys
+/// its records again). 2: possible numbers keyed as E.164; vanity letters.
+const KEY_RULES: u32 = 2;
+
+/// A number libphonenumber can parse for `region` and of a possible length there, whose E.164
+/// form gives itself again (junk such as `0 000 0000` does not: its zeros move between the
+/// national prefix and the number, and two notations would get two keys).
+fn possible_e164(region: Option<Region>, s: &str) -> Option<E164> {
+    let n = PhoneNumber::parse(s, region).ok()?;
+    let possible = matches!(
+        n.is_possible_with_reason(),
+        Ok(rlibphonenumber::NumberLengthType::IsPossible)
+    );
+    let e = to_e164(&n).filter(|_| possible)?;
+    let again = PhoneNumber::parse(e.as_str(), None).ok()?;
+    (to_e164(&again).as_ref() == Some(&e)).then_some(e)
 }
 
 fn to_e164(n: &PhoneNumber) -> Option<E164> {
@@ -294,12 +331,41 @@ fn clean(raw: &str) -> Cleaned {
     if let Some(semi) = body.find(';') {
         body.truncate(semi);
     }
+    let body = keypad(&body);
     let digits: String = body.chars().filter(char::is_ascii_digit).collect();
     Cleaned {
         plus,
         digits,
         extension,
     }
+}
+
+/// A vanity number's letters as the keypad's digits (`1-800-FLOWERS` → `1-800-3569377`), as
+/// libphonenumber does: only when the text has at least three letters (its
+/// `VALID_ALPHA_PHONE_PATTERN`) and three digits, and nothing but letters, digits and the
+/// separators people type, so that a name is never read as a number.
+fn keypad(s: &str) -> std::borrow::Cow<'_, str> {
+    let letters = s.chars().filter(char::is_ascii_alphabetic).count();
+    let digits = s.chars().filter(char::is_ascii_digit).count();
+    let plain = s
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || " -.()/+".contains(c));
+    if letters < 3 || digits < 3 || !plain {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    s.chars()
+        .map(|c| match c.to_ascii_uppercase() {
+            'A'..='C' => '2',
+            'D'..='F' => '3',
+            'G'..='I' => '4',
+            'J'..='L' => '5',
+            'M'..='O' => '6',
+            'P'..='S' => '7',
+            'T'..='V' => '8',
+            'W'..='Z' => '9',
+            _ => c,
+        })
+        .collect()
 }
 
 /// Full-width ASCII → ASCII, every space-like character → space, invisible characters dropped,
@@ -489,8 +555,9 @@ mod tests {
         ("JP", "1234", "#1234", None),
         ("JP", "内線 1234", "#1234", None),
         ("JP", "110", "#110", None),
-        ("JP", "03-1234-567", "#031234567", None),
-        ("JP", "(415) 555-0100", "#4155550100", None),
+        // possible (not valid) numbers of the region: E.164, as their +81 notation is
+        ("JP", "03-1234-567", "+8131234567", None),
+        ("JP", "(415) 555-0100", "+814155550100", None),
         // --- United States / NANP ---
         ("US", "(415) 555-0100", "+14155550100", None),
         ("US", "415-555-0100", "+14155550100", None),
@@ -559,6 +626,136 @@ mod tests {
         }
         assert!(CASES.len() >= 80, "only {} cases", CASES.len());
         assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+
+    /// Every notation of one number gives one key: national, international, `(0)`, IDD
+    /// prefixes as dialled from the region, full-width, other separators, an extension, `tel:`
+    /// and `sip:` URIs. Fixed-line and mobile example numbers of 16 regions (libphonenumber's
+    /// own, so valid by its metadata), plus the defects: possible-but-not-valid Japanese numbers
+    /// and vanity numbers.
+    #[test]
+    fn every_notation_of_a_number_meets_itself() {
+        use rlibphonenumber::PhoneNumberType;
+        let regions = [
+            "JP", "US", "GB", "DE", "FR", "AU", "SG", "KR", "IN", "CA", "BR", "CN", "IT", "ES",
+            "NL", "MX",
+        ];
+        let mut numbers: Vec<(&str, String)> = Vec::new();
+        for r in regions {
+            for t in [PhoneNumberType::FixedLine, PhoneNumberType::Mobile] {
+                if let Ok(n) = PHONE_NUMBER_UTIL
+                    .get_example_number_for_type_and_region(parse_region(r).unwrap(), t)
+                {
+                    numbers.push((r, n.format_as(PhoneNumberFormat::E164).into_owned()));
+                }
+            }
+        }
+        // Possible, not valid in the metadata (issue: they met only in their +81 notation).
+        numbers.push(("JP", "+81119689173".into()));
+        numbers.push(("JP", "+81301234567".into()));
+        let fullwidth = |s: &str| -> String {
+            s.chars()
+                .map(|c| match c {
+                    '0'..='9' | '-' | '+' | '(' | ')' => {
+                        char::from_u32(c as u32 + 0xFEE0).unwrap_or(c)
+                    }
+                    ' ' => '\u{3000}',
+                    c => c,
+                })
+                .collect()
+        };
+        let mut cases = 0;
+        let mut failures = Vec::new();
+        for (region, e164) in &numbers {
+            let num = PhoneNumber::parse(e164, None).unwrap();
+            let national = num.format_as(PhoneNumberFormat::National).into_owned();
+            let intl = num.format_as(PhoneNumberFormat::International).into_owned();
+            let from_home = num
+                .format_out_of_country_calling_number(parse_region(region).unwrap())
+                .into_owned();
+            let idd = match *region {
+                "JP" => "010",
+                "US" | "CA" => "011",
+                _ => "00",
+            };
+            let mut notations = vec![
+                e164.clone(),
+                intl.clone(),
+                national.clone(),
+                num.format_as(PhoneNumberFormat::RFC3966).into_owned(),
+                national.chars().filter(char::is_ascii_digit).collect(),
+                national.replace([' ', '-'], "."),
+                fullwidth(&national),
+                fullwidth(&intl),
+                format!("{national} ext. 12"),
+                format!("{idd} {}", intl.trim_start_matches('+')),
+                format!("sip:{e164}@pbx.example;user=phone"),
+                from_home,
+            ];
+            // `+cc (0)…` where the national prefix is a 0 that international dialling drops
+            // (not Italy's, which is part of the number).
+            let after_cc = intl.split_once(' ').map(|(_, r)| r).unwrap_or("");
+            if national.starts_with('0') && !after_cc.starts_with('0') {
+                let cc = intl.trim_start_matches('+').split(' ').next().unwrap_or("");
+                notations.push(format!("+{cc} (0){}", national.trim_start_matches('0')));
+            }
+            for raw in notations {
+                cases += 1;
+                match n(region).key(&raw) {
+                    Ok(k) if k.to_string() == *e164 => {}
+                    other => failures.push(format!("{region} {raw:?}: {other:?}, want {e164}")),
+                }
+            }
+        }
+        // Vanity numbers (US): the keypad's digits.
+        for raw in [
+            "1-800-FLOWERS",
+            "1-800-flowers",
+            "+1 800 FLOWERS",
+            "800-FLOWERS",
+            "1 (800) FLO-WERS",
+            "1-800-356-9377",
+        ] {
+            cases += 1;
+            match n("US").key(raw) {
+                Ok(k) if k.to_string() == "+18003569377" => {}
+                other => failures.push(format!("US {raw:?}: {other:?}")),
+            }
+        }
+        // A name is no number.
+        assert!(n("US").key("Flowers").is_err());
+        assert!(n("JP").key("sip:alice@pbx").is_err());
+        assert!(cases >= 200, "only {cases} cases");
+        assert!(
+            failures.is_empty(),
+            "{} of {cases}:\n{}",
+            failures.len(),
+            failures.join("\n")
+        );
+    }
+
+    /// A key's own text gives the key again (a record storing the E.164 form meets one typed
+    /// nationally). The first input is what the phone fuzz target found: junk whose zeros moved
+    /// between the national prefix and the number.
+    #[test]
+    fn keys_are_fixed_points() {
+        for (region, raw) in [
+            ("DE", "0\u{4}000\u{4}0000"),
+            ("DE", "0 000 0000"),
+            ("JP", "011-968-9173"),
+            ("JP", "00000000"),
+            ("GB", "0000 000000"),
+            ("US", "1-800-FLOWERS"),
+        ] {
+            let n = n(region);
+            if let Ok(PhoneKey::E164(e)) = n.key(raw) {
+                assert_eq!(
+                    n.key(e.as_str()).unwrap(),
+                    PhoneKey::E164(e.clone()),
+                    "{region} {raw:?}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -128,6 +128,22 @@ pub struct StoredPhone {
     pub extension: Option<String>,
 }
 
+impl StoredPhone {
+    /// A phone field's value, with its key by `normalizer`'s rules.
+    pub fn of(field: &str, raw: &str, normalizer: &Normalizer) -> StoredPhone {
+        let (key, extension) = match normalizer.normalize(raw) {
+            Ok(n) => (Some(n.key), n.extension),
+            Err(_) => (None, None),
+        };
+        StoredPhone {
+            field: field.to_owned(),
+            raw: raw.to_owned(),
+            key,
+            extension,
+        }
+    }
+}
+
 /// A cached Contact, Account (incl. person account), Lead or User.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CachedRecord {
@@ -262,16 +278,7 @@ pub fn from_sobject(
             if raw.trim().is_empty() {
                 continue;
             }
-            let (key, extension) = match normalizer.normalize(raw) {
-                Ok(n) => (Some(n.key), n.extension),
-                Err(_) => (None, None),
-            };
-            phones.push(StoredPhone {
-                field: field.to_owned(),
-                raw: raw.to_owned(),
-                key,
-                extension,
-            });
+            phones.push(StoredPhone::of(field, raw, normalizer));
         }
     }
 

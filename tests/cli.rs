@@ -499,3 +499,47 @@ fn calls_tail_pops_known_callers_and_logs_bad_lines() {
         .success()
         .stdout(predicate::str::contains("calls.jsonl:2: malformed JSON"));
 }
+
+/// Defects: `calls import` dropped a final line without a newline (a file being imported is
+/// complete), and every bad line cost one fsynced append to the error log (200,000 lines took
+/// 132 s and 16.8 MB). The last line counts; a flood of one kind is summarised in one write.
+#[test]
+fn calls_import_reads_the_last_line_and_summarises_a_flood_of_bad_lines() {
+    let env = Env::new();
+    let file = env.path("calls.jsonl");
+    std::fs::write(
+        &file,
+        "{\"call_id\":\"c1\",\"event\":\"ringing\",\"at\":\"2026-11-21T10:00:00+09:00\",\"direction\":\"inbound\",\"remote\":\"0312345678\"}\n\
+         {\"call_id\":\"c1\",\"event\":\"ended\",\"at\":\"2026-11-21T10:01:00+09:00\",\"outcome\":\"answered\"}",
+    )
+    .unwrap();
+    let out = env
+        .cmd()
+        .args(["calls", "import", "--json"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
+
+    let bad = env.path("bad.jsonl");
+    let mut text = String::new();
+    for i in 0..20_000 {
+        text.push_str(&format!("{{not json {i}\n"));
+    }
+    std::fs::write(&bad, text).unwrap();
+    let out = env
+        .cmd()
+        .args(["calls", "import"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 20_000);
+    let log = std::fs::read_to_string(env.path("data/errors.jsonl")).unwrap();
+    assert!(log.lines().count() <= 25, "{} entries", log.lines().count());
+    assert!(
+        log.contains("19,980 more like this (malformed JSON)"),
+        "{log}"
+    );
+}

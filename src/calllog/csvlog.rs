@@ -3,8 +3,7 @@
 //! fingerprint); the header row names the columns. Rows are single lines (quoted newlines are
 //! not supported).
 
-use std::io::BufRead;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use chrono::{DateTime, FixedOffset, NaiveDateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
@@ -79,16 +78,18 @@ pub struct Csv {
 
 pub type CsvSource = AppendedLog<Csv>;
 
+impl Csv {
+    pub fn new(mapping: CsvMapping) -> Csv {
+        Csv {
+            mapping,
+            columns: Vec::new(),
+        }
+    }
+}
+
 impl CsvSource {
     pub fn new(name: impl Into<String>, path: impl Into<PathBuf>, mapping: CsvMapping) -> Self {
-        AppendedLog::with_format(
-            name,
-            path,
-            Csv {
-                mapping,
-                columns: Vec::new(),
-            },
-        )
+        AppendedLog::with_format(name, path, Csv::new(mapping))
     }
 }
 
@@ -126,7 +127,7 @@ impl Csv {
             .timezone
             .parse()
             .map_err(|_| format!("bad timezone {:?} (like +09:00)", self.mapping.timezone))?;
-        match self.mapping.time_format.as_str() {
+        let t = match self.mapping.time_format.as_str() {
             "rfc3339" => DateTime::parse_from_rfc3339(s)
                 .or_else(|_| {
                     NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S")
@@ -146,7 +147,9 @@ impl Csv {
                         .single()
                         .ok_or_else(|| format!("ambiguous time {s:?}"))
                 }),
-        }
+        }?;
+        super::check_time("time", &t)?;
+        Ok(t)
     }
 }
 
@@ -155,12 +158,7 @@ fn is_one_of(value: &str, list: &[String]) -> bool {
 }
 
 impl LineFormat for Csv {
-    fn prepare(&mut self, file: &Path) -> Result<(), String> {
-        let f = std::fs::File::open(file).map_err(|e| format!("cannot read: {e}"))?;
-        let mut first = String::new();
-        std::io::BufReader::new(f)
-            .read_line(&mut first)
-            .map_err(|e| format!("cannot read the header: {e}"))?;
+    fn prepare(&mut self, first: &str) -> Result<(), String> {
         self.columns = split(
             first.trim_start_matches('\u{feff}').trim_end(),
             self.delimiter(),
@@ -202,7 +200,19 @@ impl LineFormat for Csv {
             Some(a) if a != "0" => Some(self.time(a)?),
             _ => None,
         };
-        let duration: Option<i64> = self.col(&row, &m.duration).and_then(|d| d.parse().ok());
+        let duration: Option<i64> = match self.col(&row, &m.duration) {
+            None => None,
+            Some(d) => match d.parse::<u64>() {
+                Ok(n) if n <= super::MAX_DURATION_S => Some(n as i64),
+                Ok(n) => {
+                    return Err(format!(
+                        "talk time {n} is out of range (0 to {} seconds)",
+                        super::MAX_DURATION_S
+                    ))
+                }
+                Err(_) => return Err(format!("talk time {d:?} is no number of seconds")),
+            },
+        };
         let end = match self.col(&row, &m.end) {
             Some(e) => self.time(e)?,
             None => answered.unwrap_or(start) + chrono::Duration::seconds(duration.unwrap_or(0)),
@@ -219,6 +229,9 @@ impl LineFormat for Csv {
         } else {
             Outcome::NoAnswer
         };
+        if end < start || answered.is_some_and(|a| a < start || a > end) {
+            return Err("the times are out of order (the call ends before it starts)".into());
+        }
         // Answered without an answer-time column: the talk time ends the call.
         let answered = answered.or_else(|| {
             (outcome == Outcome::Answered)
@@ -343,5 +356,37 @@ mod tests {
             "{:?}",
             poll.problems
         );
+    }
+
+    /// Values that would wrap or that Salesforce refuses are refused with their line number.
+    #[test]
+    fn impossible_values_are_refused_with_the_line() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("calls.csv");
+        std::fs::write(
+            &p,
+            "call_id,direction,number,start,answered,end,duration,result
+             a,in,031234,2026-11-21T10:00:00Z,,,999999999999,answered
+             b,in,031234,2026-11-21T10:00:00Z,,,-5,answered
+             c,in,031234,2016-12-31T23:59:60Z,,,5,answered
+             d,in,031234,2026-11-21T10:00:00Z,,2026-11-21T09:00:00Z,,answered
+             e,in,031234,2026-11-21T10:00:00Z,,,5,answered
+",
+        )
+        .unwrap();
+        let poll = CsvSource::new("pbx", &p, CsvMapping::default()).poll(&Cursor::default());
+        let got: Vec<(Option<u64>, &str)> = poll
+            .problems
+            .iter()
+            .map(|p| (p.line, p.reason.as_str()))
+            .collect();
+        assert_eq!(got.len(), 4, "{got:?}");
+        assert_eq!(got[0].0, Some(2));
+        assert!(
+            got[0].1.contains("out of range") && got[1].1.contains("no number"),
+            "{got:?}"
+        );
+        assert!(got[2].1.contains("leap second") && got[3].1.contains("out of order"));
+        assert!(poll.events.iter().all(|e| e.call_id == "e"));
     }
 }

@@ -27,6 +27,10 @@ pub struct Cursor {
     /// past the offset between two reads looks unchanged by size alone.
     #[serde(default)]
     pub tail: Option<String>,
+    /// Appended files: the modification time of the file last read (ns): if that file is gone
+    /// (deleted, replaced), only newer ones are read.
+    #[serde(default)]
+    pub mtime_ns: Option<i64>,
     /// SQLite histories: the last row id read.
     #[serde(default)]
     pub last_row: i64,

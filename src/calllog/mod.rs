@@ -11,6 +11,7 @@ pub mod cursor;
 pub mod fskind;
 pub mod linphone;
 pub mod native;
+pub mod rotation;
 pub mod twinkle;
 pub mod watch;
 
@@ -237,6 +238,25 @@ pub fn sip_user(s: &str) -> String {
     user.to_owned()
 }
 
+/// The longest call a log may report (a week): a bigger number is a broken value, refused at
+/// parse time rather than wrapped into an end before the start.
+pub const MAX_DURATION_S: u64 = 7 * 86_400;
+
+/// A time a call log gives, as Salesforce will take it: no leap second (`…23:59:60`, which a
+/// Salesforce datetime refuses), between 2000 and 2100.
+pub fn check_time(field: &str, t: &DateTime<FixedOffset>) -> Result<(), String> {
+    use chrono::{Datelike, Timelike};
+    if t.nanosecond() >= 1_000_000_000 {
+        return Err(format!(
+            "{field} is a leap second ({t}), which Salesforce refuses: write 23:59:59"
+        ));
+    }
+    if !(2000..2100).contains(&t.year()) {
+        return Err(format!("{field} {t} is no date of a call"));
+    }
+    Ok(())
+}
+
 /// What one poll of a source found.
 #[derive(Debug, Default)]
 pub struct Poll {
@@ -255,6 +275,19 @@ pub trait Source: Send {
     fn path(&self) -> &std::path::Path;
     /// Reads what is new after `cursor`. Never writes to the softphone's files.
     fn poll(&mut self, cursor: &cursor::Cursor) -> Poll;
+
+    /// The whole file as it is now, as `callsync calls import` reads it: complete, so a last
+    /// line without its newline counts too.
+    fn read_whole(&mut self) -> Poll {
+        self.poll(&cursor::Cursor::default())
+    }
+
+    /// Where a source with no saved position starts, saved at once: whatever is written
+    /// after this moment is read, even if the log is rotated before the first read is
+    /// acknowledged.
+    fn baseline(&self) -> cursor::Cursor {
+        cursor::Cursor::default()
+    }
 
     /// A problem with this source's file, for the integration error log.
     fn problem(&self, line: Option<u64>, reason: String) -> SourceProblem {

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use chrono::DateTime;
 use serde_json::Value;
 
-use super::cursor::{Cursor, FileId};
+use super::cursor::Cursor;
 use super::{CallEvent, CallInfo, EventKind, Poll, Source};
 
 /// Event names the format defines; anything else is logged and skipped (later versions may add
@@ -28,8 +28,9 @@ const KNOWN: [&str; 8] = [
 
 /// How the lines of an appended log are understood.
 pub trait LineFormat: Send {
-    /// Called before each read: header formats (CSV) read the file's first line here.
-    fn prepare(&mut self, _file: &Path) -> Result<(), String> {
+    /// Called with a file's first line before its lines are read: header formats (CSV) learn
+    /// their columns from it.
+    fn prepare(&mut self, _header: &str) -> Result<(), String> {
         Ok(())
     }
     /// Line 1 of a header format is no data.
@@ -40,11 +41,14 @@ pub trait LineFormat: Send {
     fn parse(&self, source: &str, line: &str) -> Result<Vec<CallEvent>, String>;
 }
 
-/// A log that grows by appended lines, read from a persisted (identity, offset, fingerprint).
+/// A log that grows by appended lines, read from a persisted (identity, offset, fingerprint)
+/// through its rotation chain ([`super::rotation`]).
 pub struct AppendedLog<F: LineFormat> {
     name: String,
     path: PathBuf,
     format: F,
+    /// Reading a finished file (an import): a last line without its newline is a line.
+    whole: bool,
     /// The file as it was when last read to its end: an unchanged file is not opened again
     /// (every open is also an inotify event that wakes the watcher).
     read_to_end: Option<crate::fsutil::FileStamp>,
@@ -56,6 +60,7 @@ impl<F: LineFormat> AppendedLog<F> {
             name: name.into(),
             path: path.into(),
             format,
+            whole: false,
             read_to_end: None,
         }
     }
@@ -114,8 +119,27 @@ pub fn parse_line(source: &str, line: &str) -> Result<Option<CallEvent>, String>
     let at = DateTime::parse_from_rfc3339(at).map_err(|e| {
         format!("bad timestamp {at:?} (RFC 3339 with offset, e.g. 2026-11-21T10:00:00+09:00): {e}")
     })?;
+    super::check_time("at", &at)?;
     let kind: EventKind =
         serde_json::from_value(v.clone()).map_err(|e| format!("bad {event} event: {e}"))?;
+    match &kind {
+        EventKind::Ended {
+            duration_s: Some(d),
+            ..
+        } if *d > super::MAX_DURATION_S => {
+            return Err(format!(
+                "duration_s {d} is out of range (0 to {} seconds)",
+                super::MAX_DURATION_S
+            ))
+        }
+        EventKind::Meeting(m) => {
+            super::check_time("end", &m.end)?;
+            if m.end < at {
+                return Err("the meeting ends before it starts".into());
+            }
+        }
+        _ => {}
+    }
     let info = if v.get("direction").is_some() {
         Some(
             serde_json::from_value::<CallInfo>(v.clone())
@@ -133,34 +157,22 @@ pub fn parse_line(source: &str, line: &str) -> Result<Option<CallEvent>, String>
     }))
 }
 
-/// Looks for a file with identity `id` next to `path` (a rotated log: `calls.log.1`, …).
-fn find_rotated(path: &Path, id: FileId) -> Option<PathBuf> {
-    let dir = path.parent()?;
-    std::fs::read_dir(dir)
-        .ok()?
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| {
-            p != path
-                && std::fs::metadata(p)
-                    .map(|m| FileId::of(&m) == id)
-                    .unwrap_or(false)
-        })
-}
-
 /// Bytes before the offset that the fingerprint covers.
 const TAIL: u64 = 64;
 
-/// Digest of the `TAIL` bytes before `offset` in `file`.
-fn tail_digest(file: &Path, offset: u64) -> Option<String> {
+/// Files modified this long before the one read last still count as newer (5 s): reading a
+/// file again costs nothing (event keys keep repeats out), missing one loses calls.
+const MTIME_MARGIN_NS: i64 = 5_000_000_000;
+
+/// Digest of the `TAIL` bytes before `offset` in `content`.
+fn digest_at(content: &[u8], offset: u64) -> Option<String> {
     use sha2::{Digest, Sha256};
-    let mut f = std::fs::File::open(file).ok()?;
-    let start = offset.saturating_sub(TAIL);
-    f.seek(SeekFrom::Start(start)).ok()?;
-    let mut buf = vec![0u8; (offset - start) as usize];
-    f.read_exact(&mut buf).ok()?;
+    let end = usize::try_from(offset)
+        .ok()
+        .filter(|e| *e <= content.len())?;
+    let start = end.saturating_sub(TAIL as usize);
     Some(
-        Sha256::digest(&buf)
+        Sha256::digest(&content[start..end])
             .iter()
             .take(8)
             .map(|b| format!("{b:02x}"))
@@ -168,33 +180,82 @@ fn tail_digest(file: &Path, offset: u64) -> Option<String> {
     )
 }
 
-impl<F: LineFormat> AppendedLog<F> {
-    /// Reads whole lines of `file` from `cursor.offset`, advancing the cursor past them.
-    fn read_from(&mut self, file: &Path, cursor: &mut Cursor, out: &mut Poll) {
-        if let Err(reason) = self.format.prepare(file) {
-            out.problems.push(self.problem(Some(1), reason));
-            return;
+/// Digest of the `TAIL` bytes before `offset` in the file at `path`.
+fn tail_digest(path: &Path, offset: u64) -> Option<String> {
+    let mut f = std::fs::File::open(path).ok()?;
+    let start = offset.saturating_sub(TAIL);
+    f.seek(SeekFrom::Start(start)).ok()?;
+    let mut buf = vec![0u8; (offset - start) as usize];
+    f.read_exact(&mut buf).ok()?;
+    digest_at(&buf, buf.len() as u64)
+}
+
+/// The first line of `content`, if it is whole.
+fn first_line(content: &[u8]) -> Option<String> {
+    let nl = content.iter().position(|b| *b == b'\n')?;
+    Some(String::from_utf8_lossy(&content[..nl]).into_owned())
+}
+
+/// Where the cursor's position is in a chain: (member, offset). `None` when it cannot be told
+/// for sure: the file is gone or was emptied with no copy left, or the position is a file's
+/// start (no fingerprint: the file may have been copied away and emptied since).
+fn locate(chain: &[Member], cursor: &Cursor, header: bool) -> Option<(usize, u64)> {
+    let file = cursor.file?;
+    // Right after a CSV header is a file's start too: every file of the chain begins with the
+    // same header, so those bytes tell no file from another.
+    if cursor.offset == 0 || (header && cursor.line <= 1) {
+        return None;
+    }
+    let fits = |m: &Member, content: Option<&[u8]>| {
+        if cursor.offset == 0 {
+            return true;
         }
-        let mut f = match std::fs::File::open(file) {
-            Ok(f) => f,
-            Err(e) => {
-                out.problems
-                    .push(self.problem(None, format!("cannot read: {e}")));
-                return;
+        match content {
+            Some(c) => {
+                digest_at(c, cursor.offset).is_some() && digest_at(c, cursor.offset) == cursor.tail
             }
-        };
-        let mut buf = Vec::new();
-        if f.seek(SeekFrom::Start(cursor.offset)).is_err() || f.read_to_end(&mut buf).is_err() {
-            out.problems
-                .push(self.problem(None, "cannot read the new lines".into()));
-            out.retry_soon = true;
-            return;
+            None => m.len >= cursor.offset && tail_digest(&m.path, cursor.offset) == cursor.tail,
         }
+    };
+    // By identity, the file as it was (not rewritten or truncated in place).
+    let by_id = chain
+        .iter()
+        .position(|m| m.id == file && !m.gz)
+        .filter(|i| fits(&chain[*i], None));
+    if let Some(i) = by_id.filter(|i| !chain[*i].is_current()) {
+        return Some((i, cursor.offset));
+    }
+    // A copy of it made since it was read (copytruncate, or a compressed rotation): the oldest
+    // such copy holds the position (a later copytruncate copied what came after). Preferred
+    // even when the log itself still fits: copied and emptied, it may have grown back past
+    // the position with lines that look the same (a CSV header).
+    let since = cursor.mtime_ns.unwrap_or(0) - MTIME_MARGIN_NS;
+    for (i, m) in chain.iter().enumerate() {
+        if m.is_current() || (m.id == file && !m.gz) || m.modified_ns < since {
+            continue;
+        }
+        if !m.gz && m.len < cursor.offset {
+            continue;
+        }
+        let content = if m.gz { m.content().ok() } else { None };
+        if fits(m, content.as_deref()) {
+            return Some((i, cursor.offset));
+        }
+    }
+    by_id.map(|i| (i, cursor.offset))
+}
+
+use super::rotation::{self, Member};
+
+impl<F: LineFormat> AppendedLog<F> {
+    /// Reads whole lines of `content` (which starts at `cursor.offset` of its file), advancing
+    /// the cursor past them; a part line waits for its newline.
+    fn consume(&mut self, content: &[u8], cursor: &mut Cursor, out: &mut Poll) {
         // A set view of the remembered keys for this read (the cursor keeps them in order).
         let mut seen: std::collections::HashSet<String> = cursor.seen.iter().cloned().collect();
         let mut start = 0;
-        while let Some(nl) = buf[start..].iter().position(|b| *b == b'\n') {
-            let raw = &buf[start..start + nl];
+        while let Some(nl) = content[start..].iter().position(|b| *b == b'\n') {
+            let raw = &content[start..start + nl];
             start += nl + 1;
             cursor.offset += (nl + 1) as u64;
             cursor.line += 1;
@@ -209,6 +270,31 @@ impl<F: LineFormat> AppendedLog<F> {
             if line.is_empty() || (cursor.line == 1 && self.format.has_header()) {
                 continue;
             }
+            self.parse_line(line, cursor, &mut seen, out);
+        }
+        if self.whole && start < content.len() {
+            // A finished file's last line, without its newline.
+            let raw = &content[start..];
+            cursor.offset += raw.len() as u64;
+            cursor.line += 1;
+            match std::str::from_utf8(raw) {
+                Ok(l) if !l.trim().is_empty() => self.parse_line(l.trim(), cursor, &mut seen, out),
+                Ok(_) => {}
+                Err(_) => out
+                    .problems
+                    .push(self.problem(Some(cursor.line), "not UTF-8 text".into())),
+            }
+        }
+    }
+
+    fn parse_line(
+        &mut self,
+        line: &str,
+        cursor: &mut Cursor,
+        seen: &mut std::collections::HashSet<String>,
+        out: &mut Poll,
+    ) {
+        {
             match self.format.parse(&self.name, line) {
                 Ok(evs) => {
                     for ev in evs {
@@ -222,13 +308,113 @@ impl<F: LineFormat> AppendedLog<F> {
                 Err(reason) => out.problems.push(self.problem(Some(cursor.line), reason)),
             }
         }
-        cursor.tail = tail_digest(file, cursor.offset);
+    }
+
+    /// Hands a header format its file's first line; false when there is none whole yet (wait)
+    /// or it is refused (a problem).
+    fn prepared(&mut self, start: &[u8], out: &mut Poll) -> bool {
+        if !self.format.has_header() {
+            return true;
+        }
+        let Some(h) = first_line(start) else {
+            return false;
+        };
+        match self.format.prepare(&h) {
+            Ok(()) => true,
+            Err(reason) => {
+                out.problems.push(self.problem(Some(1), reason));
+                false
+            }
+        }
+    }
+
+    /// Reads one member of the chain from `cursor.offset` to its end.
+    fn read_member(&mut self, m: &Member, cursor: &mut Cursor, out: &mut Poll) {
+        if m.is_current() {
+            let mut f = match std::fs::File::open(&m.path) {
+                Ok(f) => f,
+                Err(e) => {
+                    out.problems
+                        .push(self.problem(None, format!("cannot read: {e}")));
+                    return;
+                }
+            };
+            let mut buf = Vec::new();
+            let mut header = Vec::new();
+            let read = (|| {
+                if self.format.has_header() {
+                    let mut h = vec![0u8; 64 * 1024];
+                    let n = f.read(&mut h)?;
+                    header.extend_from_slice(&h[..n]);
+                }
+                f.seek(SeekFrom::Start(cursor.offset))?;
+                f.read_to_end(&mut buf)
+            })();
+            if read.is_err() {
+                out.problems
+                    .push(self.problem(None, "cannot read the new lines".into()));
+                out.retry_soon = true;
+                return;
+            }
+            if !self.prepared(&header, out) {
+                return;
+            }
+            self.consume(&buf, cursor, out);
+            cursor.tail = tail_digest(&m.path, cursor.offset);
+        } else {
+            let whole = match m.content() {
+                Ok(c) => c,
+                Err(e) => {
+                    out.problems.push(self.problem(
+                        None,
+                        format!("cannot read the rotated log {}: {e}", m.path.display()),
+                    ));
+                    return;
+                }
+            };
+            if !self.prepared(&whole, out) {
+                return;
+            }
+            let from = usize::try_from(cursor.offset)
+                .unwrap_or(usize::MAX)
+                .min(whole.len());
+            self.consume(&whole[from..], cursor, out);
+            cursor.tail = digest_at(&whole, cursor.offset);
+        }
+        cursor.mtime_ns = Some(m.modified_ns);
     }
 }
 
 impl<F: LineFormat> Source for AppendedLog<F> {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn read_whole(&mut self) -> Poll {
+        self.whole = true;
+        let p = self.poll(&Cursor::default());
+        self.whole = false;
+        p
+    }
+
+    /// The log as it is now, from its beginning; if it does not exist yet, whatever appears
+    /// from now on (rotated files older than this are history from before callsync).
+    fn baseline(&self) -> Cursor {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as i64)
+            .unwrap_or(0);
+        let meta = std::fs::metadata(&self.path).ok();
+        Cursor {
+            file: meta.as_ref().map(crate::fsutil::FileId::of),
+            mtime_ns: Some(
+                meta.and_then(|m| m.modified().ok())
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map(|d| d.as_nanos() as i64)
+                    .unwrap_or(now),
+            ),
+            ..Cursor::default()
+        }
     }
 
     fn path(&self) -> &Path {
@@ -238,16 +424,9 @@ impl<F: LineFormat> Source for AppendedLog<F> {
     fn poll(&mut self, cursor: &Cursor) -> Poll {
         let mut next = cursor.clone();
         let mut out = Poll::default();
-        let meta = match std::fs::metadata(&self.path) {
-            Ok(m) => m,
-            // Not there yet (or rotated away and not recreated): nothing to read.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                if let Some(old) = next.file.and_then(|id| find_rotated(&self.path, id)) {
-                    self.read_from(&old, &mut next, &mut out);
-                }
-                out.next = next;
-                return out;
-            }
+        let current = match std::fs::metadata(&self.path) {
+            Ok(m) => Some(crate::fsutil::FileStamp::of(&m)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => {
                 out.problems
                     .push(self.problem(None, format!("cannot read: {e}")));
@@ -255,32 +434,56 @@ impl<F: LineFormat> Source for AppendedLog<F> {
                 return out;
             }
         };
-        let stamp = crate::fsutil::FileStamp::of(&meta);
-        let id = stamp.id;
-        if self.read_to_end == Some(stamp) && next.file == Some(id) && next.offset == meta.len() {
-            out.next = next;
-            return out;
-        }
-        if next.file != Some(id) {
-            // Rotated: finish the old file first, wherever it went.
-            if let Some(old) = next.file.and_then(|old| find_rotated(&self.path, old)) {
-                self.read_from(&old, &mut next, &mut out);
+        if let Some(stamp) = current {
+            if self.read_to_end == Some(stamp)
+                && next.file == Some(stamp.id)
+                && next.offset == stamp.len
+            {
+                out.next = next;
+                return out;
             }
-            next.file = Some(id);
-            next.offset = 0;
-            next.line = 0;
-        } else if meta.len() < next.offset
-            || (next.offset > 0 && tail_digest(&self.path, next.offset) != next.tail)
-        {
-            // Truncated or rewritten in place: start again (keys keep already-emitted events
-            // out).
-            tracing::info!(source = %self.name, "call log truncated; reading it again from the start");
-            next.offset = 0;
-            next.line = 0;
         }
-        self.read_from(&self.path.clone(), &mut next, &mut out);
-        // Remember the file only when this read reached its end as it was measured.
-        self.read_to_end = (next.file == Some(id) && next.offset == meta.len()).then_some(stamp);
+        let chain = rotation::chain(&self.path);
+        let (from, offset) = if next.file.is_none() && next.mtime_ns.is_none() {
+            // No baseline (a position saved before baselines existed): the log from its
+            // beginning; rotated files hold history from before callsync followed it.
+            (
+                chain.len().saturating_sub(usize::from(current.is_some())),
+                0,
+            )
+        } else {
+            match locate(&chain, &next, self.format.has_header()) {
+                Some(p) => p,
+                None => {
+                    // The file read last is gone (deleted, replaced, truncated with no copy),
+                    // or reading is at a file's start: read every file modified since it was
+                    // last read; event keys keep out what was read already.
+                    if next.offset > 0 {
+                        tracing::info!(source = %self.name, "call log replaced or truncated; reading what is newer than the part already read");
+                    }
+                    // Modification times are coarse (the kernel's tick): a margin keeps a file
+                    // written in the same instant from looking older.
+                    let since = next.mtime_ns.unwrap_or(0) - MTIME_MARGIN_NS;
+                    let i = chain
+                        .iter()
+                        .position(|m| m.modified_ns >= since)
+                        .unwrap_or(chain.len());
+                    (i, 0)
+                }
+            }
+        };
+        for (j, m) in chain.iter().enumerate().skip(from) {
+            if j > from || next.file != Some(m.id) || offset != next.offset {
+                next.file = Some(m.id);
+                next.offset = if j == from { offset } else { 0 };
+                if next.offset == 0 {
+                    next.line = 0;
+                }
+            }
+            self.read_member(m, &mut next, &mut out);
+        }
+        // Remember the log only when this read reached its end as it was measured.
+        self.read_to_end = current.filter(|s| next.file == Some(s.id) && next.offset == s.len);
         out.next = next;
         out
     }
@@ -353,6 +556,26 @@ mod tests {
             (
                 r#"{"v":2,"call_id":"c","event":"ringing","at":"2026-11-21T10:00:00Z"}"#,
                 "version",
+            ),
+            (
+                r#"{"call_id":"c","event":"ringing","at":"2016-12-31T23:59:60Z"}"#,
+                "leap second",
+            ),
+            (
+                r#"{"call_id":"c","event":"ringing","at":"1970-01-01T00:00:00Z"}"#,
+                "no date of a call",
+            ),
+            (
+                r#"{"call_id":"c","event":"ended","at":"2026-11-21T10:00:00Z","outcome":"answered","duration_s":18446744073709551615}"#,
+                "out of range",
+            ),
+            (
+                r#"{"call_id":"c","event":"ended","at":"2026-11-21T10:00:00Z","outcome":"answered","duration_s":184467440737095516150}"#,
+                "bad ended event",
+            ),
+            (
+                r#"{"call_id":"m","event":"meeting","at":"2026-11-21T10:00:00Z","end":"2026-11-21T09:00:00Z"}"#,
+                "ends before",
             ),
         ];
         for (line, want) in table {

@@ -27,8 +27,12 @@ impl TwinkleSource {
     }
 }
 
+/// Epoch seconds of a plausible call time (2000–2100), else `None`.
 fn epoch(s: &str) -> Option<DateTime<FixedOffset>> {
     let n: i64 = s.trim().parse().ok()?;
+    if !(946_684_800..4_102_444_800).contains(&n) && n != 0 {
+        return None;
+    }
     Utc.timestamp_opt(n, 0).single().map(|d| d.fixed_offset())
 }
 
@@ -60,7 +64,7 @@ impl Source for TwinkleSource {
             next: cursor.clone(),
             ..Poll::default()
         };
-        let text = match std::fs::read_to_string(&self.path) {
+        let bytes = match std::fs::read(&self.path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return out,
             Err(e) => {
@@ -70,21 +74,41 @@ impl Source for TwinkleSource {
                 return out;
             }
         };
+        self.read_bytes(&bytes, out)
+    }
+}
+
+impl TwinkleSource {
+    /// The calls in a history's bytes not seen yet (by `out.next`'s memory). No I/O.
+    pub fn read_bytes(&self, bytes: &[u8], mut out: Poll) -> Poll {
         // Only newline-terminated lines: the last one may still be being written.
-        let complete = match text.rfind('\n') {
-            Some(i) => &text[..=i],
-            None => "",
+        let complete = match bytes.iter().rposition(|b| *b == b'\n') {
+            Some(i) => &bytes[..=i],
+            None => &[][..],
         };
-        for (i, line) in complete.lines().enumerate() {
+        for (i, raw) in complete.split(|b| *b == b'\n').enumerate() {
+            // A bad line is said once: the file is read whole at every poll.
+            let bad = |out: &mut Poll, why: String| {
+                let key = format!("bad:{}", digest(&String::from_utf8_lossy(raw)));
+                if !out.next.has_seen(&key) {
+                    out.next.remember(key);
+                    out.problems.push(self.problem(Some(i as u64 + 1), why));
+                }
+            };
+            let Ok(line) = std::str::from_utf8(raw) else {
+                bad(&mut out, "not UTF-8 text; the line is skipped".into());
+                continue;
+            };
+            let line = line.trim_end_matches('\r');
             if line.starts_with('#') || line.trim().is_empty() {
                 continue;
             }
             let f: Vec<&str> = line.split('|').collect();
             if f.len() != FIELDS {
-                out.problems.push(self.problem(
-                    Some(i as u64 + 1),
+                bad(
+                    &mut out,
                     format!("expected {FIELDS} |-separated fields, found {}", f.len()),
-                ));
+                );
                 continue;
             }
             let key = digest(line);
@@ -92,10 +116,13 @@ impl Source for TwinkleSource {
                 continue;
             }
             let (Some(start), Some(end)) = (epoch(f[0]), epoch(f[2])) else {
-                out.problems
-                    .push(self.problem(Some(i as u64 + 1), "bad start or end time".into()));
+                bad(&mut out, "bad start or end time".into());
                 continue;
             };
+            if end < start {
+                bad(&mut out, "the call ends before it starts".into());
+                continue;
+            }
             let answered = epoch(f[1]).filter(|a| a.timestamp() > 0);
             let direction = if f[3] == "out" {
                 Direction::Outbound
@@ -142,7 +169,7 @@ mod tests {
     fn the_recorded_history_and_rewrites() {
         let fixture = concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../shared/fixtures/softphones/twinkle.ch"
+            "/tests/fixtures/softphones/twinkle.ch"
         );
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("twinkle.ch");
@@ -192,5 +219,41 @@ mod tests {
         // A partial rewrite (no final newline yet) emits nothing broken.
         std::fs::write(&path, &text[..text.len() - 30]).unwrap();
         assert!(src.poll(&p2.next).events.is_empty());
+    }
+
+    /// Defect: one non-UTF-8 byte made the whole file unreadable, retried ~9 times a second for
+    /// ever with an error each time. The line is skipped with one problem; the rest comes.
+    #[test]
+    fn a_bad_line_is_skipped_once_and_the_rest_comes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("twinkle.ch");
+        let mut bytes = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/softphones/twinkle.ch"
+        ))
+        .unwrap();
+        bytes.extend_from_slice(b"1795277700|0|17952\xff77705|out|Tom|sip:tom@x|||sip:1@x|||||||failure|486|Busy||tom\n");
+        bytes.extend_from_slice(
+            b"1795277800|0|1795277700|out|Tom|sip:tom@x|||sip:2@x|||||||failure|486|Busy||tom\n",
+        );
+        std::fs::write(&path, &bytes).unwrap();
+        let mut src = TwinkleSource::new("twinkle", &path);
+        let p = src.poll(&Cursor::default());
+        assert!(!p.retry_soon);
+        let reasons: Vec<&str> = p.problems.iter().map(|p| p.reason.as_str()).collect();
+        assert_eq!(reasons.len(), 2, "{reasons:?}");
+        assert!(reasons[0].contains("UTF-8") && reasons[1].contains("ends before"));
+        assert_eq!(
+            p.events
+                .iter()
+                .filter(|e| matches!(e.kind, EventKind::Ended { .. }))
+                .count(),
+            3
+        );
+        let again = src.poll(&p.next);
+        assert!(
+            again.problems.is_empty() && again.events.is_empty(),
+            "said twice"
+        );
     }
 }

@@ -33,17 +33,30 @@ pub struct Follower {
     pending: BTreeMap<String, Cursor>,
     /// Batches handed out and not yet acknowledged, per source.
     in_flight: BTreeMap<String, usize>,
+    /// Problems said lately, so that one found on every poll is not logged on every poll.
+    said: std::collections::HashMap<String, std::time::Instant>,
 }
 
 impl Follower {
     pub fn new(sources: Vec<Box<dyn Source>>, store: CursorStore) -> io::Result<Follower> {
-        let acked = store.load()?;
+        let mut acked = store.load()?;
+        let mut fresh = false;
+        for s in &sources {
+            if !acked.contains_key(s.name()) {
+                acked.insert(s.name().to_owned(), s.baseline());
+                fresh = true;
+            }
+        }
+        if fresh {
+            store.save(&acked)?;
+        }
         Ok(Follower {
             sources,
             store,
             pending: acked.clone(),
             acked,
             in_flight: BTreeMap::new(),
+            said: Default::default(),
         })
     }
 
@@ -67,7 +80,15 @@ impl Follower {
         for s in &mut self.sources {
             let name = s.name().to_owned();
             let from = self.pending.get(&name).cloned().unwrap_or_default();
-            let p = s.poll(&from);
+            let mut p = s.poll(&from);
+            // A problem a source keeps finding (a file it re-reads whole) is said once an hour.
+            let now = std::time::Instant::now();
+            self.said
+                .retain(|_, at| now.duration_since(*at) < Duration::from_secs(3600));
+            p.problems.retain(|pr| {
+                let key = format!("{}|{}|{:?}|{}", pr.source, pr.file, pr.line, pr.reason);
+                self.said.insert(key, now).is_none()
+            });
             retry |= p.retry_soon;
             let moved = p.next != from;
             self.pending.insert(name.clone(), p.next.clone());
@@ -250,6 +271,13 @@ impl Delivery {
     }
 }
 
+/// Pure: the wait before the `n`-th retry of a busy source (1-based): 0.1 s doubling, at most
+/// 30 s.
+pub fn retry_delay(n: u32) -> Duration {
+    Duration::from_millis(100u64.saturating_mul(1 << n.saturating_sub(1).min(10)))
+        .min(Duration::from_secs(30))
+}
+
 /// Runs a follower on its own thread: batches go out on the returned channel as they appear,
 /// acknowledgements come back, and the cursor only moves when they do. Dropping the receiver
 /// stops the thread.
@@ -261,6 +289,7 @@ pub fn spawn(
     let (tx, rx) = mpsc::channel::<Delivery>();
     let (ack_tx, ack_rx) = mpsc::channel::<Batch>();
     let wake = waker.handle();
+    let mut retries = 0u32;
     let handle = std::thread::Builder::new()
         .name("calllog".into())
         .spawn(move || loop {
@@ -282,12 +311,29 @@ pub fn spawn(
                     return;
                 }
             }
+            // A file that stays busy (or unreadable) is tried again sooner, then less often:
+            // 0.1 s doubling to 30 s, never more often than that for ever.
+            retries = if retry { retries + 1 } else { 0 };
             let wait = if retry {
-                Duration::from_millis(100)
+                retry_delay(retries)
             } else {
                 waker.backstop(backstop)
             };
             waker.wait(wait);
         })?;
     Ok((rx, handle))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_to_thirty_seconds() {
+        let ms: Vec<u128> = [1, 2, 3, 8, 9, 20, 1000]
+            .iter()
+            .map(|n| retry_delay(*n).as_millis())
+            .collect();
+        assert_eq!(ms, [100, 200, 400, 12_800, 25_600, 30_000, 30_000]);
+    }
 }
