@@ -900,7 +900,11 @@ pub fn csv_records(text: &str, object: &str) -> Result<Vec<Value>, SfError> {
                         if e.is_null() {
                             *e = serde_json::json!({});
                         }
-                        e[field] = v;
+                        // A column named both `X` and `X.Y` (no Salesforce answer has that)
+                        // keeps the first.
+                        if let Some(obj) = e.as_object_mut() {
+                            obj.insert(field.to_owned(), v);
+                        }
                     }
                 }
                 None => {
@@ -1040,6 +1044,10 @@ mod tests {
         assert_eq!(r[0]["attributes"]["type"], "Contact");
         assert!(r[1]["Account"].is_null() && r[1]["Phone"].is_null());
         assert_eq!(r[1]["IsPersonAccount"], true);
+        // Found by the salesforce_json fuzz target: a column and a relationship of one name
+        // panicked (a JSON string indexed as an object).
+        let r = csv_records("Account,Account.Name\nx,Acme\n", "Contact").unwrap();
+        assert_eq!(r[0]["Account"], "x");
     }
 
     #[test]
