@@ -1,8 +1,8 @@
 //! Agent resource benchmark: `cargo bench --bench agent`.
 //!
-//! Sets up a real desktop session like `shared/tools/run_headless.sh` (Xvfb, a private D-Bus
-//! session bus, xfce4-panel as the StatusNotifier host, dunst as the notification server), a
-//! simulated org in its own process and a data folder with about 100,000 cached records
+//! Sets up a real desktop session as the tray test does (`tests/common/desktop.rs`: Xvfb, a
+//! private D-Bus session bus, xfce4-panel as the StatusNotifier host, dunst as the notification
+//! server), a simulated org in its own process and a data folder with about 100,000 cached records
 //! (`CALLSYNC_BENCH_RECORDS` generated rows; 75,000 → ~100k records). Then it measures the
 //! `callsync run` process (not this one):
 //!
@@ -26,21 +26,16 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
-use callsync::app::App;
-use callsync::config::Config;
-use callsync::control::{self, Request};
-use callsync::paths::DataDir;
+use callsync_agent::control::{self, Request};
+use callsync_app::app::App;
+use callsync_config::Config;
+use callsync_store::paths::DataDir;
 
 mod common;
+#[path = "../tests/common/desktop.rs"]
+mod desktop;
 use common::{env_or, free_port, percentile, start_sim, wait_for_sim};
-
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-}
+use desktop::Desktop;
 
 /// (RSS MiB, CPU seconds) of a process, from /proc.
 fn proc_usage(pid: u32) -> (f64, f64) {
@@ -101,63 +96,6 @@ fn threads_cpu(pid: u32) -> std::collections::BTreeMap<u32, (String, f64)> {
     m
 }
 
-/// The desktop session: killed (process groups) on drop.
-struct Desktop {
-    env: Vec<(String, String)>,
-    children: Vec<Child>,
-    _tmp: tempfile::TempDir,
-}
-
-impl Drop for Desktop {
-    fn drop(&mut self) {
-        for c in self.children.iter_mut().rev() {
-            // `kill -TERM -PGID` signals nothing with procps' kill (and says nothing): the
-            // group needs `-s SIG -- -PGID`.
-            let group = format!("-{}", c.id());
-            let signal = |sig: &str| {
-                Command::new("kill")
-                    .args(["-s", sig, "--", &group])
-                    .status()
-            };
-            let _ = signal("TERM");
-            // Should one outlive SIGTERM: SIGKILL.
-            let end = Instant::now() + Duration::from_secs(3);
-            while Instant::now() < end && matches!(c.try_wait(), Ok(None)) {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            if matches!(c.try_wait(), Ok(None)) {
-                let _ = signal("KILL");
-            }
-            let _ = c.wait();
-        }
-    }
-}
-
-fn group(cmd: &str, args: &[&str], env: &[(String, String)], log: &Path) -> Child {
-    let mut c = Command::new("setsid");
-    c.arg(cmd).args(args).envs(env.iter().cloned());
-    c.stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{cmd}: {e}"))
-}
-
-fn has_owner(env: &[(String, String)], name: &str) -> bool {
-    Command::new("dbus-send")
-        .envs(env.iter().cloned())
-        .args([
-            "--session",
-            "--print-reply",
-            "--dest=org.freedesktop.DBus",
-            "/org/freedesktop/DBus",
-            "org.freedesktop.DBus.NameHasOwner",
-            &format!("string:{name}"),
-        ])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).contains("boolean true"))
-        .unwrap_or(false)
-}
-
 fn wait(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
     let end = Instant::now() + Duration::from_secs(secs);
     while !f() {
@@ -166,125 +104,20 @@ fn wait(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// The desktop session (`tests/common/desktop.rs`, shared with the tray test), or `None` with
+/// the reason printed.
 fn desktop() -> Option<Desktop> {
-    let tools = [
-        "Xvfb",
-        "xfce4-panel",
-        "dunst",
-        "dbus-daemon",
-        "dbus-send",
-        "dbus-monitor",
-        "setsid",
-    ];
-    if let Some(t) = tools.iter().find(|t| !have(t)) {
-        println!("(no desktop session: `{t}` is missing; measuring headless only)");
+    if !desktop::have("dbus-monitor") {
+        println!("(no desktop session: `dbus-monitor` is missing; measuring headless only)");
         return None;
     }
-    let tmp = tempfile::tempdir().unwrap();
-    let t = tmp.path();
-    let n = (90..400)
-        .find(|n| !Path::new(&format!("/tmp/.X{n}-lock")).exists())
-        .expect("a free X display");
-    let display = n.to_string();
-    let xvfb = Command::new("setsid")
-        .args([
-            "Xvfb",
-            &format!(":{n}"),
-            "-screen",
-            "0",
-            "1024x768x24",
-            "-nolisten",
-            "tcp",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait(10, "Xvfb", || {
-        Path::new(&format!("/tmp/.X11-unix/X{n}")).exists()
-    });
-    let home = t.join("home");
-    let cfg = home.join(".config");
-    std::fs::create_dir_all(cfg.join("xfce4/xfconf/xfce-perchannel-xml")).unwrap();
-    std::fs::create_dir_all(cfg.join("dunst")).unwrap();
-    std::fs::create_dir_all(t.join("runtime")).unwrap();
-    std::fs::write(
-        cfg.join("xfce4/xfconf/xfce-perchannel-xml/xfce4-panel.xml"),
-        r#"<?xml version="1.0" encoding="UTF-8"?>
-<channel name="xfce4-panel" version="1.0">
-  <property name="configver" type="int" value="2"/>
-  <property name="panels" type="array"><value type="int" value="1"/>
-    <property name="panel-1" type="empty">
-      <property name="position" type="string" value="p=6;x=0;y=0"/>
-      <property name="size" type="uint" value="32"/>
-      <property name="plugin-ids" type="array"><value type="int" value="1"/><value type="int" value="2"/></property>
-    </property>
-  </property>
-  <property name="plugins" type="empty">
-    <property name="plugin-1" type="string" value="separator"><property name="expand" type="bool" value="true"/></property>
-    <property name="plugin-2" type="string" value="systray"><property name="hide-new-items" type="bool" value="false"/></property>
-  </property>
-</channel>
-"#,
-    )
-    .unwrap();
-    std::fs::write(
-        cfg.join("dunst/dunstrc"),
-        "[global]\n    origin = bottom-right\n[urgency_normal]\n    timeout = 2\n",
-    )
-    .unwrap();
-    let mut env: Vec<(String, String)> = vec![
-        ("DISPLAY".into(), format!(":{}", display.trim())),
-        ("HOME".into(), home.display().to_string()),
-        ("XDG_CONFIG_HOME".into(), cfg.display().to_string()),
-        (
-            "XDG_RUNTIME_DIR".into(),
-            t.join("runtime").display().to_string(),
-        ),
-        ("NO_AT_BRIDGE".into(), "1".into()),
-    ];
-    let bus = Command::new("dbus-daemon")
-        .envs(env.iter().cloned())
-        .args([
-            "--session",
-            "--fork",
-            "--nopidfile",
-            &format!("--address=unix:path={}", t.join("bus").display()),
-            "--print-address=1",
-        ])
-        .output()
-        .unwrap();
-    let address = String::from_utf8_lossy(&bus.stdout)
-        .lines()
-        .next()
-        .unwrap_or("")
-        .to_owned();
-    env.push(("DBUS_SESSION_BUS_ADDRESS".into(), address));
-    let mut children = vec![xvfb];
-    children.push(group(
-        "xfce4-panel",
-        &["--disable-wm-check", "--sm-client-disable"],
-        &env,
-        &t.join("panel.log"),
-    ));
-    wait(20, "the tray host", || {
-        has_owner(&env, "org.kde.StatusNotifierWatcher")
-    });
-    let dunstrc = cfg.join("dunst/dunstrc").display().to_string();
-    children.push(group(
-        "dunst",
-        &["-config", &dunstrc],
-        &env,
-        &t.join("dunst.log"),
-    ));
-    wait(10, "the notification server", || {
-        has_owner(&env, "org.freedesktop.Notifications")
-    });
-    Some(Desktop {
-        env,
-        children,
-        _tmp: tmp,
-    })
+    match Desktop::start(2) {
+        Ok(d) => Some(d),
+        Err(why) => {
+            println!("(no desktop session: {why}; measuring headless only)");
+            None
+        }
+    }
 }
 
 fn registered(env: &[(String, String)], pid: u32) -> bool {
@@ -352,11 +185,11 @@ fn main() {
         config.salesforce.redirect_port = free_port();
         config.auth.store = "file".into();
         let app = App::new(config, data.clone());
-        let token = callsync::auth::sign_in_pkce(
+        let token = callsync_salesforce::auth::sign_in_pkce(
             &app.client_config(),
             app.config.salesforce.redirect_port,
             |u| {
-                tokio::spawn(callsync::sim::play_browser(u.to_owned()));
+                tokio::spawn(callsync_sim::play_browser(u.to_owned()));
             },
             Duration::from_secs(30),
         )

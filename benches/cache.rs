@@ -12,12 +12,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use callsync::cache::{Cache, CacheOptions, Change, IndexHit};
-use callsync::import;
-use callsync::lookup::{self, rank, LookupRules};
-use callsync::phone::Normalizer;
-use callsync::record::{from_sobject, CachedRecord};
-use callsync::synth::{self, SynthSpec};
+use callsync_core::lookup::{rank, IndexEntry, IndexHit, LookupRules};
+use callsync_core::phone::Normalizer;
+use callsync_core::record::{from_sobject, CachedRecord};
+use callsync_sim::synth::{self, SynthSpec};
+use callsync_store::cache::{Cache, CacheOptions, Change};
+use callsync_store::import;
+use callsync_store::lookup;
 use rayon::prelude::*;
 
 const SEED: u64 = 20261121;
@@ -435,7 +436,7 @@ fn add_to_reference(map: &mut HashMap<Vec<u8>, Vec<IndexHit>>, r: &CachedRecord)
     if !r.is_indexed() {
         return;
     }
-    let entry = callsync::cache::IndexEntry::of_record(r);
+    let entry = IndexEntry::of_record(r);
     for p in &r.phones {
         if let Some(k) = &p.key {
             map.entry(k.index_bytes()).or_default().push(IndexHit {

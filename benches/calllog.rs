@@ -6,10 +6,10 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use callsync::calllog::cursor::{Cursor, CursorStore};
-use callsync::calllog::native::NativeSource;
-use callsync::calllog::watch::{Follower, Waker};
-use callsync::calllog::Source;
+use callsync_calllog::cursor::{Cursor, CursorStore};
+use callsync_calllog::follow::{Follower, Waker};
+use callsync_calllog::native::NativeSource;
+use callsync_calllog::Source;
 
 fn line(i: usize) -> String {
     format!(

@@ -9,9 +9,10 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use callsync::auth::{self, AuthStore, FileStore};
-use callsync::outbox::{Op, Outbox, Sender};
-use callsync::salesforce::{Client, ClientConfig};
+use callsync_salesforce::auth::{self, AuthStore, FileStore};
+use callsync_salesforce::client::{Client, ClientConfig};
+use callsync_salesforce::writer::Sender;
+use callsync_store::outbox::{Op, Outbox};
 
 mod common;
 use common::{free_port, percentile, sim_state, start_sim, wait_for_sim};
@@ -44,7 +45,7 @@ fn main() {
             net: Default::default(),
         };
         let token = auth::sign_in_pkce(&cfg, free_port(), |u| {
-            tokio::spawn(callsync::sim::play_browser(u.to_owned()));
+            tokio::spawn(callsync_sim::play_browser(u.to_owned()));
         }, Duration::from_secs(10))
         .await
         .unwrap();

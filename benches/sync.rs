@@ -5,9 +5,9 @@
 
 use std::time::{Duration, Instant};
 
-use callsync::app::App;
-use callsync::config::Config;
-use callsync::paths::DataDir;
+use callsync_app::app::App;
+use callsync_config::Config;
+use callsync_store::paths::DataDir;
 
 mod common;
 use common::{env_or, free_port, rss_mib, sim_state, start_sim, wait_for_sim};
@@ -34,8 +34,8 @@ fn main() {
         config.auth.store = "file".into();
         let app = App::new(config, DataDir::new(dir.path()));
         let cfg = app.client_config();
-        let token = callsync::auth::sign_in_pkce(&cfg, app.config.salesforce.redirect_port, |u| {
-            tokio::spawn(callsync::sim::play_browser(u.to_owned()));
+        let token = callsync_salesforce::auth::sign_in_pkce(&cfg, app.config.salesforce.redirect_port, |u| {
+            tokio::spawn(callsync_sim::play_browser(u.to_owned()));
         }, Duration::from_secs(30))
         .await
         .unwrap();

@@ -10,7 +10,7 @@ fuzz_target!(|data: &[u8]| {
     DIR.with(|d| {
         let path = d.path().join("user.toml");
         std::fs::write(&path, data).expect("write");
-        let opts = callsync::config::LoadOptions {
+        let opts = callsync_config::LoadOptions {
             managed_file: None,
             user_file: Some(path),
             user_file_required: true,
@@ -20,7 +20,7 @@ fuzz_target!(|data: &[u8]| {
             env: Vec::new(),
             cli: Vec::new(),
         };
-        if let Err(e) = callsync::config::load(&opts) {
+        if let Err(e) = callsync_config::load(&opts) {
             assert!(!e.to_string().is_empty());
         }
     });

@@ -1,8 +1,8 @@
 //! A CSV call log's header and row under a mapping (default, or a Japanese PBX's with a
 //! strftime time format): no panic; an accepted row's events are in time order.
 #![no_main]
-use callsync::calllog::csvlog::{Csv, CsvMapping};
-use callsync::calllog::native::LineFormat;
+use callsync_calllog::csvlog::{Csv, CsvMapping};
+use callsync_calllog::native::LineFormat;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|input: (bool, &str, &str)| {

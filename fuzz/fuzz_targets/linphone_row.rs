@@ -2,7 +2,7 @@
 //! events with times in order.
 #![no_main]
 use arbitrary::Arbitrary;
-use callsync::calllog::linphone::{row_from, LinphoneSource};
+use callsync_calllog::linphone::{row_from, LinphoneSource};
 use libfuzzer_sys::fuzz_target;
 use rusqlite::types::ValueRef;
 

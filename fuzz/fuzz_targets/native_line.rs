@@ -7,15 +7,15 @@ fuzz_target!(|data: &[u8]| {
     let Ok(line) = std::str::from_utf8(data) else {
         return;
     };
-    if let Ok(Some(ev)) = callsync::calllog::native::parse_line("fuzz", line) {
+    if let Ok(Some(ev)) = callsync_calllog::native::parse_line("fuzz", line) {
         assert!(!ev.call_id.is_empty());
-        callsync::calllog::check_time("at", &ev.at).expect("an accepted time is valid");
-        if let callsync::calllog::EventKind::Ended {
+        callsync_calllog::check_time("at", &ev.at).expect("an accepted time is valid");
+        if let callsync_calllog::EventKind::Ended {
             duration_s: Some(d),
             ..
         } = ev.kind
         {
-            assert!(d <= callsync::calllog::MAX_DURATION_S);
+            assert!(d <= callsync_calllog::MAX_DURATION_S);
         }
     }
 });

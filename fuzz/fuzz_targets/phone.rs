@@ -1,7 +1,7 @@
 //! Phone normalization for any text in several regions: no panic; a key is stable (the key's
 //! own text gives the same key) and E.164 keys are well-formed.
 #![no_main]
-use callsync::phone::{Normalizer, PhoneKey};
+use callsync_core::phone::{Normalizer, PhoneKey};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|input: (u8, &str)| {
@@ -12,7 +12,7 @@ fuzz_target!(|input: (u8, &str)| {
     };
     if let Ok(norm) = n.normalize(raw) {
         if let PhoneKey::E164(e) = &norm.key {
-            assert!(callsync::phone::E164::parse(e.as_str()).is_some());
+            assert!(callsync_core::phone::E164::parse(e.as_str()).is_some());
             let again = n.key(e.as_str()).expect("an E.164 key normalizes");
             assert_eq!(again, norm.key, "{raw:?} → {e} → {again}");
         }

@@ -2,8 +2,8 @@
 //! body of any status, a token response, Bulk API CSV, a describe, `Sforce-Limit-Info`. No
 //! panic whatever the bytes.
 #![no_main]
-use callsync::salesforce::{api_error, csv_records, error_entry, parse_limit_info, QueryPage};
-use callsync::salesforce::{TokenResponse, WriteRules};
+use callsync_core::wire::{api_error, csv_records, error_entry, parse_limit_info, QueryPage};
+use callsync_core::wire::{TokenResponse, WriteRules};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|input: (u16, &[u8])| {

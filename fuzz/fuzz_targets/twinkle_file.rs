@@ -1,8 +1,8 @@
 //! twinkle's whole history file: any bytes, no panic, and a second read of the same bytes
 //! yields nothing new.
 #![no_main]
-use callsync::calllog::twinkle::TwinkleSource;
-use callsync::calllog::Poll;
+use callsync_calllog::twinkle::TwinkleSource;
+use callsync_calllog::Poll;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

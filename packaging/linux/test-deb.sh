@@ -1,9 +1,10 @@
 #!/bin/bash
 # Installs callsync from DEB1 on this machine (needs root), checks the files, the managed
 # configuration and the agent, upgrades to DEB2 with a queued Task and cached records present and
-# checks both survive, then removes and purges it. Everything runs against the built-in simulated
-# org on 127.0.0.1; the user's files live in a temporary HOME.
-#   packaging/linux/test-deb.sh DEB1 DEB2
+# checks both survive, then removes and purges it. Everything runs against the simulated org on
+# 127.0.0.1, served by a development build (the package has none); the user's files live in a
+# temporary HOME.
+#   CALLSYNC_SIM_BIN=target/debug/callsync packaging/linux/test-deb.sh DEB1 DEB2
 # No pipefail: `grep -q` and `head` end pipes early on purpose; every check tests its result.
 set -eu
 DEB1=$(realpath "$1")
@@ -32,6 +33,8 @@ wait_for() { # seconds, description, command…
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null || echo $((20000 + RANDOM % 20000)); }
 
 # A clean user: default paths under a temporary HOME, nothing inherited.
+# The simulator binary is the test's own input: kept aside before the environment is cleared.
+SIM_BIN=${CALLSYNC_SIM_BIN:-}
 for v in $(env | sed -n 's/^\(CALLSYNC_[A-Z_]*\)=.*/\1/p'); do unset "$v"; done
 unset XDG_CONFIG_HOME XDG_DATA_HOME XDG_RUNTIME_DIR DISPLAY WAYLAND_DISPLAY DBUS_SESSION_BUS_ADDRESS RUST_LOG
 export HOME=$T/home
@@ -57,9 +60,17 @@ man -l /usr/share/man/man1/callsync.1.gz 2>/dev/null | grep -q "callsync" || zca
     || fail "no manual page"
 /usr/bin/callsync config show >/dev/null || fail "the shipped managed file does not load"
 
+step "the simulator does not ship"
+# The package is built without the `sim` feature: no `sim` or `demo` command, no simulator code.
+/usr/bin/callsync sim --help >/dev/null 2>&1 && fail "the installed binary has the simulated org"
+/usr/bin/callsync demo --help >/dev/null 2>&1 && fail "the installed binary has the demo"
+grep -q '__sim/faults' /usr/bin/callsync && fail "the installed binary carries simulator code"
+
 step "simulated org"
+# From the development build (CALLSYNC_SIM_BIN: a `callsync` built with the default features).
+[ -x "$SIM_BIN" ] || fail "CALLSYNC_SIM_BIN must name a callsync binary built with the sim feature"
 PORT=$(free_port)
-/usr/bin/callsync sim --port "$PORT" --records 300 >"$T/sim.log" 2>&1 &
+"$SIM_BIN" sim --port "$PORT" --records 300 >"$T/sim.log" 2>&1 &
 SIM=$!
 wait_for 20 "the simulated org" curl -sf "http://127.0.0.1:$PORT/services/data/"
 

@@ -8,7 +8,8 @@
 set -eu
 cd "$(dirname "$0")/../.."
 VERSION=${1:-$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)}
-cargo build --release --locked
+# Without the simulated org and the demo (they do not ship).
+cargo build --release --locked -p callsync --no-default-features
 ROOT=target/pkgroot
 rm -rf "$ROOT" && mkdir -p "$ROOT/Applications/callsync.app/Contents/MacOS" \
     "$ROOT/Applications/callsync.app/Contents/Resources" "$ROOT/Library/LaunchAgents" \

@@ -1,16 +1,16 @@
-//! `callsync settings …`: the integration settings groups (see `callsync::settings`).
+//! `callsync settings …`: the integration settings groups (rules in `callsync_config::settings`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
 
-use callsync::app::App;
-use callsync::config::{self, Layered, LoadOptions, Source};
-use callsync::paths::DataDir;
-use callsync::settings::{self, Backup, Group, Store, CONTACT_RETRIEVAL};
+use callsync_app::app::App;
+use callsync_config::settings::{self, Backup, Group, Store, CONTACT_RETRIEVAL};
+use callsync_config::{self, Layered, LoadOptions, Source};
+use callsync_store::paths::DataDir;
 
-use crate::exit;
+use crate::cli::exit;
 
 #[derive(Subcommand, Debug)]
 pub enum SettingsCmd {
@@ -56,7 +56,7 @@ pub fn run(
             if let Some(code) = refuse(layered, &key) {
                 return Ok(code);
             }
-            let v = match config::parse_value(&key, &value) {
+            let v = match callsync_config::parse_value(&key, &value) {
                 Ok(v) => v,
                 Err(e) => {
                     eprintln!("callsync: `{key}`: {e}");
@@ -104,7 +104,7 @@ pub fn run(
                 "format".into(),
                 toml::Value::Integer(settings::FORMAT.into()),
             );
-            if let toml::Value::Table(t) = config::document(&values) {
+            if let toml::Value::Table(t) = callsync_config::document(&values) {
                 doc.extend(t);
             }
             let text = format!(
@@ -126,7 +126,7 @@ pub fn run(
 /// Why `key` cannot be changed here (an exit code), after saying so.
 fn refuse(layered: &Layered, key: &str) -> Option<u8> {
     if !settings::is_setting(key) {
-        let hint = config::known_key(key)
+        let hint = callsync_config::known_key(key)
             .err()
             .unwrap_or_else(|| format!("`{key}` is not an integration setting"));
         eprintln!("callsync: {hint}; `callsync settings` manages activity.*, meeting.*, assignee.* and {CONTACT_RETRIEVAL} (other keys belong in the configuration file: `callsync config show`)");
@@ -160,7 +160,7 @@ fn save(
 ) -> anyhow::Result<Option<(u64, Layered)>> {
     let mut check = opts.clone();
     check.settings_values = Some(values.clone());
-    let layered = match config::load(&check) {
+    let layered = match callsync_config::load(&check) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("callsync: not saved: {e}");
@@ -170,8 +170,8 @@ fn save(
     let store = Store::save(path, values)?;
     // The running agent reads its settings at start: it restarts itself to apply them.
     let data = DataDir::new(path.parent().unwrap_or(Path::new(".")));
-    let restart = callsync::control::Request::Restart;
-    if callsync::control::call(&data, &restart, std::time::Duration::from_secs(3)).is_ok() {
+    let restart = callsync_agent::control::Request::Restart;
+    if callsync_agent::control::call(&data, &restart, std::time::Duration::from_secs(3)).is_ok() {
         eprintln!("callsync: the running agent restarts to apply the new settings");
     }
     Ok(Some((store.revision, layered)))
@@ -208,7 +208,7 @@ fn import(
         );
         return Ok(exit::USAGE);
     }
-    let flat = match config::flatten_document(doc) {
+    let flat = match callsync_config::flatten_document(doc) {
         Ok(f) => f,
         Err(e) => {
             eprintln!("callsync: {}: {e}", file.display());
@@ -421,8 +421,8 @@ fn restore(
         }
     ));
     let findings = match (&signed_in, app.client()) {
-        (Some(_), Ok(client)) => crate::runtime()?.block_on(async {
-            settings::check_against_org(&client, &now.config)
+        (Some(_), Ok(client)) => crate::cli::runtime()?.block_on(async {
+            callsync_app::checks::check_against_org(&client, &now.config)
                 .await
                 .map_err(|e| e.to_string())
         }),

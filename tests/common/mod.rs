@@ -7,9 +7,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use callsync::auth::{self, AuthStore, FileStore};
-use callsync::salesforce::ClientConfig;
-use callsync::sim::{Sim, SimOptions};
+use callsync_salesforce::auth::{self, AuthStore, FileStore};
+use callsync_salesforce::client::ClientConfig;
+use callsync_sim::{Sim, SimOptions};
 
 /// A second simulated org (another company's), for switching orgs.
 pub async fn other_org(records: usize) -> Sim {
@@ -56,7 +56,7 @@ pub async fn sign_in(sim: &Sim, auth_file: &Path) -> (ClientConfig, Arc<dyn Auth
         &cfg,
         free_port(),
         |u| {
-            tokio::spawn(callsync::sim::play_browser(u.to_owned()));
+            tokio::spawn(callsync_sim::play_browser(u.to_owned()));
         },
         Duration::from_secs(10),
     )
@@ -155,7 +155,7 @@ pub async fn connect_cli(d: &Path, extra: &[&str]) {
     .await
     .unwrap();
     assert!(url.contains("code_challenge_method=S256"), "{url}");
-    callsync::sim::play_browser(url).await.unwrap();
+    callsync_sim::play_browser(url).await.unwrap();
     let st = tokio::task::spawn_blocking(move || child.wait())
         .await
         .unwrap()

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use callsync::sim::{Fault, FaultKind, Sim, SimOptions};
+use callsync_sim::{Fault, FaultKind, Sim, SimOptions};
 use serde_json::{json, Value};
 
 /// What a soak does.
@@ -130,11 +130,11 @@ impl Agent {
 }
 
 /// The agent's state over its control socket (None while it starts or is dead).
-fn agent_state(dir: &Path) -> Option<callsync::state::AgentState> {
-    let data = callsync::paths::DataDir::new(dir.join("data"));
-    callsync::control::call(
+fn agent_state(dir: &Path) -> Option<callsync_core::state::AgentState> {
+    let data = callsync_store::paths::DataDir::new(dir.join("data"));
+    callsync_agent::control::call(
         &data,
-        &callsync::control::Request::Status,
+        &callsync_agent::control::Request::Status,
         Duration::from_secs(2),
     )
     .ok()
@@ -382,8 +382,8 @@ pub async fn run(plan: &Plan, mut progress: impl FnMut(usize, &Outcome)) -> Outc
 
 /// A PKCE sign-in to `sim` stored in `auth_file` (the soak plays the browser).
 async fn sign_in(sim: &Sim, auth_file: &Path) {
-    use callsync::auth::{self, AuthStore, FileStore};
-    let cfg = callsync::salesforce::ClientConfig {
+    use callsync_salesforce::auth::{self, AuthStore, FileStore};
+    let cfg = callsync_salesforce::client::ClientConfig {
         login_url: sim.url(),
         client_id: "callsync-sim-client".into(),
         api_version: "62.0".into(),
@@ -394,7 +394,7 @@ async fn sign_in(sim: &Sim, auth_file: &Path) {
         &cfg,
         free_port(),
         |u| {
-            tokio::spawn(callsync::sim::play_browser(u.to_owned()));
+            tokio::spawn(callsync_sim::play_browser(u.to_owned()));
         },
         Duration::from_secs(10),
     )

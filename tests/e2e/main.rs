@@ -1,0 +1,24 @@
+//! The integration tests, in one binary (one link instead of eleven): real sled files, real
+//! HTTP against the simulated org, real call logs written, rotated and followed, real
+//! `callsync` processes started and killed. The system tests (the .deb, the tray on a real
+//! desktop) are the `system` binary.
+
+#[path = "../common/mod.rs"]
+mod common;
+#[path = "../common/soak.rs"]
+mod soak;
+
+mod agent;
+mod agent_org;
+mod calllog;
+mod calllog_model;
+mod cli;
+mod cli_sync;
+mod crash;
+mod lifecycle;
+mod network;
+mod outbox;
+mod packaging;
+mod schedule;
+mod sync;
+mod sync_model;
