@@ -11,14 +11,15 @@ targets=$(sed -n 's/^name = "\(.*\)"$/\1/p' Cargo.toml | grep -v '^callsync-fuzz
 cargo fuzz build -s none >/dev/null 2>&1 || cargo fuzz build -s none
 failed=0
 for t in $targets; do
-  mkdir -p "corpus/$t"
+  mkdir -p "corpus/$t" "seeds/$t" # an empty seed folder is not kept by git
   start=$(date +%s)
   # -timeout: an input running over 10 s counts as a hang.
   if out=$(cargo fuzz run -s none "$t" "corpus/$t" "seeds/$t" -- -runs="$RUNS" -timeout=10 -rss_limit_mb=2048 2>&1); then
     echo "$t: $RUNS inputs in $(( $(date +%s) - start )) s, no crash, no hang"
   else
     echo "$t: FAILED after $(( $(date +%s) - start )) s"
-    echo "$out" | grep -E 'panicked|ERROR|SUMMARY|Test unit written' | head -5
+    echo "$out" | grep -E 'panicked|ERROR|SUMMARY|Test unit written|^Error' | head -5
+    echo "$out" | tail -5
     failed=1
   fi
 done

@@ -267,5 +267,12 @@ pub enum ConfigCmd {
         file: PathBuf,
         #[arg(value_name = "KEY=VALUE")]
         values: Vec<String>,
+        /// The call log to follow, as a plain path (the MSI's CALLLOG): written as
+        /// `calllog.sources = [{ kind, path }]` with the quoting done here.
+        #[arg(long, value_name = "PATH")]
+        call_log: Option<String>,
+        /// The kind of `--call-log` (native, linphone, twinkle, csv).
+        #[arg(long, value_name = "KIND", default_value = "native")]
+        call_log_kind: String,
     },
 }

@@ -122,8 +122,19 @@ pub fn early(cli: &Cli) -> Option<u8> {
                 }
             }
         }
-        Command::Config(ConfigCmd::SetFile { file, values }) => {
-            match callsync_config::set_in_file(file, values) {
+        Command::Config(ConfigCmd::SetFile {
+            file,
+            values,
+            call_log,
+            call_log_kind,
+        }) => {
+            let log = call_log
+                .as_deref()
+                .map(|path| callsync_config::InstallerCallLog {
+                    kind: call_log_kind,
+                    path,
+                });
+            match callsync_config::set_in_file(file, values, log) {
                 Ok(n) => {
                     outln!("{n} value(s) written to {}", file.display());
                     exit::OK

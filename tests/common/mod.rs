@@ -96,11 +96,11 @@ pub async fn agent_setup(sim: &Sim, dir: &Path, log: &Path, sync_secs: u64, extr
         format!(
             "[salesforce]\nlogin_url = \"{}\"\nclient_id = \"callsync-sim-client\"\nredirect_port = {}\ntimeout_secs = 5\n\
              [auth]\nstore = \"file\"\n[sync]\ninterval_secs = {sync_secs}\n\
-             [calllog]\nsources = [{{ kind = \"native\", path = \"{}\" }}]\npoll_secs = 1\n\
+             [calllog]\nsources = [{{ kind = \"native\", path = {} }}]\npoll_secs = 1\n\
              [activity]\nsend_interval_secs = 1\n{extra}",
             sim.url(),
             free_port(),
-            log.display()
+            toml_str(log)
         ),
     )
     .unwrap();
@@ -173,4 +173,38 @@ pub async fn wait_until(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A path as a TOML string: quoted and escaped (a Windows path's `\u…` is no escape).
+pub fn toml_str(p: &Path) -> String {
+    toml::Value::String(p.display().to_string()).to_string()
+}
+
+/// Asks a process to stop the way its OS does at logout or service stop: SIGTERM on Unix; on
+/// Windows `taskkill` without `/F`, which posts WM_CLOSE to its windows (the agent's hidden
+/// close window answers it with a graceful stop).
+pub fn terminate(child: &std::process::Child) {
+    terminate_pid(child.id());
+}
+
+/// [`terminate`] by process id (a process this test did not start: one restarted in place).
+pub fn terminate_pid(pid: u32) {
+    assert!(try_terminate_pid(pid), "cannot ask {pid} to stop");
+}
+
+/// [`terminate_pid`] that only says whether the request was delivered (for clean-ups).
+pub fn try_terminate_pid(pid: u32) -> bool {
+    let pid = pid.to_string();
+    let status = if cfg!(windows) {
+        std::process::Command::new("taskkill")
+            .args(["/PID", &pid])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+    } else {
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+    };
+    status.is_ok_and(|s| s.success())
 }

@@ -122,9 +122,14 @@ impl Agent {
     }
 
     fn stop(mut self) -> bool {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
+        // SIGTERM; on Windows `taskkill` without /F (WM_CLOSE). (Also built into the soak
+        // bench, which has no `common` module.)
+        let pid = self.child.id().to_string();
+        let _ = if cfg!(windows) {
+            Command::new("taskkill").args(["/PID", &pid]).status()
+        } else {
+            Command::new("kill").args(["-TERM", &pid]).status()
+        };
         self.child.wait().is_ok_and(|s| s.success())
     }
 }
@@ -270,11 +275,11 @@ pub async fn run(plan: &Plan, mut progress: impl FnMut(usize, &Outcome)) -> Outc
         format!(
             "[salesforce]\nlogin_url = \"{}\"\nclient_id = \"callsync-sim-client\"\nredirect_port = {}\ntimeout_secs = 5\n\
              [auth]\nstore = \"file\"\n[sync]\ninterval_secs = 3600\n\
-             [calllog]\nsources = [{{ kind = \"native\", path = \"{}\" }}]\npoll_secs = 1\n\
+             [calllog]\nsources = [{{ kind = \"native\", path = {} }}]\npoll_secs = 1\n\
              [activity]\nsend_interval_secs = 1\nexternal_id_field = \"{ext}\"\n",
             sim.url(),
             free_port(),
-            log.display()
+            toml::Value::String(log.display().to_string())
         ),
     )
     .unwrap();

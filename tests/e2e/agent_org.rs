@@ -4,13 +4,70 @@
 #![cfg(unix)]
 
 use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Stdio;
 use std::time::Duration;
 
 use callsync_sim::{Sim, SimOptions};
 use serde_json::Value;
 
-use crate::agent::{agent_sync, cli, spawn_agent, status, stop, tasks};
+use crate::agent::{status, tasks};
 use crate::common;
+
+/// A running agent, stopped when dropped (a failing test leaves no process behind).
+struct Agent(std::process::Child);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        common::try_terminate_pid(self.0.id());
+        if self.0.try_wait().ok().flatten().is_none() {
+            std::thread::sleep(Duration::from_millis(500));
+            let _ = self.0.kill();
+        }
+        let _ = self.0.wait();
+    }
+}
+
+/// A headless agent against `sim`, its data in `d`, following `d/calls.jsonl`.
+fn spawn_agent(d: &Path, envs: &[(&str, &std::ffi::OsStr)]) -> Agent {
+    let mut c = common::command(d);
+    c.args(["run", "--headless"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(d.join("agent.stderr")).unwrap());
+    for (k, v) in envs {
+        c.env(k, v);
+    }
+    Agent(c.spawn().unwrap())
+}
+
+fn stop(agent: Agent) {
+    drop(agent);
+}
+
+fn cli(d: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = common::command(d).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+async fn agent_sync(d: &Path) {
+    let before = status(d)["agent"]["last_sync_ms"].as_i64().unwrap_or(0);
+    let done = |d: &Path| {
+        let a = &status(d)["agent"];
+        a["last_sync_ms"].as_i64().unwrap_or(0) > before || !a["sync_failing"].is_null()
+    };
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(cli(d, &["agent", "sync"]).0, 0);
+    // A cycle ends either way: a newer sync time, or a failure recorded.
+    common::wait_until(20, "a sync cycle", || {
+        std::thread::sleep(Duration::from_millis(300));
+        done(d)
+    })
+    .await;
+}
 
 /// Defect: a sync that fails for a reason someone must fix (here: the user may not read Leads)
 /// showed nowhere but a WARN in the log. It shows in `status`, the tray's state (attention) and

@@ -3,7 +3,7 @@
 //! `callsync status`, `callsync lookup`, `callsync disconnect`.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use callsync_sim::{Fault, FaultKind, Sim, SimOptions};
@@ -243,7 +243,10 @@ async fn watch_backs_off_when_the_org_limit_is_exhausted_and_stops_cleanly() {
     {
         // SIGINT: a graceful stop.
         let pid = watch.id().to_string();
-        Command::new("kill").args(["-INT", &pid]).status().unwrap();
+        std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap();
         let out = tokio::task::spawn_blocking(move || watch.wait_with_output())
             .await
             .unwrap()

@@ -1,12 +1,11 @@
 //! Nothing lost, nothing duplicated: 500 calls through a flaky simulated org (commit-then-drop,
 //! 503s, lock errors, session expiry) while the agent is killed with SIGKILL at random moments
 //! and restarted, 20 rounds. At the end the org holds exactly one Task per call.
-#![cfg(unix)]
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use callsync_sim::{Fault, FaultKind, Sim, SimOptions};
@@ -108,7 +107,7 @@ async fn five_hundred_calls_through_kills_and_faults_exactly_once() {
     for _ in 0..ROUNDS {
         let mut a = agent(&d);
         tokio::time::sleep(Duration::from_millis(rng.u64(150..700))).await;
-        a.kill().unwrap(); // SIGKILL
+        a.kill().unwrap(); // SIGKILL; TerminateProcess on Windows
         a.wait().unwrap();
     }
     writer.join().unwrap();
@@ -126,10 +125,7 @@ async fn five_hundred_calls_through_kills_and_faults_exactly_once() {
     // Quiet the org, let any retry in flight land, then stop gracefully.
     sim.org().faults.clear();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    Command::new("kill")
-        .args(["-TERM", &a.id().to_string()])
-        .status()
-        .unwrap();
+    common::terminate(&a);
     let status = a.wait().unwrap();
     assert!(status.success(), "graceful stop: {status:?}");
 

@@ -329,8 +329,8 @@ async fn doctor_explains_every_failure_with_its_fix() {
     let log = d.join("calls.jsonl");
     std::fs::write(&log, "").unwrap();
     let extra = format!(
-        "[calllog]\nsources = [{{ kind = \"native\", path = \"{}\" }}]\n[activity]\nmemo_field = \"Call_Memo__c\"\nexternal_id_field = \"Call_Id__c\"\n",
-        log.display()
+        "[calllog]\nsources = [{{ kind = \"native\", path = {} }}]\n[activity]\nmemo_field = \"Call_Memo__c\"\nexternal_id_field = \"Call_Id__c\"\n",
+        common::toml_str(&log)
     );
     let port = free_port();
     user_file(&d, &sim, port, &extra);

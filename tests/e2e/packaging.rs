@@ -83,18 +83,20 @@ fn admx_policies_name_real_keys_and_every_string_exists_in_both_languages() {
 fn the_msi_source_upgrades_in_place_and_writes_its_properties_with_a_real_command() {
     let text = read("packaging/windows/callsync.wxs");
     let doc = roxmltree::Document::parse(&text).unwrap();
-    let package = doc
-        .descendants()
-        .find(|n| n.tag_name().name() == "Package")
-        .unwrap();
+    let node = |name: &str| {
+        doc.descendants()
+            .find(|n| n.tag_name().name() == name)
+            .unwrap_or_else(|| panic!("no {name}"))
+    };
     assert_eq!(
-        package.attribute("UpgradeCode"),
+        node("Product").attribute("UpgradeCode"),
         Some("6F3A6C1E-2B7D-4C44-9A55-0D1B3C2E9F10")
     );
-    assert_eq!(package.attribute("Scope"), Some("perMachine"));
-    assert!(doc
-        .descendants()
-        .any(|n| n.tag_name().name() == "MajorUpgrade"));
+    assert_eq!(
+        node("Package").attribute("InstallScope"),
+        Some("perMachine")
+    );
+    node("MajorUpgrade");
     for p in ["LOGINURL", "CLIENTID", "REGION", "CALLLOG"] {
         let prop = doc
             .descendants()
@@ -102,9 +104,36 @@ fn the_msi_source_upgrades_in_place_and_writes_its_properties_with_a_real_comman
             .unwrap_or_else(|| panic!("no property {p}"));
         assert_eq!(prop.attribute("Secure"), Some("yes"), "{p}");
     }
+    let config = doc
+        .descendants()
+        .find(|n| n.attribute("Id") == Some("ManagedConfig"))
+        .unwrap();
+    assert_eq!(config.attribute("NeverOverwrite"), Some("yes"));
+    assert_eq!(config.attribute("Permanent"), Some("yes"));
     assert!(text.contains(r"Software\Microsoft\Windows\CurrentVersion\Run"));
     assert!(text.contains("System.AppUserModel.ID"));
-    // The custom action's command exists and writes the keys it names.
+
+    // The custom action's command line is MSI formatted text: every `[` must open a property
+    // reference and nothing may hold `{ }` (the CALLLOG defect: TOML written through it came
+    // out as `sources = ["' }]"]`).
+    let command = node("CustomAction").attribute("ExeCommand").unwrap();
+    let mut rest = command;
+    while let Some(i) = rest.find('[') {
+        let end = rest[i..].find(']').expect("an open bracket") + i;
+        let name = &rest[i + 1..end];
+        assert!(
+            !name.is_empty() && name.chars().all(|c| c.is_ascii_uppercase() || c == '_'),
+            "`[{name}]` in {command}"
+        );
+        rest = &rest[end + 1..];
+    }
+    assert!(
+        !command.contains('{') && !command.contains('}'),
+        "{command}"
+    );
+
+    // What Windows Installer runs, with the properties substituted: the command exists and
+    // writes what it is given, a call-log path full of brackets and braces included.
     let d = tempfile::tempdir().unwrap();
     let f = d.path().join("config.toml");
     std::fs::copy(
@@ -112,18 +141,23 @@ fn the_msi_source_upgrades_in_place_and_writes_its_properties_with_a_real_comman
         &f,
     )
     .unwrap();
+    let props = [
+        ("PROGRAMDATA", format!("{}/", d.path().display())),
+        ("LOGINURL", "https://acme.my.salesforce.com".into()),
+        ("CLIENTID", String::new()),
+        ("REGION", "US".into()),
+        ("CALLLOG", r"C:\PBX [1]\{agents} calls.jsonl".into()),
+        ("CALLLOGKIND", "native".into()),
+    ];
+    let mut line = command.to_owned();
+    for (k, v) in &props {
+        line = line.replace(&format!("[{k}]"), v);
+    }
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_callsync"))
-        .args(["config", "set-file"])
-        .arg(&f)
-        .args([
-            "salesforce.login_url=https://acme.my.salesforce.com",
-            "salesforce.client_id=",
-            "phone.default_region=US",
-            "calllog.sources=[{ kind = \"native\", path = 'C:\\PBX\\calls.jsonl' }]",
-        ])
+        .args(split_command_line(&line))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{out:?}");
+    assert!(out.status.success(), "{line}: {out:?}");
     let l = callsync_config::load(&callsync_config::LoadOptions {
         managed_file: Some(f.clone()),
         ..Default::default()
@@ -134,10 +168,33 @@ fn the_msi_source_upgrades_in_place_and_writes_its_properties_with_a_real_comman
         "https://acme.my.salesforce.com"
     );
     assert_eq!(l.config.phone.default_region, "US");
-    assert_eq!(l.config.calllog.sources[0].path, "C:\\PBX\\calls.jsonl");
+    assert_eq!(
+        l.config.calllog.sources[0].path,
+        r"C:\PBX [1]\{agents} calls.jsonl"
+    );
     assert!(std::fs::read_to_string(&f)
         .unwrap()
         .contains("# callsync — machine-wide managed configuration"));
+}
+
+/// Splits a command line at spaces outside double quotes (enough for the custom action's).
+fn split_command_line(s: &str) -> Vec<String> {
+    let (mut out, mut cur, mut quoted) = (Vec::new(), String::new(), false);
+    for c in s.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            ' ' if !quoted => {
+                if !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                }
+            }
+            c => cur.push(c),
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
 }
 
 #[test]

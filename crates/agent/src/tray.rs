@@ -35,6 +35,7 @@ pub async fn run(handle: Handle, lang: Lang) -> Result<(), TrayError> {
 }
 
 /// Decodes one of the icons in `assets/icons` (PNG → RGBA).
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))] // only the Linux tray exists yet
 pub(crate) fn decode_png(bytes: &[u8]) -> Result<(Vec<u8>, u32, u32), String> {
     let mut dec = png::Decoder::new(std::io::Cursor::new(bytes));
     dec.set_transformations(
@@ -54,6 +55,7 @@ pub(crate) fn decode_png(bytes: &[u8]) -> Result<(Vec<u8>, u32, u32), String> {
 }
 
 /// The embedded icon for a state (32 px: SNI hosts and Windows scale from it).
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))] // only the Linux tray exists yet
 pub(crate) fn icon_png(h: callsync_core::state::Health) -> &'static [u8] {
     use callsync_core::state::Health;
     match h {

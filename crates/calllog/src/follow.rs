@@ -157,7 +157,7 @@ impl FolderId {
     fn of(dir: &Path) -> Option<FolderId> {
         let m = std::fs::metadata(dir).ok().filter(|m| m.is_dir())?;
         Some(FolderId {
-            id: callsync_fs::FileId::of(&m),
+            id: callsync_fs::FileId::of(dir, &m),
             created: m.created().ok(),
         })
     }

@@ -410,7 +410,9 @@ impl<F: LineFormat> Source for AppendedLog<F> {
             .unwrap_or(0);
         let meta = std::fs::metadata(&self.path).ok();
         Cursor {
-            file: meta.as_ref().map(callsync_fs::FileId::of),
+            file: meta
+                .as_ref()
+                .map(|m| callsync_fs::FileId::of(&self.path, m)),
             mtime_ns: Some(
                 meta.and_then(|m| m.modified().ok())
                     .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
@@ -429,7 +431,7 @@ impl<F: LineFormat> Source for AppendedLog<F> {
         let mut next = cursor.clone();
         let mut out = Poll::default();
         let current = match std::fs::metadata(&self.path) {
-            Ok(m) => Some(callsync_fs::FileStamp::of(&m)),
+            Ok(m) => Some(callsync_fs::FileStamp::of(&self.path, &m)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => {
                 out.problems

@@ -93,7 +93,8 @@ pub fn chain(log: &Path) -> Vec<Member> {
         .filter_map(|e| {
             let file = e.file_name();
             let (rank, gz) = rank(name, file.to_str()?)?;
-            let meta = std::fs::metadata(e.path()).ok().filter(|m| m.is_file())?;
+            let path = e.path();
+            let meta = std::fs::metadata(&path).ok().filter(|m| m.is_file())?;
             let modified_ns = meta
                 .modified()
                 .ok()
@@ -101,10 +102,10 @@ pub fn chain(log: &Path) -> Vec<Member> {
                 .map(|d| d.as_nanos() as i64)
                 .unwrap_or(0);
             Some(Member {
-                path: dir.join(&file),
+                id: FileId::of(&path, &meta),
+                path,
                 rank,
                 gz,
-                id: FileId::of(&meta),
                 len: meta.len(),
                 modified_ns,
             })

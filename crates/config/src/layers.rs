@@ -518,6 +518,13 @@ pub fn load(opts: &LoadOptions) -> Result<Layered, ConfigError> {
     })
 }
 
+/// A call log named by an installer: see [`set_in_file`].
+#[derive(Clone, Copy, Debug)]
+pub struct InstallerCallLog<'a> {
+    pub kind: &'a str,
+    pub path: &'a str,
+}
+
 /// Parses `KEY=VALUE` from `--set`.
 pub fn parse_set(s: &str) -> Result<(String, String), ConfigError> {
     s.split_once('=')
@@ -529,7 +536,16 @@ pub fn parse_set(s: &str) -> Result<(String, String), ConfigError> {
 /// Sets `KEY=VALUE` pairs in the TOML file `path` (created if missing), keeping its comments and
 /// layout; values are typed and checked like `--set`. Empty values are skipped. Returns how many
 /// were written.
-pub fn set_in_file(path: &Path, pairs: &[String]) -> Result<usize, String> {
+///
+/// `call_log` is the one call log an installer names (the MSI's `CALLLOG` and `CALLLOGKIND`),
+/// written as `calllog.sources = [{ kind, path }]`. It comes as a plain path, never as TOML: an
+/// installer then has nothing to quote or escape (MSI formatted text treats `[ ]` and `{ }` as
+/// its own, and a path may hold quotes, brackets or non-ASCII). An empty path changes nothing.
+pub fn set_in_file(
+    path: &Path,
+    pairs: &[String],
+    call_log: Option<InstallerCallLog<'_>>,
+) -> Result<usize, String> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
@@ -559,6 +575,28 @@ pub fn set_in_file(path: &Path, pairs: &[String]) -> Result<usize, String> {
         }
         // Indexing keeps the key, and the comments above it.
         table[last] = toml_edit::value(value);
+        n += 1;
+    }
+    if let Some(log) = call_log.filter(|l| !l.path.trim().is_empty()) {
+        if !callsync_calllog::SOURCE_KINDS.contains(&log.kind) {
+            return Err(format!(
+                "call log kind `{}`: expected one of {}",
+                log.kind,
+                callsync_calllog::SOURCE_KINDS.join(", ")
+            ));
+        }
+        let mut source = toml_edit::InlineTable::new();
+        source.insert("kind", log.kind.into());
+        source.insert("path", log.path.into());
+        let mut sources = toml_edit::Array::new();
+        sources.push(source);
+        let calllog = doc
+            .as_table_mut()
+            .entry("calllog")
+            .or_insert_with(|| toml_edit::Item::Table(toml_edit::Table::new()))
+            .as_table_mut()
+            .ok_or_else(|| format!("calllog: not a table in {}", path.display()))?;
+        calllog["sources"] = toml_edit::value(sources);
         n += 1;
     }
     if let Some(dir) = path.parent() {

@@ -22,7 +22,7 @@ pub enum PolicyValue {
 
 /// Where the policies came from, for `config show`.
 #[cfg(windows)]
-pub const SOURCE: &str = r"HKLM\Software\Policies\callsync";
+pub const SOURCE: &str = r"HKLM\Software\Policies\callsync, HKCU\Software\Policies\callsync";
 #[cfg(target_os = "macos")]
 pub const SOURCE: &str = "/Library/Managed Preferences/com.callsync.agent.plist";
 #[cfg(not(any(windows, target_os = "macos")))]
@@ -92,13 +92,30 @@ pub fn from_plist(bytes: &[u8]) -> Result<Vec<(String, PolicyValue)>, String> {
         .collect())
 }
 
-/// The policies set on this machine (empty where there are none or the OS has no store).
+/// Machine and user policies as one set: a key set in both takes the machine's value, as
+/// Group Policy's computer configuration wins over the user configuration.
+pub fn merge_scopes(
+    machine: Vec<(String, PolicyValue)>,
+    user: Vec<(String, PolicyValue)>,
+) -> Vec<(String, PolicyValue)> {
+    let mut out: BTreeMap<String, PolicyValue> = user.into_iter().collect();
+    out.extend(machine);
+    out.into_iter().collect()
+}
+
+/// The policies set on this machine and for this user (empty where there are none or the OS has
+/// no store). Windows: Group Policy's computer configuration (HKLM) and user configuration
+/// (HKCU; only administrators can write under `Software\Policies`), the machine's winning.
 #[cfg(windows)]
 pub fn read() -> Vec<(String, PolicyValue)> {
-    use winreg::enums::{RegType, HKEY_LOCAL_MACHINE};
-    let Ok(key) =
-        winreg::RegKey::predef(HKEY_LOCAL_MACHINE).open_subkey(r"Software\Policies\callsync")
-    else {
+    use winreg::enums::{HKEY_CURRENT_USER, HKEY_LOCAL_MACHINE};
+    merge_scopes(read_hive(HKEY_LOCAL_MACHINE), read_hive(HKEY_CURRENT_USER))
+}
+
+#[cfg(windows)]
+fn read_hive(hive: winreg::HKEY) -> Vec<(String, PolicyValue)> {
+    use winreg::enums::RegType;
+    let Ok(key) = winreg::RegKey::predef(hive).open_subkey(r"Software\Policies\callsync") else {
         return Vec::new();
     };
     key.enum_values()
@@ -156,6 +173,23 @@ pub fn read() -> Vec<(String, PolicyValue)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_machine_policy_wins_over_the_user_policy() {
+        let t = |s: &str| PolicyValue::Text(s.into());
+        let machine = vec![("phone.default_region".into(), t("JP"))];
+        let user = vec![
+            ("phone.default_region".into(), t("US")),
+            ("ui.language".into(), t("ja")),
+        ];
+        assert_eq!(
+            merge_scopes(machine, user),
+            vec![
+                ("phone.default_region".into(), t("JP")),
+                ("ui.language".into(), t("ja")),
+            ]
+        );
+    }
 
     #[test]
     fn policy_values_map_to_typed_configuration_values() {

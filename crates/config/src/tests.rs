@@ -23,6 +23,7 @@ fn installers_set_keys_in_a_file_keeping_its_comments() {
             "salesforce.client_id=".into(),
             "calllog.poll_secs=5".into(),
         ],
+        None,
     )
     .unwrap();
     assert_eq!(n, 3);
@@ -42,7 +43,53 @@ fn installers_set_keys_in_a_file_keeping_its_comments() {
     );
     assert_eq!(l.config.phone.default_region, "US");
     assert_eq!(l.config.calllog.poll_secs, 5);
-    assert!(set_in_file(&f, &["calllog.poll_secs=soon".into()]).is_err());
+    assert!(set_in_file(&f, &["calllog.poll_secs=soon".into()], None).is_err());
+}
+
+/// Defect: the MSI wrote `calllog.sources=[{ kind = …, path = '[CALLLOG]' }]` through MSI
+/// formatted text, where `[ ]` and `{ }` are special: the installed file had
+/// `sources = ["' }]"]`. The call log now comes as a plain path and the TOML is built here, so
+/// any path survives: backslashes, spaces, quotes, brackets, braces, Japanese.
+#[test]
+fn an_installer_call_log_path_is_written_exactly() {
+    let d = tempfile::tempdir().unwrap();
+    let f = d.path().join("config.toml");
+    let paths = [
+        r"C:\PBX\calls.jsonl",
+        r#"\\fileserver\pbx share\[2026] {a}\it's "here".csv"#,
+        "C:\\Users\\山田\\AppData\\Roaming\\linphone\\call-history.db",
+    ];
+    for (kind, path) in ["native", "csv", "linphone"].into_iter().zip(paths) {
+        let path = path.to_owned();
+        let log = InstallerCallLog { kind, path: &path };
+        assert_eq!(set_in_file(&f, &[], Some(log)).unwrap(), 1);
+        let l = load(&LoadOptions {
+            managed_file: Some(f.clone()),
+            ..Default::default()
+        })
+        .unwrap();
+        let s = &l.config.calllog.sources;
+        assert_eq!(s.len(), 1, "{s:?}");
+        assert_eq!(
+            (s[0].kind.as_str(), s[0].path.as_str()),
+            (kind, path.as_str())
+        );
+    }
+    // Unset installer property: nothing changes. Unknown kind: refused, the file untouched.
+    let before = std::fs::read_to_string(&f).unwrap();
+    let none = InstallerCallLog {
+        kind: "native",
+        path: "",
+    };
+    assert_eq!(set_in_file(&f, &[], Some(none)).unwrap(), 0);
+    let bad = InstallerCallLog {
+        kind: "skype",
+        path: r"C:\x",
+    };
+    assert!(set_in_file(&f, &[], Some(bad))
+        .unwrap_err()
+        .contains("skype"));
+    assert_eq!(std::fs::read_to_string(&f).unwrap(), before);
 }
 
 #[test]

@@ -184,11 +184,20 @@ pub fn error_entry(status: u16, e: &Value) -> SfError {
 /// (followed by the technical detail).
 pub fn plain_words(detail: &str) -> String {
     let d = detail.to_ascii_lowercase();
+    // Windows' chain engine speaks in HRESULTs (as rustls-platform-verifier passes them on):
+    // CERT_E_UNTRUSTEDROOT 0x800B0109, CERT_E_CHAINING 0x800B010A; and for revocation,
+    // CERT_E_REVOCATION_FAILURE 0x800B010E, CRYPT_E_NO_REVOCATION_CHECK 0x80092012,
+    // CRYPT_E_REVOCATION_OFFLINE 0x80092013 (Wine reports an untrusted private CA this way).
+    let os = |code: u32| d.contains(&format!("os error {}", code as i32));
     let what = if d.contains("unknownissuer")
         || d.contains("unknown issuer")
         || d.contains("unknown ca")
+        || os(0x800B_0109)
+        || os(0x800B_010A)
     {
         "the server's certificate is signed by an authority this PC does not trust: your company's TLS inspection CA may be missing (install it in the system trust store, or set tls.extra_ca_file to its PEM file)"
+    } else if os(0x800B_010E) || os(0x8009_2012) || os(0x8009_2013) {
+        "the server's certificate could not be checked for revocation (its revocation servers do not answer, or it comes from a TLS inspection proxy): your company's TLS inspection CA may be missing (install it in the system trust store, or set tls.extra_ca_file to its PEM file)"
     } else if d.contains("expired") || d.contains("notvalidyet") {
         "the server's certificate has expired or is not yet valid (or this PC's clock is wrong)"
     } else if d.contains("notvalidforname") || d.contains("not valid for name") {
@@ -525,6 +534,8 @@ mod tests {
     fn network_failures_in_plain_words() {
         let table = [
             ("error sending request: client error (Connect): invalid peer certificate: UnknownIssuer", "TLS inspection CA may be missing"),
+            ("invalid peer certificate: Other(OtherError(\"OS Error -2146762487 (os error -2146762487)\"))", "TLS inspection CA may be missing"),
+            ("invalid peer certificate: Other(OtherError(\"OS Error -2146762482 (FormatMessageW() returned error 317) (os error -2146762482)\"))", "could not be checked for revocation"),
             ("invalid peer certificate: Expired", "has expired"),
             ("invalid peer certificate: NotValidForName", "another host name"),
             ("unsuccessful tunnel: 407 Proxy Authentication Required", "proxy refused: authentication"),

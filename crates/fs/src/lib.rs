@@ -98,30 +98,73 @@ pub struct FileId {
 }
 
 impl FileId {
-    pub fn of(meta: &std::fs::Metadata) -> FileId {
+    /// The identity of the file at `path`, whose metadata is `meta`.
+    ///
+    /// Windows: the volume serial number and the NTFS file index, read through a handle opened
+    /// for metadata only and shared for read, write and delete (a softphone or logrotate working
+    /// on the file is never blocked). Not the creation time: Windows "tunnels" it, giving a file
+    /// created under a name that was just renamed away the old file's creation time, which is
+    /// exactly what a rotation does.
+    pub fn of(path: &Path, meta: &std::fs::Metadata) -> FileId {
         #[cfg(unix)]
         {
+            let _ = path;
             use std::os::unix::fs::MetadataExt;
             FileId {
                 dev: meta.dev(),
                 ino: meta.ino(),
             }
         }
-        #[cfg(not(unix))]
+        #[cfg(windows)]
         {
-            // Windows/others: creation time stands in for the file index.
-            let created = meta
-                .created()
-                .ok()
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(0);
+            windows_id(path).unwrap_or_else(|| FileId {
+                dev: 0,
+                ino: created_ns(meta),
+            })
+        }
+        #[cfg(not(any(unix, windows)))]
+        {
+            let _ = path;
             FileId {
                 dev: 0,
-                ino: created,
+                ino: created_ns(meta),
             }
         }
     }
+}
+
+#[cfg(not(unix))]
+fn created_ns(meta: &std::fs::Metadata) -> u64 {
+    meta.created()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(windows)]
+fn windows_id(path: &Path) -> Option<FileId> {
+    use std::os::windows::fs::OpenOptionsExt;
+    use std::os::windows::io::AsRawHandle;
+    use windows_sys::Win32::Storage::FileSystem::{
+        GetFileInformationByHandle, BY_HANDLE_FILE_INFORMATION, FILE_FLAG_BACKUP_SEMANTICS,
+        FILE_SHARE_DELETE, FILE_SHARE_READ, FILE_SHARE_WRITE,
+    };
+    let file = std::fs::OpenOptions::new()
+        .access_mode(0)
+        .share_mode(FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE)
+        // Folders open only with this flag.
+        .custom_flags(FILE_FLAG_BACKUP_SEMANTICS)
+        .open(path)
+        .ok()?;
+    // SAFETY: an all-zero BY_HANDLE_FILE_INFORMATION is valid (plain integers).
+    let mut info: BY_HANDLE_FILE_INFORMATION = unsafe { std::mem::zeroed() };
+    // SAFETY: the handle is open for the duration of the call and `info` is writable.
+    let ok = unsafe { GetFileInformationByHandle(file.as_raw_handle() as _, &mut info) };
+    (ok != 0).then(|| FileId {
+        dev: u64::from(info.dwVolumeSerialNumber),
+        ino: (u64::from(info.nFileIndexHigh) << 32) | u64::from(info.nFileIndexLow),
+    })
 }
 
 /// A file's identity with its length and modification time: unchanged means neither replaced
@@ -134,9 +177,9 @@ pub struct FileStamp {
 }
 
 impl FileStamp {
-    pub fn of(meta: &std::fs::Metadata) -> FileStamp {
+    pub fn of(path: &Path, meta: &std::fs::Metadata) -> FileStamp {
         FileStamp {
-            id: FileId::of(meta),
+            id: FileId::of(path, meta),
             len: meta.len(),
             modified: meta.modified().ok(),
         }
@@ -145,7 +188,7 @@ impl FileStamp {
     /// `None`: there is no such file.
     pub fn of_path(path: &Path) -> io::Result<Option<FileStamp>> {
         match std::fs::metadata(path) {
-            Ok(m) => Ok(Some(FileStamp::of(&m))),
+            Ok(m) => Ok(Some(FileStamp::of(path, &m))),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }

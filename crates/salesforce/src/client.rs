@@ -160,11 +160,59 @@ pub struct Inner {
 
 /// Builds the HTTP client every request goes through.
 pub fn http_client(cfg: &ClientConfig) -> Result<reqwest::Client, SfError> {
-    let mut b = reqwest::Client::builder();
     let net = &cfg.net;
     if let Some(e) = &net.extra_ca_error {
         return Err(SfError::Store(e.clone()));
     }
+    let extra = match &net.extra_ca_pem {
+        Some(pem) => {
+            let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {
+                SfError::Store(format!(
+                    "tls.extra_ca_file is not a PEM certificate bundle: {e}"
+                ))
+            })?;
+            if certs.is_empty() {
+                return Err(SfError::Store(
+                    "tls.extra_ca_file holds no certificate".into(),
+                ));
+            }
+            certs
+        }
+        None => Vec::new(),
+    };
+    if extra.is_empty() {
+        return builder(cfg)?.build().map_err(|e| network(e, net));
+    }
+    // The OS verifier with the extra CA added to its roots: on Windows a chain engine with
+    // extra roots, which Windows 7 and Wine refuse (E_INVALIDARG). Then: the OS trust store
+    // read once, plus the extra CA, verified by rustls.
+    match builder(cfg)?.tls_certs_merge(extra.clone()).build() {
+        Ok(c) => Ok(c),
+        Err(e) => {
+            tracing::warn!(error = %e, "the OS verifier cannot take tls.extra_ca_file; using the OS trust store's certificates with it");
+            let mut roots = extra;
+            let native = rustls_native_certs::load_native_certs();
+            for e in &native.errors {
+                tracing::warn!(error = %e, "a certificate of the OS trust store cannot be read");
+            }
+            roots.extend(
+                native
+                    .certs
+                    .iter()
+                    .filter_map(|c| reqwest::Certificate::from_der(c.as_ref()).ok()),
+            );
+            builder(cfg)?
+                .tls_certs_only(roots)
+                .build()
+                .map_err(|e| network(e, net))
+        }
+    }
+}
+
+/// Everything but the trust roots.
+fn builder(cfg: &ClientConfig) -> Result<reqwest::ClientBuilder, SfError> {
+    let net = &cfg.net;
+    let mut b = reqwest::Client::builder();
     if let Some(url) = net.proxy.as_deref().filter(|u| !u.is_empty()) {
         let mut p = reqwest::Proxy::all(url)
             .map_err(|e| SfError::Store(format!("bad proxy.url {url:?}: {e}")))?;
@@ -183,26 +231,11 @@ pub fn http_client(cfg: &ClientConfig) -> Result<reqwest::Client, SfError> {
         );
         b = b.proxy(p);
     }
-    if let Some(pem) = &net.extra_ca_pem {
-        let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {
-            SfError::Store(format!(
-                "tls.extra_ca_file is not a PEM certificate bundle: {e}"
-            ))
-        })?;
-        if certs.is_empty() {
-            return Err(SfError::Store(
-                "tls.extra_ca_file holds no certificate".into(),
-            ));
-        }
-        b = b.tls_certs_merge(certs);
-    }
-    b.timeout(cfg.timeout)
+    Ok(b.timeout(cfg.timeout)
         .connect_timeout(Duration::from_secs(10))
         .gzip(true)
         .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("callsync/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| network(e, net))
+        .user_agent(concat!("callsync/", env!("CARGO_PKG_VERSION"))))
 }
 
 impl Client {
