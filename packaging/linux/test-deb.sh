@@ -18,19 +18,7 @@ cleanup() {
     rm -rf "$T"
 }
 trap cleanup EXIT
-step() { echo "== $*"; }
-fail() {
-    echo "FAIL: $*" >&2
-    for f in "$T"/*.log "$T"/*.out; do [ -e "$f" ] && { echo "--- $f" >&2; tail -20 "$f" >&2; }; done
-    exit 1
-}
-wait_for() { # seconds, description, command…
-    local n=$(( $1 * 10 )) what=$2; shift 2
-    until "$@" >/dev/null 2>&1; do
-        n=$((n - 1)); [ "$n" -gt 0 ] || fail "timed out waiting for $what"; sleep 0.1
-    done
-}
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null || echo $((20000 + RANDOM % 20000)); }
+. "$(dirname "$0")/../test-lib.sh"
 
 # A clean user: default paths under a temporary HOME, nothing inherited.
 # The simulator binary is the test's own input: kept aside before the environment is cleared.
@@ -100,7 +88,7 @@ poll_secs = 1
 send_interval_secs = 1
 CONF
 show=$(/usr/bin/callsync config show 2>"$T/warn")
-echo "$show" | grep -F "salesforce.login_url = \"http://127.0.0.1:$PORT\"" | grep -q "\[locked\]" \
+has "$(line_of "$show" "salesforce.login_url = \"http://127.0.0.1:$PORT\"")" "[locked]" \
     || fail "the managed value is not shown as locked: $(echo "$show" | grep login_url)"
 grep -q "locked" "$T/warn" || fail "no warning about the user's locked key"
 sed -i '/^login_url/d' "$HOME/.config/callsync/config.toml"
@@ -112,7 +100,7 @@ wait_for 20 "the sign-in address" grep -q '^ *http' "$T/connect.out"
 curl -sfL -o /dev/null "$(grep -m1 '^ *http' "$T/connect.out" | tr -d ' ')"
 wait "$CONNECT" || fail "connect: $(cat "$T/connect.out")"
 /usr/bin/callsync sync >/dev/null
-PHONE=$(curl -sf "http://127.0.0.1:$PORT/__sim/rows/Contact" | grep -o '"Phone":"[^"]*"' | head -1 | cut -d'"' -f4)
+PHONE=$(sim_phone "$PORT") || fail "no Contact phone in the simulated org"
 [ -n "$PHONE" ] || fail "no Contact phone in the simulated org"
 /usr/bin/callsync lookup "$PHONE" >/dev/null || fail "lookup of $PHONE before the upgrade"
 records=$(/usr/bin/callsync status --json | grep -o '"records": [0-9]*' | awk '{s+=$2} END {print s}')
@@ -145,7 +133,7 @@ $AUTOSTART_CMD >"$T/agent2.log" 2>&1 &
 AGENT=$!
 wait_for 20 "the new agent" sh -c '/usr/bin/callsync status --json | grep -q "\"running\": true"'
 st=$(/usr/bin/callsync status --json)
-echo "$st" | grep -q '"pending": 1' || fail "the queued Task did not survive the upgrade: $st"
+has "$st" '"pending": 1' || fail "the queued Task did not survive the upgrade: $st"
 after=$(echo "$st" | grep -o '"\(contacts\|accounts\|leads\)": [0-9]*' | awk '{s+=$2} END {print s}')
 [ "${after:-0}" -gt 0 ] || fail "the cache did not survive the upgrade: $st"
 [ "$(curl -sf "http://127.0.0.1:$PORT/__sim/rows/Task" | grep -o 'deb-upgrade-1' | wc -l)" -eq 0 ] \

@@ -23,19 +23,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-step() { echo "== $*"; }
-fail() {
-    echo "FAIL: $*" >&2
-    for f in "$T"/*.log "$T"/*.out; do [ -e "$f" ] && { echo "--- $f" >&2; tail -20 "$f" >&2; }; done
-    exit 1
-}
-wait_for() { # seconds, description, command…
-    local n=$(( $1 * 10 )) what=$2; shift 2
-    until "$@" >/dev/null 2>&1; do
-        n=$((n - 1)); [ "$n" -gt 0 ] || fail "timed out waiting for $what"; sleep 0.1
-    done
-}
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. "$here/../test-lib.sh"
 
 SIM_BIN=${CALLSYNC_SIM_BIN:-}
 [ -x "$SIM_BIN" ] || fail "CALLSYNC_SIM_BIN must name a callsync binary built with the sim feature"
@@ -71,8 +59,8 @@ for f in "Program Files/callsync/callsync.exe" "Program Files/callsync/ok.ico" \
          "Program Files/callsync/attention.ico" "ProgramData/callsync/config.toml"; do
     [ -e "$C/$f" ] || fail "$f is not installed"
 done
-wine reg query 'HKLM\Software\Microsoft\Windows\CurrentVersion\Run' /v callsync 2>/dev/null | tr -d '\r' \
-    | grep -qF '"C:\Program Files\callsync\callsync.exe" run' || fail "no Run key for the agent"
+run_key=$(wine reg query 'HKLM\Software\Microsoft\Windows\CurrentVersion\Run' /v callsync 2>/dev/null | tr -d '\r')
+has "$run_key" '"C:\Program Files\callsync\callsync.exe" run' || fail "no Run key for the agent: $run_key"
 cs --version
 # The shipped build has no simulated org.
 cs sim --help >/dev/null 2>&1 && fail "the installed binary has the simulated org"
@@ -81,9 +69,9 @@ grep -q '# callsync — machine-wide managed configuration' "$managed" || fail "
 show=$(cs config show)
 for want in "salesforce.login_url = \"http://127.0.0.1:$PORT\"" 'salesforce.client_id = "callsync-sim-client"' \
             'phone.default_region = "JP"'; do
-    echo "$show" | grep -qF "$want" || fail "config show lacks $want"
+    has "$show" "$want" || fail "config show lacks $want"
 done
-echo "$show" | grep -F 'calllog.sources' | grep -qF "path = '$LOG_WIN'" \
+has "$(line_of "$show" calllog.sources)" "path = '$LOG_WIN'" \
     || fail "CALLLOG came out wrong: $(grep -A1 sources "$managed")"
 
 step "Group Policy: HKLM and HKCU values are locked, the machine's winning"
@@ -107,8 +95,8 @@ wine reg add 'HKLM\Software\Policies\callsync' /v sync.interval_secs /t REG_DWOR
 wine reg add 'HKCU\Software\Policies\callsync' /v sync.interval_secs /t REG_DWORD /d 60 /f >/dev/null 2>&1
 wine reg add 'HKCU\Software\Policies\callsync' /v ui.language /t REG_SZ /d ja /f >/dev/null 2>&1
 show=$(cs config show 2>&1)
-echo "$show" | grep -F 'sync.interval_secs = 1800' | grep -q locked || fail "HKLM policy not locked: $(echo "$show" | grep interval_secs)"
-echo "$show" | grep -F 'ui.language = "ja"' | grep -q locked || fail "HKCU policy not read: $(echo "$show" | grep ui.language)"
+has "$(line_of "$show" 'sync.interval_secs = 1800')" locked || fail "HKLM policy not locked: $(line_of "$show" interval_secs)"
+has "$(line_of "$show" 'ui.language = "ja"')" locked || fail "HKCU policy not read: $(line_of "$show" ui.language)"
 wine reg delete 'HKLM\Software\Policies\callsync' /f >/dev/null 2>&1
 wine reg delete 'HKCU\Software\Policies\callsync' /f >/dev/null 2>&1
 
@@ -120,10 +108,14 @@ URL=$(grep -m1 '^ *http' "$T/connect.out" | tr -d ' \r')
 curl -sSfL -o /dev/null "$URL" 2>"$T/curl.log" || fail "the browser step ($URL): $(cat "$T/curl.log")"
 wait "$CONNECT" || fail "connect: $(cat "$T/connect.out")"
 cs sync >/dev/null || fail "sync"
-PHONE=$(curl -sf "http://127.0.0.1:$PORT/__sim/rows/Contact" | grep -o '"Phone":"[^"]*"' | head -1 | cut -d'"' -f4)
+PHONE=$(sim_phone "$PORT") || fail "no Contact phone in the simulated org"
 cs lookup "$PHONE" >/dev/null || fail "lookup of $PHONE"
 cs doctor >"$T/doctor.out" 2>&1 || true
 grep -qi "signed in\|sign-in" "$T/doctor.out" || fail "doctor: $(cat "$T/doctor.out")"
+cs support-bundle --output 'C:\support.zip' >"$T/bundle.out" 2>&1 || fail "support-bundle"
+[ -s "$C/support.zip" ] || fail "no support bundle written"
+python3 -c "import sys, zipfile; sys.exit(0 if zipfile.ZipFile(sys.argv[1]).namelist() else 1)" "$C/support.zip" \
+    || fail "the support bundle is not a zip"
 
 step "the installed agent (as the Run key starts it, headless); a call queued while paused"
 wine "$EXE" run --headless >"$T/agent1.log" 2>&1 &
@@ -155,7 +147,7 @@ wine "$EXE" run --headless >"$T/agent2.log" 2>&1 &
 AGENT=$!
 wait_for 60 "the new agent" sh -c "wine '$EXE' status --json 2>/dev/null | grep -q '\"running\": true'"
 st=$(cs status --json)
-echo "$st" | grep -q '"pending": 1' || fail "the queued Task did not survive the upgrade: $st"
+has "$st" '"pending": 1' || fail "the queued Task did not survive the upgrade: $st"
 [ "$(curl -sf "http://127.0.0.1:$PORT/__sim/rows/Task" | grep -o 'msi-upgrade-1' | wc -l)" -eq 0 ] \
     || fail "a paused Task was sent"
 cs agent resume >/dev/null
