@@ -91,12 +91,24 @@ pub fn command(dir: &Path) -> std::process::Command {
 /// A user configuration for an agent against `sim` following the native call log `log` and
 /// syncing every `sync_secs`, and a stored sign-in in `dir/data`.
 pub async fn agent_setup(sim: &Sim, dir: &Path, log: &Path, sync_secs: u64, extra: &str) {
+    agent_setup_with(sim, dir, "native", log, sync_secs, extra).await
+}
+
+/// [`agent_setup`] following a call log of another `kind`.
+pub async fn agent_setup_with(
+    sim: &Sim,
+    dir: &Path,
+    kind: &str,
+    log: &Path,
+    sync_secs: u64,
+    extra: &str,
+) {
     std::fs::write(
         dir.join("user.toml"),
         format!(
             "[salesforce]\nlogin_url = \"{}\"\nclient_id = \"callsync-sim-client\"\nredirect_port = {}\ntimeout_secs = 5\n\
              [auth]\nstore = \"file\"\n[sync]\ninterval_secs = {sync_secs}\n\
-             [calllog]\nsources = [{{ kind = \"native\", path = {} }}]\npoll_secs = 1\n\
+             [calllog]\nsources = [{{ kind = \"{kind}\", path = {} }}]\npoll_secs = 1\n\
              [activity]\nsend_interval_secs = 1\n{extra}",
             sim.url(),
             free_port(),

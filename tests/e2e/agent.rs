@@ -242,3 +242,86 @@ fn autostart_entry_and_user_unit_start_the_agent() {
         assert!(out.status.success(), "{file}: {out:?}");
     }
 }
+
+/// MicroSIP's history (a UTF-16 INI rewritten whole, a ring of rows updated in place, written
+/// here from its documented format) followed by the agent end to end: the calls already there
+/// are history, a call that ends becomes one Task, and its row rewritten again (the ring moving
+/// on) never makes a second. Runs under Wine too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_microsip_history_becomes_tasks_once() {
+    let sim = Sim::start(
+        SimOptions {
+            records: 50,
+            seed: 5,
+            ..Default::default()
+        },
+        0,
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ini = d.join("MicroSIP").join("microsip.ini");
+    std::fs::create_dir_all(ini.parent().unwrap()).unwrap();
+    let now = chrono::Utc::now().timestamp();
+    let write = |rows: &[String]| {
+        let mut text = String::from("[Settings]\r\ncallsLastKey=3\r\n[Calls]\r\n");
+        for (k, r) in rows.iter().enumerate() {
+            text.push_str(&format!("{k}={r}\r\n"));
+        }
+        let mut b = vec![0xFF, 0xFE];
+        for u in text.encode_utf16() {
+            b.extend_from_slice(&u.to_le_bytes());
+        }
+        // The profile API rewrites the file whole.
+        std::fs::write(&ini, b).unwrap();
+    };
+    let old = format!("0311110001;;1;{};30;Call Ended", now - 3600);
+    write(std::slice::from_ref(&old));
+    common::agent_setup_with(&sim, d, "microsip", &ini, 3600, "").await;
+    let agent = common::command(d)
+        .args(["run", "--headless"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    common::wait_until(20, "the agent", || status(d)["running"] == true).await;
+    // Ringing (no end reason yet), then ended in place with its talk time.
+    let ringing = format!("0311110002;山田;2;{now};0;");
+    write(&[old.clone(), ringing]);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        sim.org().rows("Task").is_empty(),
+        "a call in progress was written"
+    );
+    let ended = format!("0311110002;山田;1;{now};42;通話終了");
+    write(&[old.clone(), ended.clone()]);
+    let microsip_tasks = || {
+        sim.org()
+            .rows("Task")
+            .into_iter()
+            .filter(|t| {
+                t["CallObject"]
+                    .as_str()
+                    .unwrap_or("")
+                    .starts_with("microsip-")
+            })
+            .collect::<Vec<_>>()
+    };
+    common::wait_until(20, "the Task", || !microsip_tasks().is_empty()).await;
+    // The ring moves on: the same rows under other keys, one more call after them.
+    let later = format!("0311110003;;0;{};0;Canceled", now + 60);
+    write(&[later.clone(), old, ended]);
+    common::wait_until(20, "the second Task", || microsip_tasks().len() >= 2).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let tasks = microsip_tasks();
+    assert_eq!(tasks.len(), 2, "{tasks:?}");
+    let answered = tasks
+        .iter()
+        .find(|t| t["CallDurationInSeconds"] == 42)
+        .unwrap_or_else(|| panic!("no 42 s call: {tasks:?}"));
+    assert_eq!(answered["CallType"], "Inbound");
+    common::terminate(&agent);
+    let mut agent = agent;
+    assert!(agent.wait().unwrap().success());
+}

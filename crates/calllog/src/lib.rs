@@ -10,6 +10,7 @@ pub mod cursor;
 pub mod follow;
 pub mod fskind;
 pub mod linphone;
+pub mod microsip;
 pub mod native;
 pub mod rotation;
 pub mod twinkle;
@@ -65,7 +66,7 @@ pub trait Source: Send {
 }
 
 /// The kinds of call log callsync reads.
-pub const SOURCE_KINDS: [&str; 4] = ["native", "linphone", "twinkle", "csv"];
+pub const SOURCE_KINDS: [&str; 5] = ["native", "linphone", "twinkle", "csv", "microsip"];
 
 /// A source of `kind` (one of [`SOURCE_KINDS`]) reading `path`; `csv` is the column mapping
 /// of a CSV source (default names without one).
@@ -79,6 +80,7 @@ pub fn open_source(
         "native" => Box::new(native::NativeSource::new(name, path)),
         "linphone" => Box::new(linphone::LinphoneSource::new(name, path)),
         "twinkle" => Box::new(twinkle::TwinkleSource::new(name, path)),
+        "microsip" => Box::new(microsip::MicrosipSource::new(name, path)),
         "csv" => Box::new(csvlog::CsvSource::new(name, path, csv.unwrap_or_default())),
         other => {
             return Err(format!(
@@ -107,7 +109,15 @@ pub struct SourceSpec {
 impl SourceSpec {
     /// The file, with `~` expanded and the softphone's default where none is given.
     pub fn resolved_path(&self) -> Option<PathBuf> {
-        let home = directories::BaseDirs::new().map(|b| b.home_dir().to_owned());
+        let base = directories::BaseDirs::new();
+        let home = base.as_ref().map(|b| b.home_dir().to_owned());
+        if self.path.is_empty() && self.kind == "microsip" {
+            // Installed MicroSIP: %APPDATA%\MicroSIP\microsip.ini (a portable one keeps it
+            // beside microsip.exe: give that path).
+            return cfg!(windows)
+                .then(|| base.map(|b| b.config_dir().join("MicroSIP").join("microsip.ini")))
+                .flatten();
+        }
         let raw = if self.path.is_empty() {
             match self.kind.as_str() {
                 "linphone" => "~/.local/share/linphone/call-history.db",
