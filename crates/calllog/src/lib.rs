@@ -15,7 +15,7 @@ pub mod native;
 pub mod rotation;
 pub mod twinkle;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -106,6 +106,26 @@ pub struct SourceSpec {
     pub csv: Option<csvlog::CsvMapping>,
 }
 
+/// linphone's history in its data folder (`~/.local/share/linphone`,
+/// `%LOCALAPPDATA%\linphone`): `linphone.db` where it exists (liblinphone ≥ 5.2 writes calls
+/// there and leaves `call-history.db` frozen), else `call-history.db`.
+pub fn linphone_default(dir: &Path) -> PathBuf {
+    let new = dir.join("linphone.db");
+    let old = dir.join("call-history.db");
+    if new.exists() {
+        if old.exists() {
+            tracing::warn!(
+                "both {} and {} exist: reading linphone.db (linphone 5.2 and later stop writing call-history.db)",
+                new.display(),
+                old.display()
+            );
+        }
+        new
+    } else {
+        old
+    }
+}
+
 impl SourceSpec {
     /// The file, with `~` expanded and the softphone's default where none is given.
     pub fn resolved_path(&self) -> Option<PathBuf> {
@@ -118,9 +138,11 @@ impl SourceSpec {
                 .then(|| base.map(|b| b.config_dir().join("MicroSIP").join("microsip.ini")))
                 .flatten();
         }
+        if self.path.is_empty() && self.kind == "linphone" {
+            return base.map(|b| linphone_default(&b.data_local_dir().join("linphone")));
+        }
         let raw = if self.path.is_empty() {
             match self.kind.as_str() {
-                "linphone" => "~/.local/share/linphone/call-history.db",
                 "twinkle" => "~/.twinkle/twinkle.ch",
                 _ => return None,
             }

@@ -1,4 +1,10 @@
-//! linphone's call history (`~/.local/share/linphone/call-history.db`, liblinphone 5.1).
+//! linphone's call history: `call-history.db` (liblinphone ≤ 5.1, Debian 12's linphone) or, for
+//! liblinphone ≥ 5.2 (Linphone desktop 5.x, Windows and Linux), the `conference_call` table of
+//! `linphone.db`, which such a linphone imports `call-history.db` into once and then writes
+//! instead. The file's tables say which it is. In `linphone.db` a row is made at call start and
+//! updated at connect and end; only an end event (`event.type` 4) makes it final, so rows are
+//! read once final, by `call_id`, with the position held below the oldest row still in progress
+//! (one left without an end for a day is passed over: linphone died mid-call).
 //!
 //! liblinphone writes this SQLite file through a VFS that takes **no locks**, so a read-write
 //! opener corrupts it (measured: 8 of 10 runs). It is opened read-only (`mode=ro` URI), with no
@@ -17,9 +23,10 @@ use super::{history_events, sip_user, CallInfo, Direction, Origin, Outcome, Poll
 pub struct LinphoneSource {
     name: String,
     path: PathBuf,
-    /// Whether `call_history` has a `call_id` column: learned from a successful read only (a
-    /// read linphone disturbed says nothing about the schema), and never unlearned.
-    has_call_id: Option<bool>,
+    /// Which history the file holds and, for `call_history`, whether it has a `call_id` column:
+    /// learned from a successful read only (a read linphone disturbed says nothing about the
+    /// schema), and never unlearned.
+    schema: Option<Schema>,
     /// The last whole-file problem reported: the same one is not reported again.
     complained: Option<String>,
 }
@@ -29,7 +36,7 @@ impl LinphoneSource {
         LinphoneSource {
             name: name.into(),
             path: path.into(),
-            has_call_id: None,
+            schema: None,
             complained: None,
         }
     }
@@ -107,19 +114,51 @@ pub enum ReadError {
     Unusable(String),
 }
 
-/// The schema of `call_history`: whether it has `call_id`. `Err` when it cannot be told now.
-fn schema(conn: &Connection, path: &Path) -> Result<bool, ReadError> {
+/// Which history a linphone database holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Schema {
+    /// `call-history.db` (liblinphone ≤ 5.1): `call_history`, with or without `call_id`.
+    CallHistory { call_id: bool },
+    /// `linphone.db` (liblinphone ≥ 5.2): `conference_call` + `sip_address` + events.
+    MainDb,
+}
+
+/// The tables `linphone.db`'s call log needs.
+const MAIN_DB_TABLES: [&str; 4] = [
+    "conference_call",
+    "sip_address",
+    "conference_call_event",
+    "event",
+];
+
+/// The schema of the file. `Err` when it cannot be told now.
+fn schema(conn: &Connection, path: &Path) -> Result<Schema, ReadError> {
     let transient = |e: rusqlite::Error| ReadError::Transient(e.to_string());
     let tables: Vec<String> = conn
         .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
         .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect())
         .map_err(transient)?;
+    if tables.iter().any(|t| t == "conference_call") {
+        let missing: Vec<&str> = MAIN_DB_TABLES
+            .iter()
+            .copied()
+            .filter(|m| !tables.iter().any(|t| t == m))
+            .collect();
+        if !missing.is_empty() {
+            return Err(ReadError::Unusable(format!(
+                "{} has conference_call but not {}: not a linphone.db callsync can read",
+                path.display(),
+                missing.join(", ")
+            )));
+        }
+        return Ok(Schema::MainDb);
+    }
     if !tables.iter().any(|t| t == "call_history") {
         if tables.is_empty() {
             return Err(ReadError::Transient("no tables yet".into()));
         }
         return Err(ReadError::Unusable(format!(
-            "{} has no call_history table (it has {}): it is not linphone's call-history.db (linphone 5.2 and later keep calls in linphone.db)",
+            "{} has neither call_history nor conference_call (it has {}): it is not linphone's call-history.db or linphone.db",
             path.display(),
             tables.join(", ")
         )));
@@ -140,8 +179,51 @@ fn schema(conn: &Connection, path: &Path) -> Result<bool, ReadError> {
             missing.join(", ")
         )));
     }
-    Ok(columns.iter().any(|c| c == "call_id"))
+    Ok(Schema::CallHistory {
+        call_id: columns.iter().any(|c| c == "call_id"),
+    })
 }
+
+/// A row, or (its id, why it cannot be used).
+type RowRead = Result<Row, (i64, String)>;
+
+/// `linphone.db`: rows after `last`, each with whether it is final (has its end event). Times
+/// are UTC text; a never-connected `connected_time` is 1970-01-01, which reads as 0.
+pub(crate) fn read_main_rows(
+    conn: &Connection,
+    last: i64,
+) -> rusqlite::Result<Vec<(bool, RowRead)>> {
+    let mut stmt = conn.prepare(
+        "SELECT cc.id, f.value, t.value, cc.direction, cc.duration, \
+                CAST(strftime('%s', cc.start_time) AS INTEGER), \
+                CAST(strftime('%s', cc.connected_time) AS INTEGER), cc.status, cc.call_id, \
+                EXISTS (SELECT 1 FROM conference_call_event cce JOIN event e ON e.id = cce.event_id \
+                        WHERE cce.conference_call_id = cc.id AND e.type = 4) \
+         FROM conference_call cc \
+         JOIN sip_address f ON f.id = cc.from_sip_address_id \
+         JOIN sip_address t ON t.id = cc.to_sip_address_id \
+         WHERE cc.id > ?1 ORDER BY cc.id",
+    )?;
+    let rows = stmt.query_map([last], |r| {
+        let id: i64 = r.get(0)?;
+        let values = [
+            r.get_ref(1)?,
+            r.get_ref(2)?,
+            r.get_ref(3)?,
+            r.get_ref(4)?,
+            r.get_ref(5)?,
+            r.get_ref(6)?,
+            r.get_ref(7)?,
+            r.get_ref(8)?,
+        ];
+        let ended: bool = r.get(9)?;
+        Ok((ended, row_from(id, &values).map_err(|e| (id, e))))
+    })?;
+    rows.collect()
+}
+
+/// How long a `linphone.db` row may stay without its end before it is passed over.
+const ABANDONED_S: i64 = 86_400;
 
 /// A value read as text: text (lossy UTF-8), a number's digits, empty for NULL; a BLOB is no
 /// text.
@@ -300,14 +382,18 @@ impl LinphoneSource {
 
     fn read(&mut self, cursor: &Cursor, out: &mut Poll) -> Result<(), ReadError> {
         let conn = connect(&self.path).map_err(|e| ReadError::Transient(e.to_string()))?;
-        let has_call_id = match self.has_call_id {
+        let schema = match self.schema {
             // Learned once; a later read that sees no call_id is a disturbed one.
-            Some(true) => true,
+            Some(s @ (Schema::MainDb | Schema::CallHistory { call_id: true })) => s,
             _ => {
                 let learned = schema(&conn, &self.path)?;
-                self.has_call_id = Some(learned);
+                self.schema = Some(learned);
                 learned
             }
+        };
+        let has_call_id = match schema {
+            Schema::MainDb => return self.read_main(&conn, cursor, out),
+            Schema::CallHistory { call_id } => call_id,
         };
         let rows = read_rows(&conn, has_call_id, cursor.last_row)
             .map_err(|e| ReadError::Transient(e.to_string()))?;
@@ -337,6 +423,59 @@ impl LinphoneSource {
     }
 }
 
+impl LinphoneSource {
+    /// `linphone.db`: final rows after the position are emitted (once: by their events' keys);
+    /// the position stops below the oldest row still in progress.
+    fn read_main(
+        &mut self,
+        conn: &Connection,
+        cursor: &Cursor,
+        out: &mut Poll,
+    ) -> Result<(), ReadError> {
+        let rows = read_main_rows(conn, cursor.last_row)
+            .map_err(|e| ReadError::Transient(e.to_string()))?;
+        let now = Utc::now().timestamp();
+        let mut held = false;
+        for (ended, row) in rows {
+            match row {
+                Ok(row) if ended => {
+                    for ev in self.events_of(&row) {
+                        let key = ev.key();
+                        if !out.next.has_seen(&key) {
+                            out.next.remember(key);
+                            out.events.push(ev);
+                        }
+                    }
+                    if !held {
+                        out.next.last_row = row.id;
+                    }
+                }
+                Ok(row) => {
+                    if now - row.start_time < ABANDONED_S {
+                        held = true;
+                    } else if !held {
+                        out.next.last_row = row.id;
+                    }
+                }
+                Err((id, why)) => {
+                    if !held {
+                        out.next.last_row = id;
+                    }
+                    let key = format!("bad-row:{id}");
+                    if !out.next.has_seen(&key) {
+                        out.next.remember(key);
+                        out.problems.push(self.problem(
+                            Some(id as u64),
+                            format!("conference_call row {id} skipped: {why}"),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Source for LinphoneSource {
     fn name(&self) -> &str {
         &self.name
@@ -355,7 +494,7 @@ impl Source for LinphoneSource {
             Err(_) => return out,
             Ok(m) if m.is_dir() => {
                 let why = format!(
-                    "{} is a folder: the linphone source needs the call-history.db file in it",
+                    "{} is a folder: the linphone source needs the linphone.db or call-history.db file in it",
                     self.path.display()
                 );
                 self.complain(&mut out, why);
@@ -504,7 +643,7 @@ mod tests {
             .execute_batch("CREATE TABLE call_history (id INTEGER PRIMARY KEY, caller TEXT, callee TEXT, direction INTEGER, duration INTEGER, start_time TEXT, status INTEGER);")
             .unwrap();
         for (path, want) in [
-            (other, "no call_history table"),
+            (other, "neither call_history nor conference_call"),
             (old, "lacks the column(s) connected_time"),
             (d.path().to_owned(), "is a folder"),
         ] {
@@ -576,5 +715,195 @@ mod tests {
         for (status, connected, want) in table {
             assert_eq!(outcome(status, connected), want, "{status}");
         }
+    }
+
+    /// A `linphone.db` with the schema of liblinphone ≥ 5.2 (`src/db/main-db.cpp`), written from
+    /// its documented source: linphone desktop 5.x does not run on this machine.
+    fn main_db(path: &Path) -> Connection {
+        let c = Connection::open(path).unwrap();
+        c.execute_batch(
+            "CREATE TABLE sip_address (id INTEGER PRIMARY KEY AUTOINCREMENT, value VARCHAR(255) UNIQUE NOT NULL, display_name VARCHAR(255));
+             CREATE TABLE event (id INTEGER PRIMARY KEY AUTOINCREMENT, type TINYINT NOT NULL, creation_time DATE NOT NULL);
+             CREATE TABLE conference_call (id INTEGER PRIMARY KEY AUTOINCREMENT, from_sip_address_id INTEGER NOT NULL, to_sip_address_id INTEGER NOT NULL, direction TINYINT NOT NULL, duration INT NOT NULL, start_time DATE NOT NULL, connected_time DATE NOT NULL, status TINYINT NOT NULL, video_enabled BOOLEAN NOT NULL, quality REAL NOT NULL, call_id VARCHAR(64), refkey VARCHAR(64), conference_info_id INTEGER);
+             CREATE TABLE conference_call_event (event_id INTEGER PRIMARY KEY, conference_call_id INTEGER NOT NULL);
+             INSERT INTO sip_address (value, display_name) VALUES ('sip:agent@pbx.example', 'Agent'), ('sip:0311110001@pbx.example', '山田 太郎'), ('sip:0311110002@pbx.example', NULL);",
+        )
+        .unwrap();
+        c
+    }
+
+    /// A call as liblinphone stores it: the row and its start event (type 3); `end` adds the end
+    /// event (type 4) with the final status and duration.
+    fn start_call(c: &Connection, call_id: &str, incoming: bool, start: &str) -> i64 {
+        let (from, to) = if incoming { (2, 1) } else { (1, 3) };
+        c.execute(
+            "INSERT INTO conference_call (from_sip_address_id, to_sip_address_id, direction, duration, start_time, connected_time, status, video_enabled, quality, call_id) VALUES (?1, ?2, ?3, 0, ?4, '1970-01-01 00:00:00', 1, 0, -1, ?5)",
+            rusqlite::params![from, to, i64::from(incoming), start, call_id],
+        )
+        .unwrap();
+        let id = c.last_insert_rowid();
+        c.execute(
+            "INSERT INTO event (type, creation_time) VALUES (3, ?1)",
+            [start],
+        )
+        .unwrap();
+        c.execute(
+            "INSERT INTO conference_call_event (event_id, conference_call_id) VALUES (?1, ?2)",
+            [c.last_insert_rowid(), id],
+        )
+        .unwrap();
+        id
+    }
+
+    fn end_call(c: &Connection, id: i64, status: i64, connected: Option<&str>, duration: i64) {
+        c.execute(
+            "UPDATE conference_call SET status = ?1, duration = ?2, connected_time = COALESCE(?3, connected_time) WHERE id = ?4",
+            rusqlite::params![status, duration, connected, id],
+        )
+        .unwrap();
+        c.execute(
+            "INSERT INTO event (type, creation_time) VALUES (4, datetime('now'))",
+            [],
+        )
+        .unwrap();
+        c.execute(
+            "INSERT INTO conference_call_event (event_id, conference_call_id) VALUES (?1, ?2)",
+            [c.last_insert_rowid(), id],
+        )
+        .unwrap();
+    }
+
+    fn outcomes(p: &Poll) -> Vec<(String, Direction, Outcome, Option<u64>)> {
+        p.events
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EventKind::Ended {
+                    outcome,
+                    duration_s,
+                    ..
+                } => Some((
+                    e.call_id.clone(),
+                    e.info.as_ref().unwrap().direction,
+                    *outcome,
+                    *duration_s,
+                )),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// liblinphone ≥ 5.2: calls in `linphone.db`, read once final, by their SIP Call-ID, with
+    /// every status; a call in progress holds the position until it ends, and comes once.
+    #[test]
+    fn linphone_5_2_main_db_calls_come_once_final() {
+        let d = tempfile::tempdir().unwrap();
+        let db = d.path().join("linphone.db");
+        let c = main_db(&db);
+        let today = Utc::now().format("%Y-%m-%d").to_string();
+        let at = |hms: &str| format!("{today} {hms}");
+        let a = start_call(&c, "call-answered", true, &at("00:00:01"));
+        end_call(&c, a, 0, Some(&at("00:00:04")), 30);
+        let m = start_call(&c, "call-missed", true, &at("00:01:00"));
+        end_call(&c, m, 2, None, 0);
+        let live = start_call(&c, "call-live", false, &at("00:02:00"));
+        let r = start_call(&c, "call-declined", false, &at("00:03:00"));
+        end_call(&c, r, 3, None, 0);
+        let x = start_call(&c, "call-aborted", false, &at("00:04:00"));
+        end_call(&c, x, 4, None, 0);
+        let mut src = LinphoneSource::new("linphone", &db);
+        let p = src.poll(&Cursor::default());
+        assert!(p.problems.is_empty(), "{:?}", p.problems);
+        let got = outcomes(&p);
+        assert_eq!(
+            got,
+            vec![
+                (
+                    "call-answered".into(),
+                    Direction::Inbound,
+                    Outcome::Answered,
+                    Some(30)
+                ),
+                (
+                    "call-missed".into(),
+                    Direction::Inbound,
+                    Outcome::NoAnswer,
+                    Some(0)
+                ),
+                (
+                    "call-declined".into(),
+                    Direction::Outbound,
+                    Outcome::Rejected,
+                    Some(0)
+                ),
+                (
+                    "call-aborted".into(),
+                    Direction::Outbound,
+                    Outcome::NoAnswer,
+                    Some(0)
+                ),
+            ]
+        );
+        let caller = p.events[0].info.as_ref().unwrap();
+        assert_eq!(
+            (caller.remote.as_str(), caller.local.as_deref()),
+            ("0311110001", Some("agent"))
+        );
+        // The position stays below the call in progress.
+        assert_eq!(p.next.last_row, m);
+        assert!(
+            src.poll(&p.next).events.is_empty(),
+            "a re-read repeated calls"
+        );
+        // It connects, then ends: it comes once.
+        c.execute(
+            "UPDATE conference_call SET status = 0, connected_time = ?1 WHERE id = ?2",
+            rusqlite::params![at("00:02:05"), live],
+        )
+        .unwrap();
+        assert!(
+            src.poll(&p.next).events.is_empty(),
+            "a connected call is not final"
+        );
+        end_call(&c, live, 0, None, 12);
+        let p2 = src.poll(&p.next);
+        assert_eq!(
+            outcomes(&p2),
+            vec![(
+                "call-live".into(),
+                Direction::Outbound,
+                Outcome::Answered,
+                Some(12)
+            )]
+        );
+        assert_eq!(p2.next.last_row, x);
+        assert!(src.poll(&p2.next).events.is_empty());
+    }
+
+    /// A row left without its end for a day (linphone died mid-call) does not hold the
+    /// position for ever.
+    #[test]
+    fn an_abandoned_main_db_row_is_passed_over() {
+        let d = tempfile::tempdir().unwrap();
+        let db = d.path().join("linphone.db");
+        let c = main_db(&db);
+        let stale = start_call(&c, "call-stale", true, "2026-01-01 10:00:00");
+        let a = start_call(&c, "call-after", true, "2026-01-01 11:00:00");
+        end_call(&c, a, 2, None, 0);
+        let mut src = LinphoneSource::new("linphone", &db);
+        let p = src.poll(&Cursor::default());
+        assert_eq!(outcomes(&p).len(), 1);
+        assert!(p.next.last_row >= a && a > stale, "{}", p.next.last_row);
+    }
+
+    /// With no path, `kind = "linphone"` reads linphone.db where liblinphone ≥ 5.2 made one.
+    #[test]
+    fn the_default_path_prefers_linphone_db() {
+        let d = tempfile::tempdir().unwrap();
+        let old = d.path().join("call-history.db");
+        std::fs::write(&old, b"").unwrap();
+        assert_eq!(crate::linphone_default(d.path()), old);
+        let new = d.path().join("linphone.db");
+        drop(main_db(&new));
+        assert_eq!(crate::linphone_default(d.path()), new);
     }
 }
