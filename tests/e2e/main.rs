@@ -16,6 +16,7 @@ mod cli;
 mod cli_sync;
 mod crash;
 mod lifecycle;
+mod microsip_model;
 mod network;
 mod outbox;
 mod packaging;
