@@ -106,6 +106,16 @@ pub struct SourceSpec {
     pub csv: Option<csvlog::CsvMapping>,
 }
 
+/// Unix seconds a call in a history can have started at: 2000-01-01 up to 2100-01-01.
+pub(crate) const CALL_TIMES: std::ops::Range<i64> = 946_684_800..4_102_444_800;
+
+/// A short digest of a row, for remembering rows of histories that are rewritten whole.
+pub(crate) fn digest(s: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::digest(s.as_bytes());
+    d.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
 /// linphone's history in its data folder (`~/.local/share/linphone`,
 /// `%LOCALAPPDATA%\linphone`): `linphone.db` where it exists (liblinphone ≥ 5.2 writes calls
 /// there and leaves `call-history.db` frozen), else `call-history.db`.

@@ -204,21 +204,7 @@ pub(crate) fn read_main_rows(
          JOIN sip_address t ON t.id = cc.to_sip_address_id \
          WHERE cc.id > ?1 ORDER BY cc.id",
     )?;
-    let rows = stmt.query_map([last], |r| {
-        let id: i64 = r.get(0)?;
-        let values = [
-            r.get_ref(1)?,
-            r.get_ref(2)?,
-            r.get_ref(3)?,
-            r.get_ref(4)?,
-            r.get_ref(5)?,
-            r.get_ref(6)?,
-            r.get_ref(7)?,
-            r.get_ref(8)?,
-        ];
-        let ended: bool = r.get(9)?;
-        Ok((ended, row_from(id, &values).map_err(|e| (id, e))))
-    })?;
+    let rows = stmt.query_map([last], |r| Ok((r.get(9)?, row_at(r)?)))?;
     rows.collect()
 }
 
@@ -256,37 +242,38 @@ fn number(v: rusqlite::types::ValueRef<'_>) -> Result<i64, String> {
     }
 }
 
-/// Earliest and latest plausible call times (2000-01-01, 2100-01-01), and the longest call.
-const MIN_TIME: i64 = 946_684_800;
-const MAX_TIME: i64 = 4_102_444_800;
-const MAX_DURATION: i64 = 7 * 86_400;
+/// The longest call, in this table's integer type.
+const MAX_DURATION: i64 = super::MAX_DURATION_S as i64;
 
 /// Reads rows after `last`: each either a [`Row`] or (its id, why it cannot be used).
 pub(crate) fn read_rows(
     conn: &Connection,
     has_call_id: bool,
     last: i64,
-) -> rusqlite::Result<Vec<Result<Row, (i64, String)>>> {
+) -> rusqlite::Result<Vec<RowRead>> {
     let sql = format!(
         "SELECT id, caller, callee, direction, duration, start_time, connected_time, status, {} FROM call_history WHERE id > ?1 ORDER BY id",
         if has_call_id { "call_id" } else { "NULL" }
     );
     let mut stmt = conn.prepare(&sql)?;
-    let rows = stmt.query_map([last], |r| {
-        let id: i64 = r.get(0)?;
-        let values = [
-            r.get_ref(1)?,
-            r.get_ref(2)?,
-            r.get_ref(3)?,
-            r.get_ref(4)?,
-            r.get_ref(5)?,
-            r.get_ref(6)?,
-            r.get_ref(7)?,
-            r.get_ref(8)?,
-        ];
-        Ok(row_from(id, &values).map_err(|e| (id, e)))
-    })?;
+    let rows = stmt.query_map([last], row_at)?;
     rows.collect()
+}
+
+/// The row in columns 0 (id) to 8 of a query in [`row_from`]'s order.
+fn row_at(r: &rusqlite::Row<'_>) -> rusqlite::Result<RowRead> {
+    let id: i64 = r.get(0)?;
+    let values = [
+        r.get_ref(1)?,
+        r.get_ref(2)?,
+        r.get_ref(3)?,
+        r.get_ref(4)?,
+        r.get_ref(5)?,
+        r.get_ref(6)?,
+        r.get_ref(7)?,
+        r.get_ref(8)?,
+    ];
+    Ok(row_from(id, &values).map_err(|e| (id, e)))
 }
 
 /// A row from its values (caller, callee, direction, duration, start_time, connected_time,
@@ -306,7 +293,7 @@ pub fn row_from(id: i64, v: &[rusqlite::types::ValueRef<'_>; 8]) -> Result<Row, 
         status: n(6, "status")?,
         call_id: Some(t(7, "call_id")?).filter(|c| !c.is_empty()),
     };
-    if !(MIN_TIME..MAX_TIME).contains(&row.start_time) {
+    if !super::CALL_TIMES.contains(&row.start_time) {
         return Err(format!(
             "start_time {} is no date of a call",
             row.start_time
@@ -372,6 +359,17 @@ impl LinphoneSource {
         )
     }
 
+    /// A row's call events not emitted yet.
+    fn emit(&self, row: &Row, out: &mut Poll) {
+        for ev in self.events_of(row) {
+            let key = ev.key();
+            if !out.next.has_seen(&key) {
+                out.next.remember(key);
+                out.events.push(ev);
+            }
+        }
+    }
+
     /// A whole-file problem: reported when it is new, not on every poll.
     fn complain(&mut self, out: &mut Poll, why: String) {
         if self.complained.as_deref() != Some(why.as_str()) {
@@ -401,13 +399,7 @@ impl LinphoneSource {
             match row {
                 Ok(row) => {
                     out.next.last_row = out.next.last_row.max(row.id);
-                    for ev in self.events_of(&row) {
-                        let key = ev.key();
-                        if !out.next.has_seen(&key) {
-                            out.next.remember(key);
-                            out.events.push(ev);
-                        }
-                    }
+                    self.emit(&row, out);
                 }
                 // Skipped, with one problem: it is behind the position from now on.
                 Err((id, why)) => {
@@ -439,13 +431,7 @@ impl LinphoneSource {
         for (ended, row) in rows {
             match row {
                 Ok(row) if ended => {
-                    for ev in self.events_of(&row) {
-                        let key = ev.key();
-                        if !out.next.has_seen(&key) {
-                            out.next.remember(key);
-                            out.events.push(ev);
-                        }
-                    }
+                    self.emit(&row, out);
                     if !held {
                         out.next.last_row = row.id;
                     }

@@ -18,10 +18,9 @@
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, FixedOffset, TimeZone, Utc};
-use sha2::{Digest, Sha256};
 
 use super::cursor::Cursor;
-use super::{history_events, sip_user, CallInfo, Direction, Origin, Outcome, Poll, Source};
+use super::{digest, history_events, sip_user, CallInfo, Direction, Origin, Outcome, Poll, Source};
 
 pub struct MicrosipSource {
     name: String,
@@ -61,7 +60,7 @@ impl Row {
             .trim()
             .parse()
             .ok()
-            .filter(|t| (946_684_800..4_102_444_800).contains(t))
+            .filter(|t| super::CALL_TIMES.contains(t))
             .ok_or_else(|| format!("time {:?} is not a Unix time in 2000–2100", f[n - 3]))?;
         let duration: u64 = f[n - 2]
             .trim()
@@ -170,11 +169,6 @@ pub fn calls_section(text: &str) -> Vec<(usize, &str, &str)> {
         }
     }
     out
-}
-
-fn digest(s: &str) -> String {
-    let d = Sha256::digest(s.as_bytes());
-    d.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
 impl MicrosipSource {

@@ -6,10 +6,9 @@
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, FixedOffset, TimeZone, Utc};
-use sha2::{Digest, Sha256};
 
 use super::cursor::Cursor;
-use super::{history_events, sip_user, CallInfo, Direction, Origin, Outcome, Poll, Source};
+use super::{digest, history_events, sip_user, CallInfo, Direction, Origin, Outcome, Poll, Source};
 
 const FIELDS: usize = 20;
 
@@ -30,15 +29,10 @@ impl TwinkleSource {
 /// Epoch seconds of a plausible call time (2000–2100), else `None`.
 fn epoch(s: &str) -> Option<DateTime<FixedOffset>> {
     let n: i64 = s.trim().parse().ok()?;
-    if !(946_684_800..4_102_444_800).contains(&n) && n != 0 {
+    if !super::CALL_TIMES.contains(&n) && n != 0 {
         return None;
     }
     Utc.timestamp_opt(n, 0).single().map(|d| d.fixed_offset())
-}
-
-fn digest(s: &str) -> String {
-    let d = Sha256::digest(s.as_bytes());
-    d.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
 /// SIP final response → outcome for a call that was not answered.
