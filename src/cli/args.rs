@@ -202,7 +202,7 @@ pub enum CallsCmd {
     /// Follow the call logs and print each call event as it happens (Ctrl-C stops).
     Tail {
         /// Follow this log instead of the configured ones: KIND=PATH (native, linphone, twinkle,
-        /// microsip, csv with the default column names).
+        /// microsip, microsip-csv, csv with the default column names).
         #[arg(long = "source", value_name = "KIND=PATH")]
         sources: Vec<String>,
         /// Print JSON Lines.
@@ -271,7 +271,7 @@ pub enum ConfigCmd {
         /// `calllog.sources = [{ kind, path }]` with the quoting done here.
         #[arg(long, value_name = "PATH")]
         call_log: Option<String>,
-        /// The kind of `--call-log` (native, linphone, twinkle, microsip, csv).
+        /// The kind of `--call-log` (native, linphone, twinkle, microsip, microsip-csv, csv).
         #[arg(long, value_name = "KIND", default_value = "native")]
         call_log_kind: String,
     },

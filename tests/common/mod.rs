@@ -94,7 +94,8 @@ pub async fn agent_setup(sim: &Sim, dir: &Path, log: &Path, sync_secs: u64, extr
     agent_setup_with(sim, dir, "native", log, sync_secs, extra).await
 }
 
-/// [`agent_setup`] following a call log of another `kind`.
+/// [`agent_setup`] following a call log of another `kind` (`log` empty: no path, the kind's
+/// default).
 pub async fn agent_setup_with(
     sim: &Sim,
     dir: &Path,
@@ -108,11 +109,16 @@ pub async fn agent_setup_with(
         format!(
             "[salesforce]\nlogin_url = \"{}\"\nclient_id = \"callsync-sim-client\"\nredirect_port = {}\ntimeout_secs = 5\n\
              [auth]\nstore = \"file\"\n[sync]\ninterval_secs = {sync_secs}\n\
-             [calllog]\nsources = [{{ kind = \"{kind}\", path = {} }}]\npoll_secs = 1\n\
+             [calllog]\nsources = [{{ kind = \"{kind}\"{} }}]\npoll_secs = 1\n\
              [activity]\nsend_interval_secs = 1\n{extra}",
             sim.url(),
             free_port(),
-            toml_str(log)
+            // No path: the softphone's default.
+            if log.as_os_str().is_empty() {
+                String::new()
+            } else {
+                format!(", path = {}", toml_str(log))
+            }
         ),
     )
     .unwrap();

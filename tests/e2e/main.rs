@@ -10,12 +10,14 @@ mod soak;
 
 mod agent;
 mod agent_org;
+mod agent_softphones;
 mod calllog;
 mod calllog_model;
 mod cli;
 mod cli_sync;
 mod crash;
 mod lifecycle;
+mod linphone_db_model;
 mod linphone_live;
 mod microsip_model;
 mod network;

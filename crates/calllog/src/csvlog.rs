@@ -93,7 +93,7 @@ impl CsvSource {
     }
 }
 
-fn split(line: &str, delimiter: u8) -> Result<Vec<String>, String> {
+pub(crate) fn split(line: &str, delimiter: u8) -> Result<Vec<String>, String> {
     let mut r = csv::ReaderBuilder::new()
         .has_headers(false)
         .delimiter(delimiter)

@@ -13,6 +13,8 @@ pub mod linphone;
 pub mod microsip;
 pub mod native;
 pub mod rotation;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
 pub mod twinkle;
 
 use std::path::{Path, PathBuf};
@@ -66,7 +68,14 @@ pub trait Source: Send {
 }
 
 /// The kinds of call log callsync reads.
-pub const SOURCE_KINDS: [&str; 5] = ["native", "linphone", "twinkle", "csv", "microsip"];
+pub const SOURCE_KINDS: [&str; 6] = [
+    "native",
+    "linphone",
+    "twinkle",
+    "csv",
+    "microsip",
+    "microsip-csv",
+];
 
 /// A source of `kind` (one of [`SOURCE_KINDS`]) reading `path`; `csv` is the column mapping
 /// of a CSV source (default names without one).
@@ -81,6 +90,8 @@ pub fn open_source(
         "linphone" => Box::new(linphone::LinphoneSource::new(name, path)),
         "twinkle" => Box::new(twinkle::TwinkleSource::new(name, path)),
         "microsip" => Box::new(microsip::MicrosipSource::new(name, path)),
+        // The csv source's MicroSIP preset: MicroSIP's own export.
+        "microsip-csv" => Box::new(microsip::export::ExportSource::new(name, path)),
         "csv" => Box::new(csvlog::CsvSource::new(name, path, csv.unwrap_or_default())),
         other => {
             return Err(format!(

@@ -506,6 +506,7 @@ impl Source for LinphoneSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testkit::{connect_call, end_call, main_db, start_call};
     use callsync_core::event::EventKind;
 
     #[test]
@@ -703,62 +704,6 @@ mod tests {
         }
     }
 
-    /// A `linphone.db` with the schema of liblinphone ≥ 5.2 (`src/db/main-db.cpp`), written from
-    /// its documented source: linphone desktop 5.x does not run on this machine.
-    fn main_db(path: &Path) -> Connection {
-        let c = Connection::open(path).unwrap();
-        c.execute_batch(
-            "CREATE TABLE sip_address (id INTEGER PRIMARY KEY AUTOINCREMENT, value VARCHAR(255) UNIQUE NOT NULL, display_name VARCHAR(255));
-             CREATE TABLE event (id INTEGER PRIMARY KEY AUTOINCREMENT, type TINYINT NOT NULL, creation_time DATE NOT NULL);
-             CREATE TABLE conference_call (id INTEGER PRIMARY KEY AUTOINCREMENT, from_sip_address_id INTEGER NOT NULL, to_sip_address_id INTEGER NOT NULL, direction TINYINT NOT NULL, duration INT NOT NULL, start_time DATE NOT NULL, connected_time DATE NOT NULL, status TINYINT NOT NULL, video_enabled BOOLEAN NOT NULL, quality REAL NOT NULL, call_id VARCHAR(64), refkey VARCHAR(64), conference_info_id INTEGER);
-             CREATE TABLE conference_call_event (event_id INTEGER PRIMARY KEY, conference_call_id INTEGER NOT NULL);
-             INSERT INTO sip_address (value, display_name) VALUES ('sip:agent@pbx.example', 'Agent'), ('sip:0311110001@pbx.example', '山田 太郎'), ('sip:0311110002@pbx.example', NULL);",
-        )
-        .unwrap();
-        c
-    }
-
-    /// A call as liblinphone stores it: the row and its start event (type 3); `end` adds the end
-    /// event (type 4) with the final status and duration.
-    fn start_call(c: &Connection, call_id: &str, incoming: bool, start: &str) -> i64 {
-        let (from, to) = if incoming { (2, 1) } else { (1, 3) };
-        c.execute(
-            "INSERT INTO conference_call (from_sip_address_id, to_sip_address_id, direction, duration, start_time, connected_time, status, video_enabled, quality, call_id) VALUES (?1, ?2, ?3, 0, ?4, '1970-01-01 00:00:00', 1, 0, -1, ?5)",
-            rusqlite::params![from, to, i64::from(incoming), start, call_id],
-        )
-        .unwrap();
-        let id = c.last_insert_rowid();
-        c.execute(
-            "INSERT INTO event (type, creation_time) VALUES (3, ?1)",
-            [start],
-        )
-        .unwrap();
-        c.execute(
-            "INSERT INTO conference_call_event (event_id, conference_call_id) VALUES (?1, ?2)",
-            [c.last_insert_rowid(), id],
-        )
-        .unwrap();
-        id
-    }
-
-    fn end_call(c: &Connection, id: i64, status: i64, connected: Option<&str>, duration: i64) {
-        c.execute(
-            "UPDATE conference_call SET status = ?1, duration = ?2, connected_time = COALESCE(?3, connected_time) WHERE id = ?4",
-            rusqlite::params![status, duration, connected, id],
-        )
-        .unwrap();
-        c.execute(
-            "INSERT INTO event (type, creation_time) VALUES (4, datetime('now'))",
-            [],
-        )
-        .unwrap();
-        c.execute(
-            "INSERT INTO conference_call_event (event_id, conference_call_id) VALUES (?1, ?2)",
-            [c.last_insert_rowid(), id],
-        )
-        .unwrap();
-    }
-
     fn outcomes(p: &Poll) -> Vec<(String, Direction, Outcome, Option<u64>)> {
         p.events
             .iter()
@@ -784,18 +729,18 @@ mod tests {
     fn linphone_5_2_main_db_calls_come_once_final() {
         let d = tempfile::tempdir().unwrap();
         let db = d.path().join("linphone.db");
-        let c = main_db(&db);
+        let c = main_db(&db).unwrap();
         let today = Utc::now().format("%Y-%m-%d").to_string();
         let at = |hms: &str| format!("{today} {hms}");
-        let a = start_call(&c, "call-answered", true, &at("00:00:01"));
-        end_call(&c, a, 0, Some(&at("00:00:04")), 30);
-        let m = start_call(&c, "call-missed", true, &at("00:01:00"));
-        end_call(&c, m, 2, None, 0);
-        let live = start_call(&c, "call-live", false, &at("00:02:00"));
-        let r = start_call(&c, "call-declined", false, &at("00:03:00"));
-        end_call(&c, r, 3, None, 0);
-        let x = start_call(&c, "call-aborted", false, &at("00:04:00"));
-        end_call(&c, x, 4, None, 0);
+        let a = start_call(&c, "call-answered", true, &at("00:00:01")).unwrap();
+        end_call(&c, a, 0, Some(&at("00:00:04")), 30).unwrap();
+        let m = start_call(&c, "call-missed", true, &at("00:01:00")).unwrap();
+        end_call(&c, m, 2, None, 0).unwrap();
+        let live = start_call(&c, "call-live", false, &at("00:02:00")).unwrap();
+        let r = start_call(&c, "call-declined", false, &at("00:03:00")).unwrap();
+        end_call(&c, r, 3, None, 0).unwrap();
+        let x = start_call(&c, "call-aborted", false, &at("00:04:00")).unwrap();
+        end_call(&c, x, 4, None, 0).unwrap();
         let mut src = LinphoneSource::new("linphone", &db);
         let p = src.poll(&Cursor::default());
         assert!(p.problems.is_empty(), "{:?}", p.problems);
@@ -841,16 +786,12 @@ mod tests {
             "a re-read repeated calls"
         );
         // It connects, then ends: it comes once.
-        c.execute(
-            "UPDATE conference_call SET status = 0, connected_time = ?1 WHERE id = ?2",
-            rusqlite::params![at("00:02:05"), live],
-        )
-        .unwrap();
+        connect_call(&c, live, &at("00:02:05")).unwrap();
         assert!(
             src.poll(&p.next).events.is_empty(),
             "a connected call is not final"
         );
-        end_call(&c, live, 0, None, 12);
+        end_call(&c, live, 0, None, 12).unwrap();
         let p2 = src.poll(&p.next);
         assert_eq!(
             outcomes(&p2),
@@ -871,10 +812,10 @@ mod tests {
     fn an_abandoned_main_db_row_is_passed_over() {
         let d = tempfile::tempdir().unwrap();
         let db = d.path().join("linphone.db");
-        let c = main_db(&db);
-        let stale = start_call(&c, "call-stale", true, "2026-01-01 10:00:00");
-        let a = start_call(&c, "call-after", true, "2026-01-01 11:00:00");
-        end_call(&c, a, 2, None, 0);
+        let c = main_db(&db).unwrap();
+        let stale = start_call(&c, "call-stale", true, "2026-01-01 10:00:00").unwrap();
+        let a = start_call(&c, "call-after", true, "2026-01-01 11:00:00").unwrap();
+        end_call(&c, a, 2, None, 0).unwrap();
         let mut src = LinphoneSource::new("linphone", &db);
         let p = src.poll(&Cursor::default());
         assert_eq!(outcomes(&p).len(), 1);
@@ -889,7 +830,7 @@ mod tests {
         std::fs::write(&old, b"").unwrap();
         assert_eq!(crate::linphone_default(d.path()), old);
         let new = d.path().join("linphone.db");
-        drop(main_db(&new));
+        drop(main_db(&new).unwrap());
         assert_eq!(crate::linphone_default(d.path()), new);
     }
 }

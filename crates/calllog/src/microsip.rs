@@ -117,6 +117,40 @@ impl Row {
     }
 }
 
+/// The call id of a row: stable across in-place updates of that row (number and time do not
+/// change), and the same for a call read from the INI file or from an export by a source of
+/// the same name.
+fn call_id(source: &str, r: &Row) -> String {
+    format!(
+        "microsip-{}",
+        digest(&format!("{source}|{}|{}", r.number, r.time))
+    )
+}
+
+/// The events of a finished row. MicroSIP keeps no connect time: the talk is taken to begin at
+/// the row's time.
+fn row_events(source: &str, id: String, r: &Row) -> Vec<super::CallEvent> {
+    let Some(start) = Utc
+        .timestamp_opt(r.time, 0)
+        .single()
+        .map(|d| d.fixed_offset())
+    else {
+        return Vec::new();
+    };
+    let outcome = r.outcome();
+    let answered: Option<DateTime<FixedOffset>> = (outcome == Outcome::Answered).then_some(start);
+    let end = start + chrono::Duration::seconds(r.duration as i64);
+    let info = CallInfo {
+        direction: r.direction(),
+        remote: sip_user(&r.number),
+        local: None,
+        agent: None,
+        origin: Origin::Manual,
+        record_id: None,
+    };
+    history_events(source, id, info, start, answered, end, outcome)
+}
+
 /// How a reason ends when the file was caught mid-rewrite (read again, not reported).
 const REWRITE: &str = "read during a rewrite";
 
@@ -179,12 +213,8 @@ impl MicrosipSource {
         }
     }
 
-    /// The call id of a row: stable across in-place updates of that row.
     fn call_id(&self, r: &Row) -> String {
-        format!(
-            "microsip-{}",
-            digest(&format!("{}|{}|{}", self.name, r.number, r.time))
-        )
+        call_id(&self.name, r)
     }
 
     fn read(&self) -> Result<Option<String>, String> {
@@ -220,29 +250,7 @@ impl MicrosipSource {
                 continue;
             }
             out.next.remember(id.clone());
-            let Some(start) = Utc
-                .timestamp_opt(r.time, 0)
-                .single()
-                .map(|d| d.fixed_offset())
-            else {
-                continue;
-            };
-            let outcome = r.outcome();
-            // MicroSIP keeps no connect time: the talk is taken to begin at the row's time.
-            let answered: Option<DateTime<FixedOffset>> =
-                (outcome == Outcome::Answered).then_some(start);
-            let end = start + chrono::Duration::seconds(r.duration as i64);
-            let info = CallInfo {
-                direction: r.direction(),
-                remote: sip_user(&r.number),
-                local: None,
-                agent: None,
-                origin: Origin::Manual,
-                record_id: None,
-            };
-            out.events.extend(history_events(
-                &self.name, id, info, start, answered, end, outcome,
-            ));
+            out.events.extend(row_events(&self.name, id, &r));
         }
         out
     }
@@ -296,6 +304,8 @@ impl Source for MicrosipSource {
         c
     }
 }
+
+pub mod export;
 
 #[cfg(test)]
 mod tests;

@@ -202,7 +202,8 @@ impl Default for SyncConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct CallLogConfig {
     /// The call logs to follow: `{ kind = "native" | "linphone" | "twinkle" | "microsip" |
-    /// "csv", path = "…" }` (linphone and twinkle have default paths; microsip on Windows).
+    /// "microsip-csv" | "csv", path = "…" }` (linphone and twinkle have default paths; microsip
+    /// on Windows).
     pub sources: Vec<callsync_calllog::SourceSpec>,
     /// Seconds between checks of a log folder on a filesystem that may not report changes (a
     /// network share, FUSE) or that does not exist yet. Watched local folders are checked on
