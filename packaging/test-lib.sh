@@ -1,4 +1,5 @@
-# Shell helpers of the package tests (linux/test-deb.sh, windows/test-msi.sh): sourced, not run.
+# Shell helpers of the package tests (linux/test-deb.sh, windows/test-msi.sh, windows/test-tray.sh):
+# sourced, not run.
 # `fail` prints the tail of every log and output file in $T.
 step() { echo "== $*"; }
 fail() {
@@ -21,4 +22,11 @@ line_of() { grep -F -- "$2" <<<"$1" || true; }
 sim_phone() {
     curl -sf "http://127.0.0.1:$1/__sim/rows/Contact" | python3 -c \
         'import json, sys; print(next(r["Phone"] for r in json.load(sys.stdin) if r.get("Phone")))'
+}
+# The Linux `callsync` with the simulated org ($CALLSYNC_SIM_BIN) into SIM_BIN; then no
+# CALLSYNC_* variable of the caller's reaches the programs under test.
+take_sim_bin() {
+    SIM_BIN=${CALLSYNC_SIM_BIN:-}
+    [ -x "$SIM_BIN" ] || fail "CALLSYNC_SIM_BIN must name a callsync binary built with the sim feature"
+    for v in $(env | sed -n 's/^\(CALLSYNC_[A-Z_]*\)=.*/\1/p'); do unset "$v"; done
 }

@@ -25,9 +25,7 @@ trap cleanup EXIT
 
 . "$here/../test-lib.sh"
 
-SIM_BIN=${CALLSYNC_SIM_BIN:-}
-[ -x "$SIM_BIN" ] || fail "CALLSYNC_SIM_BIN must name a callsync binary built with the sim feature"
-for v in $(env | sed -n 's/^\(CALLSYNC_[A-Z_]*\)=.*/\1/p'); do unset "$v"; done
+take_sim_bin
 unset RUST_LOG DISPLAY
 
 step "a fresh Wine prefix"

@@ -18,6 +18,10 @@ pub enum AgentCmd {
     Quit,
     /// Stop gracefully and start again (applies changed settings; `settings set` does it).
     Restart,
+    /// Test hook (Windows): open the tray menu at screen point X Y, where Wine delivers no
+    /// clicks to tray icons. The agent accepts it only when started with CALLSYNC_TEST_HOOKS=1.
+    #[command(hide = true)]
+    Menu { x: i32, y: i32 },
 }
 
 #[derive(Parser, Debug)]

@@ -31,7 +31,7 @@ async fn stop_signal() {
     #[cfg(windows)]
     {
         // Installers and logoff close the hidden window; a console sends Ctrl-C.
-        let close = callsync_agent::winclose::install();
+        let close = callsync_agent::winui::close_requested();
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = close.notified() => {}
@@ -84,16 +84,19 @@ pub fn agent(app: App, headless: bool) -> anyhow::Result<u8> {
             }
         };
     tracing::info!(tray, pid = std::process::id(), lock = %lock.path().display(), "starting the agent");
-    let mut core = rt.spawn(callsync_agent::run(app, stop_signal(), ends));
+    let core = rt.spawn(callsync_agent::run(app, stop_signal(), ends));
     rt.spawn(listener.serve(handle.requests.clone()));
+    #[cfg(windows)]
+    let result = ui_thread(&rt, core, &handle, tray, lang);
+    #[cfg(not(windows))]
     let result = rt.block_on(async {
+        let mut core = core;
         let r = if tray {
             tokio::select! {
                 r = &mut core => Some(r),
                 t = callsync_agent::tray::run(handle.clone(), lang) => {
                     if let Err(e) = t {
-                        eprintln!("callsync: warning: {e}; running headless");
-                        tracing::warn!(error = %e, "tray failed; running headless");
+                        tray_failed(&e);
                     }
                     None
                 }
@@ -118,6 +121,47 @@ pub fn agent(app: App, headless: bool) -> anyhow::Result<u8> {
     }
     outln!("stopped");
     Ok(exit::OK)
+}
+
+#[cfg(windows)]
+type CoreResult = Result<Result<(), callsync_agent::AgentError>, tokio::task::JoinError>;
+
+fn tray_failed(e: &callsync_agent::tray::TrayError) {
+    eprintln!("callsync: warning: {e}; running headless");
+    tracing::warn!(error = %e, "tray failed; running headless");
+}
+
+/// Windows: the main thread is the UI thread ([`callsync_agent::winui`]): the hidden close
+/// window and the tray share its message loop, which runs until the core stops.
+#[cfg(windows)]
+fn ui_thread(
+    rt: &tokio::runtime::Runtime,
+    core: tokio::task::JoinHandle<Result<(), callsync_agent::AgentError>>,
+    handle: &callsync_agent::Handle,
+    tray: bool,
+    lang: callsync_core::i18n::Lang,
+) -> CoreResult {
+    use callsync_agent::winui::{self, UiCmd};
+    if tray {
+        let handle = handle.clone();
+        rt.spawn(async move {
+            if let Err(e) = callsync_agent::tray::run(handle, lang).await {
+                tray_failed(&e);
+            }
+        });
+    }
+    let done = rt.spawn(async move {
+        let r = core.await;
+        winui::post(UiCmd::Quit);
+        r
+    });
+    winui::run();
+    rt.block_on(async {
+        let r = done.await.and_then(|r| r);
+        // Lets the answer to a Quit request reach the asker.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        r
+    })
 }
 
 /// Starts this program again with the same arguments: on Unix in place (same pid, so a
@@ -149,6 +193,7 @@ pub fn ask(app: &App, cmd: AgentCmd) -> anyhow::Result<u8> {
         AgentCmd::Sync => Request::SyncNow,
         AgentCmd::Quit => Request::Quit,
         AgentCmd::Restart => Request::Restart,
+        AgentCmd::Menu { x, y } => Request::TrayMenu { x, y },
     };
     match control::call(&app.data, &req, std::time::Duration::from_secs(10)) {
         Ok(r) if r.ok => {

@@ -57,6 +57,12 @@ pub enum Request {
     },
     /// Cache counts and sizes (`callsync cache stats` while the agent holds it).
     CacheStats,
+    /// Test hook: open the tray menu at a screen point (Windows under Wine, which delivers no
+    /// clicks to tray icons). Refused unless the agent runs with `CALLSYNC_TEST_HOOKS=1`.
+    TrayMenu {
+        x: i32,
+        y: i32,
+    },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

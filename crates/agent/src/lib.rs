@@ -8,6 +8,6 @@ mod core;
 pub mod popup;
 pub mod tray;
 #[cfg(windows)]
-pub mod winclose;
+pub mod winui;
 
 pub use crate::core::{endpoints, run, AgentError, Endpoints, Handle};

@@ -188,7 +188,8 @@ pub(super) fn note_network(errors: &ErrorLog, last: &mut Option<String>, area: &
 
 /// Hands memory freed by a sync back to the OS. glibc keeps freed memory in per-thread arenas
 /// (the HTTP, JSON and conversion threads each have one), so without this an idle agent's RSS
-/// creeps up by the peak of every sync cycle.
+/// creeps up by the peak of every sync cycle; the Windows process heap likewise keeps freed
+/// blocks committed until it is compacted.
 pub(super) fn release_free_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
@@ -199,6 +200,15 @@ pub(super) fn release_free_memory() {
         // pointers and is thread-safe.
         unsafe {
             malloc_trim(0);
+        }
+    }
+    #[cfg(windows)]
+    {
+        use windows_sys::Win32::System::Memory::{GetProcessHeap, HeapCompact};
+        // SAFETY: HeapCompact coalesces the process heap's free blocks and decommits the large
+        // ones; it takes no pointers of ours and the process heap is serialized.
+        unsafe {
+            HeapCompact(GetProcessHeap(), 0);
         }
     }
 }

@@ -62,10 +62,25 @@ impl Reporter {
             n(ObjectKind::Account),
             n(ObjectKind::Lead),
         );
+        // A restarted agent says when the stores last synced ("synced 3 min ago"), not "not
+        // synced yet", until its own first cycle ends.
+        let stored = ObjectKind::ALL
+            .iter()
+            .filter_map(|k| {
+                callsync_salesforce::sync::load_state(cache, *k)
+                    .ok()?
+                    .last_sync
+            })
+            .filter_map(|t| callsync_core::record::parse_sf_datetime(&t))
+            .map(|t| t.timestamp_millis())
+            .max();
         self.update(|s| {
             s.contacts = c;
             s.accounts = a;
             s.leads = l;
+            if s.last_sync_ms.is_none() {
+                s.last_sync_ms = stored;
+            }
         });
     }
 

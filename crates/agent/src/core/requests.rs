@@ -164,6 +164,19 @@ impl Core {
                     self.cache.stats().map_err(|e| e.to_string())?,
                 ))
             }
+            Request::TrayMenu { x, y } => {
+                if std::env::var_os("CALLSYNC_TEST_HOOKS").is_none_or(|v| v != "1") {
+                    return Err(
+                        "test hooks are off (start the agent with CALLSYNC_TEST_HOOKS=1)".into(),
+                    );
+                }
+                #[cfg(windows)]
+                crate::winui::post(crate::winui::UiCmd::Menu { x, y });
+                #[cfg(not(windows))]
+                return Err(format!(
+                    "no menu to open at {x},{y}: the tray menu hook is for Windows (a Linux tray is clicked)"
+                ));
+            }
             Request::Quit | Request::Restart => {}
         }
         Ok(None)
