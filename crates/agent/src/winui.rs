@@ -227,8 +227,10 @@ fn serve(cmd: UiCmd) {
         }
         UiCmd::Menu { x, y } => open_menu(x, y),
         UiCmd::Quit => {
-            // Dropping the tray removes its icon.
-            TRAY.with(|t| t.borrow_mut().take());
+            // Dropping the tray removes its icon. (No borrow can be live here: every other use
+            // of TRAY is short or released before a modal loop; try_ keeps a panic out of a
+            // window procedure, where it would abort.)
+            TRAY.with(|t| t.try_borrow_mut().ok().and_then(|mut t| t.take()));
             // SAFETY: ends this thread's message loop.
             unsafe { PostQuitMessage(0) };
         }
@@ -252,7 +254,10 @@ fn start_tray(
     // SAFETY: the tray's window belongs to this thread; the subclass procedure only forwards
     // balloon clicks and passes every message on.
     unsafe { SetWindowSubclass(icon_window, Some(balloon_proc), BALLOON_SUBCLASS, 0) };
-    TRAY.with(|t| *t.borrow_mut() = Some(ui));
+    let kept = TRAY.with(|t| t.try_borrow_mut().map(|mut t| *t = Some(ui)).is_ok());
+    if !kept {
+        return Err(TrayError::Build("the UI thread was busy".into()));
+    }
     tracing::info!("tray icon up");
     Ok(())
 }
