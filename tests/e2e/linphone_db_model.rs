@@ -6,15 +6,14 @@
 //! ended at an acknowledged read has come.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 
-use callsync_calllog::cursor::CursorStore;
-use callsync_calllog::follow::{Batch, Follower};
 use callsync_calllog::linphone::LinphoneSource;
 use callsync_calllog::testkit::{connect_call, end_call, main_db, start_call};
 use callsync_calllog::{Direction, Outcome};
 use callsync_core::event::EventKind;
 use rusqlite::Connection;
+
+use crate::follower_model::ModelReader;
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -151,91 +150,46 @@ impl Linphone {
     }
 }
 
-/// The follower and what it handed out, by SIP Call-ID.
-struct Reader {
-    follower: Option<Follower>,
-    path: PathBuf,
-    store: PathBuf,
-    acked: BTreeSet<String>,
-    pending: Vec<(Batch, Vec<String>)>,
-    redeliverable: BTreeSet<String>,
-}
-
-impl Reader {
-    fn start(&mut self) {
-        if self.follower.is_none() {
-            let src = Box::new(LinphoneSource::new("linphone", &self.path));
-            self.follower = Some(Follower::new(vec![src], CursorStore::new(&self.store)).unwrap());
-        }
-    }
-
-    fn poll(&mut self, ack: bool, phone: &Linphone, shown: &BTreeSet<String>) {
-        let Some(f) = self.follower.as_mut() else {
-            return;
+/// One read of the real follower; a call is known by its SIP Call-ID, and each that comes is
+/// checked against the model: direction, number, outcome, talk time, start time (UTC).
+fn poll(r: &mut ModelReader, ack: bool, phone: &Linphone, shown: &BTreeSet<String>) {
+    r.poll(ack, shown, &phone.ended(), |b, e| {
+        let EventKind::Ended {
+            outcome,
+            duration_s,
+            ..
+        } = &e.kind
+        else {
+            return None;
         };
-        let (batches, _) = f.poll();
-        for b in batches {
-            let mut calls = Vec::new();
-            for e in &b.events {
-                let EventKind::Ended {
-                    outcome,
-                    duration_s,
-                    ..
-                } = &e.kind
-                else {
-                    continue;
-                };
-                let id = e.call_id.clone();
-                assert!(shown.contains(&id), "{id} came before it ended");
-                assert!(
-                    !self.acked.contains(&id) || self.redeliverable.remove(&id),
-                    "{id} came again after it was acknowledged"
-                );
-                let c = &phone.calls[&id];
-                let info = e.info.as_ref().expect("an ended call says who");
-                let want_dir = if c.incoming {
-                    Direction::Inbound
-                } else {
-                    Direction::Outbound
-                };
-                assert_eq!(info.direction, want_dir, "{id}");
-                assert_eq!(
-                    info.remote,
-                    if c.incoming {
-                        "0311110001"
-                    } else {
-                        "0311110002"
-                    },
-                    "{id}"
-                );
-                assert_eq!(*outcome, c.outcome(), "{id}: {c:?}");
-                assert_eq!(*duration_s, c.end.map(|e| e.1 as u64), "{id}");
-                let first = b
-                    .events
-                    .iter()
-                    .find(|x| x.call_id == id)
-                    .expect("the call's first event");
-                assert_eq!(first.at.timestamp(), c.start, "{id}: start time (UTC)");
-                calls.push(id);
-            }
-            self.pending.push((b, calls));
-        }
-        if ack {
-            for (b, calls) in self.pending.drain(..) {
-                f.ack(&b).unwrap();
-                self.acked.extend(calls);
-            }
-            let missing: Vec<_> = phone.ended().difference(&self.acked).cloned().collect();
-            assert!(missing.is_empty(), "ended, never came: {missing:?}");
-        }
-    }
-
-    fn kill(&mut self) {
-        self.follower = None;
-        for (_, calls) in self.pending.drain(..) {
-            self.redeliverable.extend(calls);
-        }
-    }
+        let id = e.call_id.clone();
+        let c = &phone.calls[&id];
+        let info = e.info.as_ref().expect("an ended call says who");
+        let want_dir = if c.incoming {
+            Direction::Inbound
+        } else {
+            Direction::Outbound
+        };
+        assert_eq!(info.direction, want_dir, "{id}");
+        assert_eq!(
+            info.remote,
+            if c.incoming {
+                "0311110001"
+            } else {
+                "0311110002"
+            },
+            "{id}"
+        );
+        assert_eq!(*outcome, c.outcome(), "{id}: {c:?}");
+        assert_eq!(*duration_s, c.end.map(|e| e.1 as u64), "{id}");
+        let first = b
+            .events
+            .iter()
+            .find(|x| x.call_id == id)
+            .expect("the call's first event");
+        assert_eq!(first.at.timestamp(), c.start, "{id}: start time (UTC)");
+        Some(id)
+    });
 }
 
 fn linphone_db_model(ops: Vec<Op>) {
@@ -248,16 +202,11 @@ fn linphone_db_model(ops: Vec<Op>) {
         // Calls of the last hour: none is old enough to be passed over as abandoned.
         t0: chrono::Utc::now().timestamp() - 3600,
     };
-    let mut r = Reader {
-        follower: None,
-        path,
-        store: d.path().join("cursors.json"),
-        acked: BTreeSet::new(),
-        pending: Vec::new(),
-        redeliverable: BTreeSet::new(),
-    };
+    let source = path.clone();
+    let mut r = ModelReader::new(d.path().join("cursors.json"), move || {
+        Box::new(LinphoneSource::new("linphone", &source))
+    });
     let mut shown = BTreeSet::new();
-    r.start();
     let mut busy = false;
     for op in &ops {
         match op {
@@ -265,14 +214,14 @@ fn linphone_db_model(ops: Vec<Op>) {
             Op::Poll { ack } => {
                 if busy {
                     // linphone mid-write: the read finds the file held and must try again later.
-                    let w = Connection::open(&r.path).unwrap();
+                    let w = Connection::open(&path).unwrap();
                     w.execute_batch("BEGIN EXCLUSIVE; UPDATE sip_address SET display_name = display_name WHERE id = 1;")
                         .unwrap();
-                    r.poll(false, &phone, &shown);
+                    poll(&mut r, false, &phone, &shown);
                     w.execute_batch("COMMIT").unwrap();
                     busy = false;
                 }
-                r.poll(*ack, &phone, &shown);
+                poll(&mut r, *ack, &phone, &shown);
             }
             Op::Kill => r.kill(),
             Op::Restart => r.start(),
@@ -282,7 +231,7 @@ fn linphone_db_model(ops: Vec<Op>) {
     }
     r.start();
     for _ in 0..3 {
-        r.poll(true, &phone, &shown);
+        poll(&mut r, true, &phone, &shown);
     }
 }
 

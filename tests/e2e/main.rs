@@ -16,6 +16,7 @@ mod calllog_model;
 mod cli;
 mod cli_sync;
 mod crash;
+mod follower_model;
 mod lifecycle;
 mod linphone_db_model;
 mod linphone_live;

@@ -7,10 +7,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
-use callsync_calllog::cursor::CursorStore;
-use callsync_calllog::follow::{Batch, Follower};
 use callsync_calllog::microsip::MicrosipSource;
 use callsync_core::event::EventKind;
+
+use crate::follower_model::ModelReader;
 
 /// A small ring, so that it wraps often (MicroSIP's has 1,000 keys).
 const RING: usize = 6;
@@ -156,71 +156,16 @@ impl Ini {
     }
 }
 
-/// The follower and what it handed out, by number (each MicroSIP call's remote).
-struct Reader {
-    follower: Option<Follower>,
-    path: PathBuf,
-    store: PathBuf,
-    acked: BTreeSet<String>,
-    pending: Vec<(Batch, Vec<String>)>,
-    redeliverable: BTreeSet<String>,
-}
-
-impl Reader {
-    fn start(&mut self) {
-        if self.follower.is_none() {
-            let src = Box::new(MicrosipSource::new("microsip", &self.path));
-            self.follower = Some(Follower::new(vec![src], CursorStore::new(&self.store)).unwrap());
-        }
-    }
-
-    fn poll(&mut self, ack: bool, ini: &Ini, shown: &BTreeSet<String>) {
-        let Some(f) = self.follower.as_mut() else {
-            return;
-        };
-        let (batches, _) = f.poll();
-        for b in batches {
-            let mut calls = Vec::new();
-            for e in &b.events {
-                let number = e
-                    .info
-                    .as_ref()
-                    .map(|i| i.remote.clone())
-                    .unwrap_or_default();
-                if matches!(e.kind, EventKind::Ended { .. }) {
-                    assert!(
-                        shown.contains(&number),
-                        "{number} came but was never shown finished"
-                    );
-                    assert!(
-                        !self.acked.contains(&number) || self.redeliverable.remove(&number),
-                        "{number} came again after it was acknowledged"
-                    );
-                    calls.push(number);
-                }
-            }
-            self.pending.push((b, calls));
-        }
-        if ack {
-            for (b, calls) in self.pending.drain(..) {
-                f.ack(&b).unwrap();
-                self.acked.extend(calls);
-            }
-            // Everything finished in the file now has come.
-            let missing: Vec<_> = ini.finished().difference(&self.acked).cloned().collect();
-            assert!(
-                missing.is_empty(),
-                "finished in the file, never came: {missing:?}"
-            );
-        }
-    }
-
-    fn kill(&mut self) {
-        self.follower = None;
-        for (_, calls) in self.pending.drain(..) {
-            self.redeliverable.extend(calls);
-        }
-    }
+/// One read of the real follower; a MicroSIP call is known by its number.
+fn poll(r: &mut ModelReader, ack: bool, ini: &Ini, shown: &BTreeSet<String>) {
+    r.poll(ack, shown, &ini.finished(), |_, e| {
+        matches!(e.kind, EventKind::Ended { .. }).then(|| {
+            e.info
+                .as_ref()
+                .map(|i| i.remote.clone())
+                .unwrap_or_default()
+        })
+    });
 }
 
 fn microsip_model(ops: Vec<Op>) {
@@ -232,17 +177,11 @@ fn microsip_model(ops: Vec<Op>) {
         next_key: 0,
         made: 0,
     };
-    let mut r = Reader {
-        follower: None,
-        path,
-        store: d.path().join("cursors.json"),
-        acked: BTreeSet::new(),
-        pending: Vec::new(),
-        redeliverable: BTreeSet::new(),
-    };
+    let mut r = ModelReader::new(d.path().join("cursors.json"), move || {
+        Box::new(MicrosipSource::new("microsip", &path))
+    });
     // Every call the file has shown finished (a later poll may not see it any more).
     let mut shown = BTreeSet::new();
-    r.start();
     let mut torn = false;
     for op in &ops {
         match op {
@@ -255,11 +194,11 @@ fn microsip_model(ops: Vec<Op>) {
             Op::Poll { ack } => {
                 if torn {
                     // Whatever a torn read shows must not count; the rewrite then completes.
-                    r.poll(false, &ini, &shown);
+                    poll(&mut r, false, &ini, &shown);
                     ini.write();
                     torn = false;
                 }
-                r.poll(*ack, &ini, &shown);
+                poll(&mut r, *ack, &ini, &shown);
             }
             Op::Kill => r.kill(),
             Op::Restart => r.start(),
@@ -273,7 +212,7 @@ fn microsip_model(ops: Vec<Op>) {
     ini.write();
     r.start();
     for _ in 0..3 {
-        r.poll(true, &ini, &shown);
+        poll(&mut r, true, &ini, &shown);
     }
 }
 

@@ -76,12 +76,16 @@ mod imp {
     const APP_ID: &str = "callsync.agent";
 
     /// The MSI installed the shortcut with [`APP_ID`]: toasts can be attributed to callsync.
-    /// Without it Windows drops them or labels them with another program's name.
+    /// Without it Windows drops them or labels them with another program's name. Read once:
+    /// an install or upgrade restarts the agent.
     fn shortcut_installed() -> bool {
-        winreg::RegKey::predef(winreg::enums::HKEY_LOCAL_MACHINE)
-            .open_subkey(r"Software\callsync")
-            .and_then(|k| k.get_value::<u32, _>("StartMenuShortcut"))
-            .is_ok_and(|v| v == 1)
+        static INSTALLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *INSTALLED.get_or_init(|| {
+            winreg::RegKey::predef(winreg::enums::HKEY_LOCAL_MACHINE)
+                .open_subkey(r"Software\callsync")
+                .and_then(|k| k.get_value::<u32, _>("StartMenuShortcut"))
+                .is_ok_and(|v| v == 1)
+        })
     }
 
     /// A WinRT toast; a click on it (or on "Open in Salesforce") opens the record. Coded to
