@@ -1,10 +1,17 @@
-//! Cache benchmark: `cargo bench --bench cache` (1,000,000 records; set
-//! `CALLSYNC_BENCH_RECORDS` for another size).
+//! Cache benchmark: `cargo bench --bench cache` (100,000 and 1,000,000 records in one run; set
+//! `CALLSYNC_BENCH_RECORDS=N[,N…]` for other sizes).
 //!
-//! Three phases, so that each RSS figure belongs to one job: a child process ingests the
-//! synthetic records into a fresh sled cache; a second child reopens it and serves lookups
-//! (80 % hits, 20 % misses, full lookup: normalization, prefix scan, decoding, priority rules);
-//! the parent runs the same lookups against an in-memory `HashMap` built from the same data.
+//! Per size, each phase in its own process so that each memory figure belongs to one job: a
+//! child ingests the synthetic records into a fresh cache (sled records + the phone index
+//! file); a child reopens it and serves lookups (80 % hits, 20 % misses; full lookup:
+//! normalization, index, delta, rules), then makes 1,000 incremental upserts and serves again
+//! (the delta path), then 20,000 more (a background rebuild); a third child does the same
+//! after the OS dropped the cache's pages (`posix_fadvise(DONTNEED)`: the first lookup after a
+//! reboot). The parent runs the same lookups against an in-memory `HashMap` (the floor).
+//!
+//! `CALLSYNC_BENCH_KEEP_ORG=FILE` writes the generated org to FILE and stops: the ingest phase
+//! can then be run (and profiled) alone with `CALLSYNC_BENCH_PHASE=ingest
+//! CALLSYNC_BENCH_DIR=<new dir> CALLSYNC_BENCH_LOOKUPS=FILE` on the bench executable.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, Write};
@@ -25,11 +32,12 @@ const SEED: u64 = 20261121;
 const BATCH: usize = 2_000;
 const LOOKUPS: usize = 100_000;
 
-fn records_n() -> usize {
+fn sizes() -> Vec<usize> {
     std::env::var("CALLSYNC_BENCH_RECORDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000)
+        .unwrap_or_else(|_| "100000,1000000".into())
+        .split(',')
+        .filter_map(|v| v.trim().parse().ok())
+        .collect()
 }
 
 fn cache_mb() -> u64 {
@@ -51,7 +59,7 @@ fn normalizer() -> Normalizer {
 }
 
 mod common;
-use common::rss_mib;
+use common::{memory_mib, rss_mib};
 
 /// The `p` quantile in µs.
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
@@ -99,8 +107,12 @@ fn phase_ingest(dir: &Path, file: &Path) {
         }
     })
     .expect("import");
-    let busy = t.elapsed();
     let stats = cache.stats().expect("stats");
+    // As `cache import` does: reopened once, so that sled's log is replayed now, not at the
+    // agent's next start.
+    drop(cache);
+    let (cache, _) = Cache::open(dir, &opts()).expect("reopen");
+    let busy = t.elapsed();
     let (rss, hwm) = rss_mib();
     drop(cache);
     eprintln!();
@@ -117,11 +129,11 @@ fn phase_ingest(dir: &Path, file: &Path) {
     println!("disk_bytes {}", dir_size(dir));
 }
 
-/// Incremental upserts into the full cache (what a delta sync does): existing records get a
-/// new number, through the normal path that moves their index entries.
-fn incremental(cache: &Cache, n: &Normalizer) -> f64 {
-    let mut rng = fastrand::Rng::with_seed(SEED ^ 0x5EED);
-    let updates: Vec<serde_json::Value> = synth::generate(&SynthSpec::new(SEED, 20_000))
+/// Upserts into the full cache (what a delta sync does): `count` existing records get a new
+/// number, through the normal path (the delta). Returns records/s.
+fn incremental(cache: &Cache, n: &Normalizer, count: usize, salt: u64) -> f64 {
+    let mut rng = fastrand::Rng::with_seed(SEED ^ salt);
+    let updates: Vec<serde_json::Value> = synth::generate(&SynthSpec::new(SEED, count))
         .map(|r| {
             let mut v = r.json;
             let fresh = format!("+{}", synth::fresh_number(&mut rng));
@@ -145,30 +157,35 @@ fn read_lookups(path: &Path) -> Vec<String> {
         .collect()
 }
 
-fn phase_serve(dir: &Path, lookups_file: &Path) {
-    let inputs = read_lookups(lookups_file);
-    let n = normalizer();
+/// Asks the OS to drop the cache's files from its page cache, as after a reboot.
+#[cfg(unix)]
+fn drop_page_cache(dir: &Path) {
+    for e in std::fs::read_dir(dir).expect("cache dir").flatten() {
+        if e.path().is_file() {
+            let f = std::fs::File::open(e.path()).expect("open");
+            let _ = rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed);
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn drop_page_cache(_: &Path) {}
+
+/// One pass of lookups: full lookups (and the cache's own share after each), found count.
+fn serve_pass(cache: &Cache, inputs: &[String], n: &Normalizer, prefix: &str) {
     let rules = LookupRules::default();
-    let (rss_before, _) = rss_mib();
-    let t = Instant::now();
-    let (cache, report) = Cache::open(dir, &opts()).expect("reopen");
-    let open = t.elapsed();
-    let (rss_open, _) = rss_mib();
-    let first = lookup::lookup(&cache, &n, &rules, &inputs[0]).expect("first lookup");
-    let first_total = t.elapsed();
-    assert!(report.rebuilt.is_none() && !report.reindexed);
-    let _ = first;
     let mut lat = Vec::with_capacity(inputs.len());
     let mut key_lat = Vec::with_capacity(inputs.len());
     let mut found = 0usize;
-    for raw in &inputs {
+    for raw in inputs {
         let t = Instant::now();
-        let r = lookup::lookup(&cache, &n, &rules, raw).expect("lookup");
+        let r = lookup::lookup(cache, n, &rules, raw).expect("lookup");
         lat.push(t.elapsed());
         if r.best.is_some() {
             found += 1;
         }
-        // The cache's own share: scan + decode + rules, number already normalized.
+        // The cache's own share: index + delta + rules, number already normalized (and its
+        // pages just touched by the full lookup).
         let key = n.key(raw).expect("key");
         let t = Instant::now();
         let hits = cache.hits(&key).expect("hits");
@@ -177,23 +194,54 @@ fn phase_serve(dir: &Path, lookups_file: &Path) {
     }
     lat.sort();
     key_lat.sort();
-    let (rss, hwm) = rss_mib();
-    println!("serve_rss_before_open {rss_before:.0}");
+    let (rss, _) = rss_mib();
+    let (anon, file, private) = memory_mib();
+    println!("{prefix}_found {found}");
+    for (name, v) in [("full", &lat), ("cache", &key_lat)] {
+        println!("{prefix}_{name}_p50 {:.2}", percentile(v, 0.50));
+        println!("{prefix}_{name}_p99 {:.2}", percentile(v, 0.99));
+        println!("{prefix}_{name}_p999 {:.2}", percentile(v, 0.999));
+    }
+    println!("{prefix}_rss {rss:.0}");
+    println!("{prefix}_anon {anon:.1}");
+    println!("{prefix}_file {file:.1}");
+    println!("{prefix}_private {private:.1}");
+}
+
+fn phase_serve(dir: &Path, lookups_file: &Path, cold: bool) {
+    let inputs = read_lookups(lookups_file);
+    let n = normalizer();
+    let rules = LookupRules::default();
+    if cold {
+        drop_page_cache(dir);
+    }
+    let t = Instant::now();
+    let (cache, report) = Cache::open(dir, &opts()).expect("reopen");
+    let open = t.elapsed();
+    let first = lookup::lookup(&cache, &n, &rules, &inputs[0]).expect("first lookup");
+    let first_total = t.elapsed();
+    assert!(report.rebuilt.is_none() && !report.reindexed);
+    let _ = first;
     println!("serve_open_ms {:.1}", open.as_secs_f64() * 1e3);
-    println!("serve_rss_after_open {rss_open:.0}");
     println!(
         "serve_first_lookup_ms {:.1}",
         first_total.as_secs_f64() * 1e3
     );
-    println!("serve_found {found}");
-    for (name, v) in [("full", &lat), ("cache", &key_lat)] {
-        println!("serve_{name}_p50 {:.2}", percentile(v, 0.50));
-        println!("serve_{name}_p99 {:.2}", percentile(v, 0.99));
-        println!("serve_{name}_p999 {:.2}", percentile(v, 0.999));
-    }
-    println!("serve_rss {rss:.0}");
+    serve_pass(&cache, &inputs, &n, "serve");
+    // 1,000 incremental upserts: lookups now consult the delta too.
+    let rate = incremental(&cache, &n, 1_000, 0x5EED);
+    println!("delta_records {}", cache.index_delta());
+    serve_pass(&cache, &inputs, &n, "delta");
+    println!("delta_upsert_rate {rate:.0}");
+    // 20,000 more: past the threshold, a background rebuild folds the delta into a new file.
+    let rate = incremental(&cache, &n, 20_000, 0xF00D);
+    let t = Instant::now();
+    cache.wait_for_index();
+    println!("incremental_rate {rate:.0}");
+    println!("rebuild_wait_s {:.1}", t.elapsed().as_secs_f64());
+    println!("after_rebuild_delta {}", cache.index_delta());
+    let (_, hwm) = rss_mib();
     println!("serve_rss_peak {hwm:.0}");
-    println!("incremental_rate {:.0}", incremental(&cache, &n));
 }
 
 fn run_child(phase: &str, dir: &Path, lookups: &Path) -> HashMap<String, String> {
@@ -215,28 +263,29 @@ fn run_child(phase: &str, dir: &Path, lookups: &Path) -> HashMap<String, String>
 fn main() {
     if let Ok(phase) = std::env::var("CALLSYNC_BENCH_PHASE") {
         let dir = PathBuf::from(std::env::var("CALLSYNC_BENCH_DIR").expect("dir"));
+        let file = PathBuf::from(std::env::var("CALLSYNC_BENCH_LOOKUPS").expect("file"));
         match phase.as_str() {
-            "ingest" => phase_ingest(
-                &dir,
-                Path::new(&std::env::var("CALLSYNC_BENCH_LOOKUPS").expect("file")),
-            ),
-            "serve" => phase_serve(
-                &dir,
-                Path::new(&std::env::var("CALLSYNC_BENCH_LOOKUPS").expect("lookups")),
-            ),
+            "ingest" => phase_ingest(&dir, &file),
+            "serve" => phase_serve(&dir, &file, false),
+            "cold" => phase_serve(&dir, &file, true),
             other => panic!("unknown phase {other}"),
         }
         return;
     }
-    let total = records_n();
-    let cache_mb_default = cache_mb();
+    println!(
+        "callsync cache benchmark: sled cache_capacity {} MiB, {LOOKUPS} lookups (80 % hits) per pass",
+        cache_mb()
+    );
+    for total in sizes() {
+        bench_size(total);
+    }
+}
+
+/// Generates `total` records, measures the cache against the HashMap floor and prints a table.
+fn bench_size(total: usize) {
     let work = tempfile::tempdir().expect("tempdir");
     let dir = work.path().join("cache");
     let lookups_path = work.path().join("lookups.txt");
-    println!(
-        "callsync cache benchmark: {total} records, sled cache_capacity {} MiB, {LOOKUPS} lookups (80 % hits)",
-        cache_mb()
-    );
 
     // Lookup inputs and the in-memory reference, from the same generated data.
     let n = normalizer();
@@ -284,7 +333,7 @@ fn main() {
     }
     drop(f);
     eprintln!(
-        "  generated in {:.1} s; reference HashMap built in {:.1} s",
+        "{total} records: generated in {:.1} s; reference HashMap built in {:.1} s",
         gen_time.as_secs_f64(),
         ref_build.as_secs_f64()
     );
@@ -297,21 +346,16 @@ fn main() {
     org.flush().expect("flush");
     drop(org);
     drop(gen);
-    let ingest = run_child("ingest", &dir, &org_path);
-    let serve = run_child("serve", &dir, &lookups_path);
-    // The same serving run at other sled cache sizes (memory against tail latency).
-    let sizes: Vec<u64> = std::env::var("CALLSYNC_BENCH_SERVE_MB")
-        .unwrap_or_else(|_| "16,32,128,256".into())
-        .split(',')
-        .filter_map(|v| v.trim().parse().ok())
-        .collect();
-    let mut tradeoff = Vec::new();
-    for mb in sizes {
-        std::env::set_var("CALLSYNC_BENCH_CACHE_MB", mb.to_string());
-        tradeoff.push((mb, run_child("serve", &dir, &lookups_path)));
+    if let Ok(keep) = std::env::var("CALLSYNC_BENCH_KEEP_ORG") {
+        std::fs::copy(&org_path, keep).expect("keep");
+        return;
     }
+    let ingest = run_child("ingest", &dir, &org_path);
+    let index_bytes = index_file_size(&dir);
+    let serve = run_child("serve", &dir, &lookups_path);
+    let cold = run_child("cold", &dir, &lookups_path);
 
-    // Reference: the same lookups against the HashMap (normalize + get + rules).
+    // The floor: the same lookups against the HashMap (normalize + get + rules).
     let rules = LookupRules::default();
     let mut lat = Vec::with_capacity(inputs.len());
     let mut key_lat = Vec::with_capacity(inputs.len());
@@ -341,95 +385,117 @@ fn main() {
 
     let g = |m: &HashMap<String, String>, k: &str| m.get(k).cloned().unwrap_or_else(|| "?".into());
     let f = |m: &HashMap<String, String>, k: &str| g(m, k).parse::<f64>().unwrap_or(f64::NAN);
+    let floor = |v: &[Duration]| {
+        format!(
+            "{:.2} / {:.2} / {:.2}",
+            percentile(v, 0.5),
+            percentile(v, 0.99),
+            percentile(v, 0.999)
+        )
+    };
+    let lat3 = |m: &HashMap<String, String>, p: &str| {
+        format!(
+            "{} / {} / {}",
+            g(m, &format!("{p}_p50")),
+            g(m, &format!("{p}_p99")),
+            g(m, &format!("{p}_p999"))
+        )
+    };
+    let mem = |m: &HashMap<String, String>, p: &str| {
+        format!(
+            "{} / {} / {}",
+            g(m, &format!("{p}_anon")),
+            g(m, &format!("{p}_private")),
+            g(m, &format!("{p}_rss"))
+        )
+    };
     let ref_p50 = percentile(&lat, 0.5);
-    let ref_key_p50 = percentile(&key_lat, 0.5);
     println!();
-    println!("| measure | sled cache | in-memory HashMap | target |");
-    println!("|---|---|---|---|");
+    println!("### {total} records");
+    println!();
+    println!("| measure | callsync cache | in-memory HashMap (floor) |");
+    println!("|---|---|---|");
     println!(
-        "| ingest: `cache import` of a JSONL file into an empty cache (records/s, incl. JSON parsing, normalization, index build) | {} | – | ≥ 30,000 |",
-        g(&ingest, "ingest_rate")
-    );
-    println!(
-        "| ingest time (s) | {} | – | – |",
+        "| ingest: `cache import` into an empty cache (records/s, incl. JSON parsing, normalization, index build) | {} ({} s) | – |",
+        g(&ingest, "ingest_rate"),
         g(&ingest, "ingest_seconds")
     );
     println!(
-        "| incremental upserts into the full cache, number changed (records/s) | {} | – | – |",
-        g(&serve, "incremental_rate")
-    );
-    println!(
-        "| peak RSS during ingest (MiB) | {} | – | – |",
+        "| peak RSS during ingest (MiB) | {} | – |",
         g(&ingest, "ingest_rss_peak")
     );
     println!(
-        "| on-disk size (MiB) | {:.0} | – | – |",
-        f(&ingest, "disk_bytes") / 1048576.0
+        "| on disk: sled + index file (MiB) | {:.0} (index file {:.0}) | – |",
+        f(&ingest, "disk_bytes") / 1048576.0,
+        index_bytes as f64 / 1048576.0
     );
     println!(
-        "| index entries | {} | {} keys | – |",
+        "| index entries | {} | {} numbers |",
         g(&ingest, "ingest_index_entries"),
         reference.len()
     );
     println!(
-        "| reopen + first lookup (ms) | {} (open {}) | – | ≤ 1000 |",
+        "| reopen → first answer (ms), warm / cold page cache | {} / {} | – |",
         g(&serve, "serve_first_lookup_ms"),
-        g(&serve, "serve_open_ms")
+        g(&cold, "serve_first_lookup_ms")
     );
-    for (label, sk, rp50, rl) in [
-        ("full lookup", "full", ref_p50, &lat),
-        (
-            "cache part (number normalized)",
-            "cache",
-            ref_key_p50,
-            &key_lat,
-        ),
-    ] {
-        println!(
-            "| {label} p50 / p99 / p99.9 (µs) | {} / {} / {} | {:.2} / {:.2} / {:.2} | p99 ≤ 50 |",
-            g(&serve, &format!("serve_{sk}_p50")),
-            g(&serve, &format!("serve_{sk}_p99")),
-            g(&serve, &format!("serve_{sk}_p999")),
-            rp50,
-            percentile(rl, 0.99),
-            percentile(rl, 0.999)
-        );
-        println!(
-            "| {label} p50 ratio sled / HashMap | {:.1}× | 1× | ≤ 5× |",
-            f(&serve, &format!("serve_{sk}_p50")) / rp50
-        );
-    }
     println!(
-        "| lookups that found a record | {} | {found} | – |",
+        "| full lookup p50 / p99 / p99.9 (µs) | {} | {} |",
+        lat3(&serve, "serve_full"),
+        floor(&lat)
+    );
+    println!(
+        "| full lookup p50 ratio to the floor | {:.2}× | 1× |",
+        f(&serve, "serve_full_p50") / ref_p50
+    );
+    println!(
+        "| cache part (number normalized) p50 / p99 / p99.9 (µs) | {} | {} |",
+        lat3(&serve, "serve_cache"),
+        floor(&key_lat)
+    );
+    println!(
+        "| full lookup, cold page cache p50 / p99 / p99.9 (µs) | {} | – |",
+        lat3(&cold, "serve_full")
+    );
+    println!(
+        "| full lookup after 1,000 upserts (delta {}) p50 / p99 / p99.9 (µs) | {} | – |",
+        g(&serve, "delta_records"),
+        lat3(&serve, "delta_full")
+    );
+    println!(
+        "| memory serving: private (RssAnon) / Linux private / RSS (MiB) | {} | {ref_rss:.0} RSS (whole bench process) |",
+        mem(&serve, "serve")
+    );
+    println!(
+        "| memory serving after 1,000 upserts (same) | {} | – |",
+        mem(&serve, "delta")
+    );
+    println!(
+        "| memory serving, cold start (same) | {} | – |",
+        mem(&cold, "serve")
+    );
+    println!(
+        "| lookups that found a record | {} | {found} |",
         g(&serve, "serve_found")
     );
     println!(
-        "| RSS after reopen / while serving lookups (MiB) | {} / {} (peak {}) | {ref_rss:.0} (whole bench process) | ≤ 150 |",
-        g(&serve, "serve_rss_after_open"),
-        g(&serve, "serve_rss"),
-        g(&serve, "serve_rss_peak")
+        "| incremental upserts, number changed (records/s); background rebuild after 20,000 (s to wait) | {} ({} s, delta left {}) | – |",
+        g(&serve, "incremental_rate"),
+        g(&serve, "rebuild_wait_s"),
+        g(&serve, "after_rebuild_delta")
     );
-    let mut rows = vec![(cache_mb_default, serve)];
-    rows.extend(tradeoff);
-    rows.sort_by_key(|(mb, _)| *mb);
-    print_tradeoff(&rows);
 }
 
-fn print_tradeoff(rows: &[(u64, HashMap<String, String>)]) {
-    println!();
-    println!("| sled cache (MiB) | RSS serving (MiB) | full lookup p50 / p99 / p99.9 (µs) | reopen + first lookup (ms) |");
-    println!("|---|---|---|---|");
-    for (mb, m) in rows {
-        let g = |k: &str| m.get(k).cloned().unwrap_or_else(|| "?".into());
-        println!(
-            "| {mb} | {} | {} / {} / {} | {} |",
-            g("serve_rss"),
-            g("serve_full_p50"),
-            g("serve_full_p99"),
-            g("serve_full_p999"),
-            g("serve_first_lookup_ms")
-        );
-    }
+fn index_file_size(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with("phones-"))
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
 }
 
 fn add_to_reference(map: &mut HashMap<Vec<u8>, Vec<IndexHit>>, r: &CachedRecord) {

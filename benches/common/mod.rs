@@ -37,6 +37,27 @@ pub fn rss_mib() -> (f64, f64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
+/// Memory in MiB from /proc (Linux): (RssAnon, RssFile, Linux's "private": pages only this
+/// process maps, file pages included). RssAnon is what Task Manager's private working set
+/// counts; RssFile holds the executable and a mapped index, pages the OS shares and can drop.
+pub fn memory_mib() -> (f64, f64, f64) {
+    let kb = |text: &str, name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .map(|kb| kb / 1024.0)
+            .unwrap_or(f64::NAN)
+    };
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let rollup = std::fs::read_to_string("/proc/self/smaps_rollup").unwrap_or_default();
+    (
+        kb(&status, "RssAnon:"),
+        kb(&status, "RssFile:"),
+        kb(&rollup, "Private_Clean:") + kb(&rollup, "Private_Dirty:"),
+    )
+}
+
 /// The `p` quantile of sorted samples.
 pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]

@@ -199,6 +199,9 @@ pub enum CacheCmd {
     Import { file: PathBuf },
     /// Delete every cached record (the next sync reloads them).
     Clear,
+    /// Rebuild the phone index from the cached records (local work, no sync; done by itself
+    /// after full syncs, imports and repairs).
+    Rebuild,
 }
 
 #[derive(Subcommand, Debug)]

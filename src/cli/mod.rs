@@ -205,6 +205,7 @@ pub fn run(command: Command, ctx: Ctx) -> anyhow::Result<u8> {
         Command::Cache(CacheCmd::Stats { json }) => cache::stats(ctx, json),
         Command::Cache(CacheCmd::Import { file }) => cache::import(ctx, file),
         Command::Cache(CacheCmd::Clear) => cache::clear(ctx),
+        Command::Cache(CacheCmd::Rebuild) => cache::rebuild(ctx),
         Command::Config(ConfigCmd::Show { json }) => {
             support::show_config(layered, data, json)?;
             Ok(exit::OK)

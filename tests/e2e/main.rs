@@ -11,6 +11,7 @@ mod soak;
 mod agent;
 mod agent_org;
 mod agent_softphones;
+mod cache_index;
 mod calllog;
 mod calllog_model;
 mod cli;

@@ -89,13 +89,14 @@ pub struct LookupFields {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CacheConfig {
-    /// sled page cache in MiB. Larger is faster for huge orgs and costs memory.
+    /// sled's page cache in MiB: syncs and imports go faster with more, at that much memory
+    /// more while they run. Lookups do not use it (they read the phone index file).
     pub memory_mb: u64,
 }
 
 impl Default for CacheConfig {
     fn default() -> Self {
-        CacheConfig { memory_mb: 64 }
+        CacheConfig { memory_mb: 16 }
     }
 }
 

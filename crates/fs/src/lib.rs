@@ -236,9 +236,14 @@ pub enum LockError {
 }
 
 impl FileLock {
-    /// Takes the lock on `path` (created, in a private folder, if missing) without waiting.
+    /// Takes the lock on `path` (created, in a new private folder if the folder is missing)
+    /// without waiting. An existing folder is left as it is: a cache opened at `/tmp/x` once
+    /// made `/tmp` itself 0700 here, which broke every other user of `/tmp`.
     pub fn try_acquire(path: &Path) -> Result<FileLock, LockError> {
-        if let Some(dir) = path.parent() {
+        if let Some(dir) = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty() && !d.exists())
+        {
             create_private_dir(dir).map_err(LockError::Io)?;
         }
         let file = std::fs::OpenOptions::new()

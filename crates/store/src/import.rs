@@ -16,6 +16,8 @@ use callsync_core::record::from_sobject;
 /// Lines parsed and written together: big enough for sled's batching, small enough that
 /// progress moves and memory stays flat.
 const BATCH_LINES: usize = 2_000;
+/// Records between flushes.
+const FLUSH_EVERY: usize = 50_000;
 /// Rejections kept with their reasons (the rest are only counted).
 const MAX_KEPT_REJECTIONS: usize = 1_000;
 
@@ -142,6 +144,12 @@ pub(crate) fn import_reader(
                 cache.apply(&parsed.changes, &[])?;
             }
             report.imported += parsed.changes.len();
+
+            if report.imported / FLUSH_EVERY
+                != (report.imported - parsed.changes.len()) / FLUSH_EVERY
+            {
+                cache.flush()?;
+            }
             progress(parsed.read);
         }
         producer
@@ -154,6 +162,10 @@ pub(crate) fn import_reader(
     })?;
     if bulk {
         cache.finish_bulk()?;
+    } else if cache.index_delta() >= crate::cache::COMPACT_AT {
+        // Many changes: fold them into a new index file now rather than in the background
+        // of a process about to exit.
+        cache.reindex()?;
     } else {
         cache.flush()?;
     }

@@ -42,3 +42,31 @@ fn open_sled(mut open: impl FnMut() -> sled::Result<sled::Db>) -> sled::Result<s
         }
     }
 }
+
+/// Hands freed memory back to the OS. glibc keeps freed memory in per-thread arenas (the HTTP,
+/// JSON, conversion and sled threads each have one), so without this an idle agent's RSS creeps
+/// up by the peak of every sync cycle, and a 1M-record import's peak doubled (133 → 226 MiB at
+/// 300k records, and slower); the Windows process heap likewise keeps freed blocks committed
+/// until it is compacted.
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
+            fn malloc_trim(pad: usize) -> i32;
+        }
+        // SAFETY: glibc's malloc_trim only returns free heap pages to the kernel; it takes no
+        // pointers and is thread-safe.
+        unsafe {
+            malloc_trim(0);
+        }
+    }
+    #[cfg(windows)]
+    {
+        use windows_sys::Win32::System::Memory::{GetProcessHeap, HeapCompact};
+        // SAFETY: HeapCompact coalesces the process heap's free blocks and decommits the large
+        // ones; it takes no pointers of ours and the process heap is serialized.
+        unsafe {
+            HeapCompact(GetProcessHeap(), 0);
+        }
+    }
+}

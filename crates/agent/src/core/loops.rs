@@ -111,7 +111,7 @@ impl Core {
             self.report.sign_in(&self.app);
             self.report.records(&self.cache);
             self.report.errors();
-            release_free_memory();
+            callsync_store::release_free_memory();
             let synced = tokio::time::Instant::now();
             let plan = || {
                 let (calls_flowing, idle) = self.activity.state(now_ms());
@@ -184,31 +184,4 @@ pub(super) fn note_network(errors: &ErrorLog, last: &mut Option<String>, area: &
         area,
         format!("{msg}; callsync keeps retrying and nothing is lost"),
     ));
-}
-
-/// Hands memory freed by a sync back to the OS. glibc keeps freed memory in per-thread arenas
-/// (the HTTP, JSON and conversion threads each have one), so without this an idle agent's RSS
-/// creeps up by the peak of every sync cycle; the Windows process heap likewise keeps freed
-/// blocks committed until it is compacted.
-pub(super) fn release_free_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        extern "C" {
-            fn malloc_trim(pad: usize) -> i32;
-        }
-        // SAFETY: glibc's malloc_trim only returns free heap pages to the kernel; it takes no
-        // pointers and is thread-safe.
-        unsafe {
-            malloc_trim(0);
-        }
-    }
-    #[cfg(windows)]
-    {
-        use windows_sys::Win32::System::Memory::{GetProcessHeap, HeapCompact};
-        // SAFETY: HeapCompact coalesces the process heap's free blocks and decommits the large
-        // ones; it takes no pointers of ours and the process heap is serialized.
-        unsafe {
-            HeapCompact(GetProcessHeap(), 0);
-        }
-    }
 }
