@@ -393,22 +393,12 @@ fn bench_size(total: usize) {
             percentile(v, 0.999)
         )
     };
-    let lat3 = |m: &HashMap<String, String>, p: &str| {
-        format!(
-            "{} / {} / {}",
-            g(m, &format!("{p}_p50")),
-            g(m, &format!("{p}_p99")),
-            g(m, &format!("{p}_p999"))
-        )
+    // Three figures of one child, "a / b / c".
+    let three = |m: &HashMap<String, String>, p: &str, names: [&str; 3]| {
+        names.map(|n| g(m, &format!("{p}_{n}"))).join(" / ")
     };
-    let mem = |m: &HashMap<String, String>, p: &str| {
-        format!(
-            "{} / {} / {}",
-            g(m, &format!("{p}_anon")),
-            g(m, &format!("{p}_private")),
-            g(m, &format!("{p}_rss"))
-        )
-    };
+    let lat3 = |m: &HashMap<String, String>, p: &str| three(m, p, ["p50", "p99", "p999"]);
+    let mem = |m: &HashMap<String, String>, p: &str| three(m, p, ["anon", "private", "rss"]);
     let ref_p50 = percentile(&lat, 0.5);
     println!();
     println!("### {total} records");

@@ -21,6 +21,16 @@ fn write_jsonl(path: &Path, records: impl Iterator<Item = Value>) {
     f.flush().unwrap();
 }
 
+/// Names in `dir` containing `part`.
+fn names(dir: &Path, part: &str) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(part))
+        .collect()
+}
+
 /// `lookup --json` for each number: what the agent would pop (exit status and answer).
 fn answers(dir: &Path, numbers: &[String]) -> Vec<(Option<i32>, Value)> {
     numbers
@@ -139,19 +149,9 @@ fn kills_during_index_rebuilds_and_delta_writes_lose_nothing() {
         kill_after(dir, &["cache", "import", delta.to_str().unwrap()], at);
         assert_eq!(answers(dir, &sample), expected, "import killed at {at:?}");
     }
-    let files: Vec<String> = std::fs::read_dir(dir.join("data/cache"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.contains("phones-"))
-        .collect();
+    let files = names(&dir.join("data/cache"), "phones-");
     assert_eq!(files.len(), 1, "stale index files left: {files:?}");
-    let sort_dirs: Vec<String> = std::fs::read_dir(dir.join("data"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(".callsync-index-"))
-        .collect();
+    let sort_dirs = names(&dir.join("data"), ".callsync-index-");
     assert!(
         sort_dirs.is_empty(),
         "sort folders of killed builds left: {sort_dirs:?}"
