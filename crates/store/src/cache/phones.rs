@@ -69,11 +69,15 @@ pub struct PhoneFile {
 }
 
 fn u32_at(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
+    Some(u32::from_le_bytes(
+        b.get(at..at.checked_add(4)?)?.try_into().ok()?,
+    ))
 }
 
 fn u64_at(b: &[u8], at: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
+    Some(u64::from_le_bytes(
+        b.get(at..at.checked_add(8)?)?.try_into().ok()?,
+    ))
 }
 
 /// The header's CRC: every header byte but the CRC's own four.
@@ -131,7 +135,10 @@ impl PhoneFile {
             .checked_mul(16)
             .and_then(|t| t.checked_add(tables))
             .ok_or_else(|| invalid("sizes"))?;
-        if !tables.is_multiple_of(8) || tables < HEADER + blob_len || end != b.len() {
+        let blob_end = HEADER
+            .checked_add(blob_len)
+            .ok_or_else(|| invalid("sizes"))?;
+        if !tables.is_multiple_of(8) || tables < blob_end || end != b.len() {
             return Err(invalid("truncated or sizes do not add up"));
         }
         if u32_at(b, 40) != Some(crc32fast::hash(&b[tables..end])) {
@@ -188,8 +195,12 @@ impl PhoneFile {
             u64_at(&self.map, self.tables + 8 * self.keys + 8 * lo).ok_or("offset table")? as usize;
         let blob = &self.map[HEADER..HEADER + self.blob_len];
         let len = u32_at(blob, off).ok_or("group header")? as usize;
+        let start = off.checked_add(8).ok_or("group header")?;
         let crc = u32_at(blob, off + 4).ok_or("group header")?;
-        let payload = blob.get(off + 8..off + 8 + len).ok_or("group length")?;
+        let payload = start
+            .checked_add(len)
+            .and_then(|end| blob.get(start..end))
+            .ok_or("group length")?;
         if group_crc(code, payload) != crc {
             return Err("group checksum".into());
         }
