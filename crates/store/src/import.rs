@@ -162,11 +162,10 @@ pub(crate) fn import_reader(
     })?;
     if bulk {
         cache.finish_bulk()?;
-    } else if cache.index_delta() >= crate::cache::COMPACT_AT {
-        // Many changes: fold them into a new index file now rather than in the background
-        // of a process about to exit.
-        cache.reindex()?;
     } else {
+        // Past `COMPACT_AT` changes the writes started a background rebuild: let it finish
+        // rather than be cancelled by a process about to exit (or build a second one here).
+        cache.wait_for_index();
         cache.flush()?;
     }
     report.lines = lines;

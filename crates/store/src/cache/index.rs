@@ -187,8 +187,7 @@ impl Indexer {
             .db
             .get(key(P_META, META_PHONES_GEN.as_bytes()))
             .map_err(self.storage())?
-            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
-            .map(u64::from_be_bytes))
+            .and_then(|v| be_u64(&v)))
     }
 
     /// Opens the file the metadata names; `None` when there is none or it is unusable.
@@ -365,8 +364,7 @@ impl Indexer {
             .db
             .get(key(P_META, META_BULK_STAMP.as_bytes()))
             .map_err(self.storage())?
-            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
-            .map(u64::from_be_bytes);
+            .and_then(|v| be_u64(&v));
         if bulk_since.is_none_or(|s| s < mark) {
             batch.insert(key(P_META, META_NEEDS_REINDEX.as_bytes()), vec![0]);
         }

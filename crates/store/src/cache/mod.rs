@@ -238,6 +238,11 @@ fn collect_garbage() {
     sled::pin().flush();
 }
 
+/// A stored big-endian `u64` (counters, the index generation, the bulk stamp).
+fn be_u64(v: &[u8]) -> Option<u64> {
+    <[u8; 8]>::try_from(v).ok().map(u64::from_be_bytes)
+}
+
 fn key(prefix: u8, rest: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(rest.len() + 1);
     k.push(prefix);
@@ -731,9 +736,7 @@ impl Cache {
             .db
             .get(key(P_COUNT, name.as_bytes()))
             .map_err(storage(&self.path))?;
-        Ok(v.and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
-            .map(u64::from_be_bytes)
-            .unwrap_or(0))
+        Ok(v.and_then(|v| be_u64(&v)).unwrap_or(0))
     }
 
     fn meta_byte(&self, name: &str) -> Result<Option<u8>, CacheError> {
