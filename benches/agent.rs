@@ -27,8 +27,6 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
 use callsync_agent::control::{self, Request};
-use callsync_app::app::App;
-use callsync_config::Config;
 use callsync_store::paths::DataDir;
 
 mod common;
@@ -179,23 +177,7 @@ fn main() {
     // Sign in and load the cache here, so the agent starts with a full cache.
     let (cached, known) = rt.block_on(async {
         wait_for_sim(&url).await;
-        let mut config = Config::default();
-        config.salesforce.login_url = url.clone();
-        config.salesforce.client_id = "callsync-sim-client".into();
-        config.salesforce.redirect_port = free_port();
-        config.auth.store = "file".into();
-        let app = App::new(config, data.clone());
-        let token = callsync_salesforce::auth::sign_in_pkce(
-            &app.client_config(),
-            app.config.salesforce.redirect_port,
-            |u| {
-                tokio::spawn(callsync_sim::play_browser(u.to_owned()));
-            },
-            Duration::from_secs(30),
-        )
-        .await
-        .unwrap();
-        app.complete_sign_in(&token, "pkce").await.unwrap();
+        let app = common::sign_in(&url, data.clone()).await;
         let client = app.client().unwrap();
         let (cache, _) = app.open_cache().unwrap();
         let r = app

@@ -1,5 +1,5 @@
-//! What the benchmark binaries share: a free loopback port, the simulated org's state, memory
-//! from /proc, and percentiles.
+//! What the benchmark binaries share: a free loopback port, the simulated org's state, a
+//! sign-in to it, memory from /proc, and percentiles.
 #![allow(dead_code)]
 
 use std::time::Duration;
@@ -99,4 +99,27 @@ pub async fn wait_for_sim(url: &str) {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Signs in to the simulated org at `url` (the test plays the browser) and stores the sign-in
+/// in `data`, as `callsync connect` does; returns the app for that data folder.
+pub async fn sign_in(url: &str, data: callsync_store::paths::DataDir) -> callsync_app::App {
+    let mut config = callsync_config::Config::default();
+    config.salesforce.login_url = url.to_owned();
+    config.salesforce.client_id = "callsync-sim-client".into();
+    config.salesforce.redirect_port = free_port();
+    config.auth.store = "file".into();
+    let app = callsync_app::App::new(config, data);
+    let token = callsync_salesforce::auth::sign_in_pkce(
+        &app.client_config(),
+        app.config.salesforce.redirect_port,
+        |u| {
+            tokio::spawn(callsync_sim::play_browser(u.to_owned()));
+        },
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    app.complete_sign_in(&token, "pkce").await.unwrap();
+    app
 }

@@ -196,6 +196,28 @@ has "$text" "${NAME%% *}" || fail "the balloon does not name $NAME: $text"
 echo "   balloon: $(echo "$text" | tr '\n' '|' | tr -s '|')"
 echo "   ringing line → balloon handed to Windows (the agent's log): p50 $(percentile 50 "${agent_ms[@]}") ms, p99 $(percentile 99 "${agent_ms[@]}") ms; on screen (polled, ~0.2 s steps; Wine waits 2 s before drawing a balloon): p50 $(percentile 50 "${screen_ms[@]}") ms, p99 $(percentile 99 "${screen_ms[@]}") ms ($RINGS rings)"
 
+step "a caller created after the last sync: \"Looking up…\", then a balloon naming them (one API call)"
+FRESH_PHONE="03-4444-$(printf %04d $((RANDOM % 10000)))"
+curl -sf -X POST -H 'content-type: application/json' \
+    -d "{\"Name\":\"Fresh Newcomer\",\"LastName\":\"Newcomer\",\"Phone\":\"$FRESH_PHONE\"}" \
+    "http://127.0.0.1:$PORT/__sim/records/Contact" >/dev/null || fail "creating the fresh Contact"
+api_calls() { curl -sf "http://127.0.0.1:$PORT/__sim/state" | python3 -c 'import json, sys; print(json.load(sys.stdin)["api_calls"])'; }
+calls0=$(api_calls)
+wait_for 10 "the old balloon gone" dark
+printf '%s\r\n' "{\"call_id\":\"tray-fresh\",\"event\":\"ringing\",\"at\":\"$(date -u +%Y-%m-%dT%H:%M:%SZ)\",\"direction\":\"inbound\",\"remote\":\"$FRESH_PHONE\"}" >>"$T/d/calls.jsonl"
+# Two balloons: "Looking up…" and the answer that replaces it.
+wait_for 20 "the answer's balloon" sh -c "[ \$(cat '$log'/callsync.*.log | tr -d '\r' | grep -c 'screen pop shown (balloon) call=tray-fresh\$') -ge 2 ]"
+calls1=$(api_calls)
+[ $((calls1 - calls0)) -eq 1 ] || fail "the refresh cost $((calls1 - calls0)) API calls, not 1"
+sleep 0.5
+wait_for 10 "the old balloon gone" dark
+wait_for 20 "the fresh caller's balloon on screen" bright
+sleep 0.5
+shot balloon-fresh-en.png
+text=$(ocr "$OUT/balloon-fresh-en.png" "160x80+$TX+$((TY + TH + 5))" eng)
+has "$text" "Fresh New" || fail "the balloon does not name the fresh caller: $text"
+echo "   fresh caller's balloon: $(echo "$text" | tr '\n' '|' | tr -s '|') (1 extra API call)"
+
 step "a second start (the Run key at the next login, a double click) shows the running agent"
 out=$(cs run 2>&1)
 has "$out" "already running" || fail "a second start did not find the running agent: $out"

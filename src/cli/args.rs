@@ -219,6 +219,18 @@ pub enum CallsCmd {
         #[arg(long)]
         from_start: bool,
     },
+    /// Choose the record a call's Task goes on, among its number's matches (`callsync lookup
+    /// NUMBER` lists them). Before the Task is written it is written there; after, its WhoId
+    /// and WhatId are updated. The choice also wins for the number's next calls.
+    Pick {
+        /// The call's id (its SIP Call-ID, as `callsync calls tail` and the Task's CallObject
+        /// show it).
+        call_id: String,
+        /// The chosen record's Id (Contact, Account or Lead).
+        record_id: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Read one call log file and print its events.
     Import {
         file: PathBuf,

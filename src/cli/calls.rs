@@ -1,4 +1,5 @@
-//! `callsync calls tail|import`: a call log's events, live or from a file.
+//! `callsync calls tail|import|pick`: a call log's events, live or from a file; the record a call
+//! goes on.
 
 use callsync_app::App;
 use callsync_store::paths::DataDir;
@@ -228,4 +229,63 @@ pub fn import(
     } else {
         exit::PARTIAL
     })
+}
+
+/// `callsync calls pick CALL_ID RECORD_ID`: the running agent does it (it holds the stores and
+/// ticks the tray's menu), else this process with the same rule.
+pub fn pick(app: &App, call_id: &str, record_id: &str, json: bool) -> anyhow::Result<u8> {
+    use callsync_agent::control::Request;
+    use callsync_store::outbox::{Outbox, OutboxError};
+    let here = match Outbox::open(&app.data.outbox()) {
+        Ok(o) => Some(o),
+        Err(OutboxError::Locked(_)) => None,
+        Err(e) => return Err(e.into()),
+    };
+    let picked: serde_json::Value = match here {
+        Some(outbox) => {
+            let cache = crate::cli::open_cache(app)?;
+            let normalizer = app.config.normalizer()?;
+            let rules = app.config.lookup_rules();
+            let stores = callsync_app::pick::Stores {
+                outbox: &outbox,
+                cache: &cache,
+                normalizer: &normalizer,
+                rules: &rules,
+            };
+            let now = chrono::Utc::now().timestamp_millis();
+            serde_json::to_value(stores.pick(call_id, record_id, now)?)?
+        }
+        None => crate::cli::from_agent(
+            app,
+            Request::Pick {
+                call_id: call_id.into(),
+                record_id: record_id.into(),
+            },
+            OutboxError::Locked(app.data.outbox()),
+        )?,
+    };
+    if json {
+        outln!("{}", serde_json::to_string_pretty(&picked)?);
+        return Ok(exit::OK);
+    }
+    let m: callsync_core::lookup::Match = serde_json::from_value(picked["record"].clone())?;
+    outln!(
+        "call {call_id}: {} {}",
+        m.id.as_str(),
+        callsync_core::pop::match_label(&m)
+    );
+    outln!(
+        "{}",
+        match picked["task"].as_str() {
+            Some("updated") => "its Task's WhoId/WhatId update is queued",
+            _ => "its Task will be written on this record",
+        }
+    );
+    if picked["remembered"] == true {
+        outln!(
+            "the next calls from this number go to it too (for {} days, or until it no longer has the number)",
+            app.config.lookup.remember_choice_days
+        );
+    }
+    Ok(exit::OK)
 }

@@ -89,6 +89,15 @@ pub fn print_lookup(r: &LookupResult, cache_empty: bool) {
     match &r.best {
         Some(m) => {
             outln!("  {}", describe(m));
+            if let Some(at) = r
+                .chosen_at
+                .and_then(chrono::DateTime::from_timestamp_millis)
+            {
+                outln!(
+                    "  chosen by the agent on {} (beats the lookup rule for this number)",
+                    at.format("%Y-%m-%d")
+                );
+            }
             if !r.others.is_empty() {
                 outln!("  also on {} other record(s):", r.others.len());
                 for o in &r.others {

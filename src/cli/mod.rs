@@ -229,6 +229,11 @@ pub fn run(command: Command, ctx: Ctx) -> anyhow::Result<u8> {
             json,
             from_start,
         }) => calls::tail(app, &sources, json, from_start),
+        Command::Calls(CallsCmd::Pick {
+            call_id,
+            record_id,
+            json,
+        }) => calls::pick(app, &call_id, &record_id, json),
         Command::Calls(CallsCmd::Import { file, format, json }) => {
             calls::import(data, &file, &format, json)
         }

@@ -53,11 +53,17 @@ pub fn run(ctx: &Ctx, cmd: Option<QueueCmd>, json: bool) -> anyhow::Result<u8> {
                             explanation, fix, ..
                         } => format!("PARKED: {explanation}\n      fix: {fix}"),
                     };
+                    // What the item is for: a call's Task, a meeting's Event, or the record
+                    // made for an unknown caller's number.
+                    let what = match i.object {
+                        callsync_store::outbox::SObject::Task => format!("call {}", i.call_id),
+                        callsync_store::outbox::SObject::Event => format!("meeting {}", i.call_id),
+                        other => format!("{} for {}", other.api_name(), i.call_id),
+                    };
                     outln!(
-                        "{:>6}  {:?} call {}  queued {}  {state}",
+                        "{:>6}  {:?} {what}  queued {}  {state}",
                         i.seq,
                         i.op,
-                        i.call_id,
                         i.queued_at
                     );
                 }

@@ -415,7 +415,7 @@ impl Desktop {
                         "--",
                         "0",
                         "-1",
-                        "[\"label\",\"enabled\",\"type\",\"children-display\"]",
+                        "[\"label\",\"enabled\",\"type\",\"children-display\",\"toggle-type\",\"toggle-state\"]",
                     ],
                 ));
             }

@@ -277,6 +277,7 @@ fn screen_pops_for_incoming_ringing_only() {
         extension: None,
         best: None,
         others: vec![],
+        chosen_at: None,
     };
     let unknown = pop::content("c", &nobody, Lang::En, "JP", None);
     assert_eq!(unknown.summary, "Unknown caller");

@@ -5,6 +5,9 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+#[cfg(target_os = "linux")]
+#[path = "../common/notifications.rs"]
+mod notifications;
 #[path = "../common/soak.rs"]
 mod soak;
 
@@ -12,6 +15,7 @@ mod agent;
 mod agent_org;
 mod agent_softphones;
 mod cache_index;
+mod callers;
 mod calllog;
 mod calllog_model;
 mod cli;

@@ -79,6 +79,15 @@ async fn tray_menu_and_screen_pop_on_a_real_desktop() {
     let d = dir.path().to_owned();
     let log = d.join("calls.jsonl");
     common::agent_setup(&sim, &d, &log, 3600, "[ui]\nlanguage = \"en\"\n").await;
+    // Unknown numbers refresh at most every 5 s here (30 s by default): the fresh caller below
+    // is asked for even though the unknown caller above was just before it.
+    let user = d.join("user.toml");
+    let cfg = std::fs::read_to_string(&user).unwrap();
+    std::fs::write(
+        &user,
+        cfg.replace("[sync]\n", "[sync]\nrefresh_on_miss_every_secs = 5\n"),
+    )
+    .unwrap();
     // Two lines the agent cannot use: they are the "Errors (2)".
     common::append(&log, "this is not JSON\n{\"event\":\"ringing\"}\n");
 
@@ -215,10 +224,122 @@ async fn tray_menu_and_screen_pop_on_a_real_desktop() {
     for call in ["tray-1", "tray-2"] {
         assert!(popped(call), "no screen pop for {call}:\n{}", logs());
     }
+
+    // Who is calling: a Lead with the Contact's number, and a Contact created after the last
+    // sync. The new one rings first: "Looking up…" is replaced by its name (fresh on a miss).
+    let (lead, fresh) = {
+        let mut org = sim.org();
+        let mut f = serde_json::Map::new();
+        f.insert("Name".into(), json!("Ren Leadtest"));
+        f.insert("LastName".into(), json!("Leadtest"));
+        f.insert("Company".into(), json!("Kaisha"));
+        f.insert("Phone".into(), json!("03-9876-5432"));
+        let lead = org.admin_upsert("Lead", f);
+        let mut f = serde_json::Map::new();
+        f.insert("Name".into(), json!("Fresh Newcomer"));
+        f.insert("Phone".into(), json!("03-2222-7777"));
+        (lead, org.admin_upsert("Contact", f))
+    };
+    // Salesforce answers the refresh slowly (1.5 s): "Looking up…" stays long enough to be
+    // screenshot, then is replaced in place by the name.
+    sim.org().faults.push(callsync_sim::org::Fault {
+        kind: callsync_sim::org::FaultKind::Latency,
+        method: None,
+        path_contains: Some("composite".into()),
+        skip: 0,
+        times: Some(1),
+        latency_ms: 1500,
+        probability: None,
+    });
+    let pops = "420x200+604+568";
+    common::append(&log, &common::call_lines("tray-3", "03-2222-7777"));
+    let looking = out.join("fresh-1-looking-up.png");
+    common::wait_until(10, "\"Looking up…\" on screen", || {
+        desktop.screenshot(&looking).is_ok() && ocr(&looking, pops).contains("Looking up")
+    })
+    .await;
+    let found = out.join("fresh-2-answered.png");
+    common::wait_until(10, "the fresh caller's name on screen", || {
+        desktop.screenshot(&found).is_ok() && {
+            let t = ocr(&found, pops);
+            t.contains("Fresh Newcomer") && !t.contains("Looking up")
+        }
+    })
+    .await;
+    common::wait_until(20, "the fresh caller's Task", || {
+        sim.org()
+            .rows("Task")
+            .iter()
+            .any(|t| t["CallObject"] == "tray-3" && t["WhoId"] == json!(fresh))
+    })
+    .await;
+    let ringing = |call: &str, number: &str| {
+        format!(
+            "{{\"call_id\":\"{call}\",\"event\":\"ringing\",\"at\":\"{}\",\"direction\":\"inbound\",\"remote\":\"{number}\"}}\n",
+            chrono::Utc::now().fixed_offset().to_rfc3339()
+        )
+    };
+    // The Lead reaches the cache with the next cycle ("Sync now").
+    ok(&["agent", "sync"]);
+    common::wait_until(20, "the lead in the cache", || {
+        let o = common::command(&d)
+            .args(["lookup", "03-9876-5432"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).contains("Ren Leadtest")
+    })
+    .await;
+    common::append(&log, &ringing("tray-4", "03-9876-5432"));
+    common::wait_until(20, "the current call in the tray", || {
+        status(&d)["agent"]["current_call"]["call_id"] == "tray-4"
+    })
+    .await;
+    let r3 = desktop
+        .look(&out, "r3", Some("Current"))
+        .unwrap_or_else(|e| panic!("look 3: {e}\napp.log:\n{}", app_log()));
+    let best = "'Hanako Traytest (Contact) — best match'";
+    for want in [
+        "'Current call: 03-9876-5432'",
+        best,
+        "'Kaisha / Ren Leadtest (Lead)'",
+    ] {
+        assert!(r3.dbus.contains(want), "look 3 lacks {want}:\n{}", r3.dbus);
+    }
+    assert!(r3.ocr.contains("Current call"), "{}", r3.ocr);
+    desktop.click("Kaisha / Ren Leadtest (Lead)").unwrap();
+    common::wait_until(20, "the lead picked from the tray", || {
+        status(&d)["agent"]["current_call"]["chosen"] == json!(lead)
+    })
+    .await;
+    let r4 = desktop
+        .look(&out, "r4", Some("Current"))
+        .unwrap_or_else(|e| panic!("look 4: {e}\napp.log:\n{}", app_log()));
+    // dbusmenu's toggle-state 1: the chosen record is ticked.
+    let ticked = r4
+        .dbus
+        .split("{'label': <'Kaisha / Ren Leadtest (Lead)'>")
+        .nth(1)
+        .and_then(|rest| rest.split('}').next())
+        .unwrap_or("");
+    assert!(ticked.contains("'toggle-state': <1>"), "{}", r4.dbus);
+    // Answered and ended (its ringing was above).
+    let rest: String = common::call_lines("tray-4", "03-9876-5432")
+        .lines()
+        .skip(1)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    common::append(&log, &rest);
+    common::wait_until(20, "the picked call's Task", || {
+        sim.org()
+            .rows("Task")
+            .iter()
+            .any(|t| t["CallObject"] == "tray-4" && t["WhoId"] == json!(lead))
+    })
+    .await;
     eprintln!("screenshots in {} (Contact {caller})", out.display());
     // Both calls went to Salesforce once sending resumed.
     let tasks = sim.org().rows("Task");
-    for call in ["tray-1", "tray-2"] {
+    for call in ["tray-1", "tray-2", "tray-3", "tray-4"] {
         assert_eq!(tasks.iter().filter(|t| t["CallObject"] == call).count(), 1);
     }
     ok(&["agent", "quit"]);

@@ -57,6 +57,12 @@ pub enum Request {
     },
     /// Cache counts and sizes (`callsync cache stats` while the agent holds it).
     CacheStats,
+    /// The record a call's Task goes on, chosen among its number's matches (the pop's
+    /// buttons, the tray's "Current call" menu, `callsync calls pick`).
+    Pick {
+        call_id: String,
+        record_id: String,
+    },
     /// Test hook: open the tray menu at a screen point (Windows under Wine, which delivers no
     /// clicks to tray icons). Refused unless the agent runs with `CALLSYNC_TEST_HOOKS=1`.
     TrayMenu {

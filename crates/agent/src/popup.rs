@@ -12,11 +12,18 @@ pub(crate) fn notice(summary: &str, body: &str) -> Result<(), String> {
     imp::notice(summary, body)
 }
 
-/// Shows `pop`; a click or the "open" action calls `open` with the record's URL (on Windows
-/// the tray's click path opens it instead). Blocks until the notification is closed on Linux
-/// (run it on a blocking thread).
-pub fn show(pop: &Pop, lang: Lang, open: impl FnOnce(&str)) -> Result<(), String> {
-    imp::show(pop, lang, open)
+/// Shows `pop`, in place of notification `replaces` when given (its "Looking up…"), and
+/// tells `shown` its id. A click or the "open" action calls `act("open")` (on Windows the
+/// tray's click path opens the record instead), a choice button `act("pick:<record Id>")`.
+/// Blocks until the notification is closed on Linux (run it on a blocking thread).
+pub fn show(
+    pop: &Pop,
+    lang: Lang,
+    replaces: Option<u32>,
+    shown: impl FnOnce(u32),
+    act: impl FnMut(&str),
+) -> Result<(), String> {
+    imp::show(pop, lang, replaces, shown, act)
 }
 
 #[cfg(not(windows))]
@@ -36,22 +43,37 @@ mod imp {
             .map_err(|e| e.to_string())
     }
 
-    pub(super) fn show(pop: &Pop, lang: Lang, open: impl FnOnce(&str)) -> Result<(), String> {
+    pub(super) fn show(
+        pop: &Pop,
+        lang: Lang,
+        replaces: Option<u32>,
+        shown: impl FnOnce(u32),
+        mut act: impl FnMut(&str),
+    ) -> Result<(), String> {
         let mut n = notification(&pop.summary, &pop.body);
         n.icon("call-start")
             .timeout(notify_rust::Timeout::Milliseconds(30_000));
+        if let Some(id) = replaces {
+            n.id(id);
+        }
         if pop.url.is_some() {
             n.action("default", &i18n::text(lang, &Msg::OpenRecord));
             n.action("open", &i18n::text(lang, &Msg::OpenRecord));
         }
+        for c in &pop.choices {
+            n.action(&format!("pick:{}", c.record_id), &c.label);
+        }
         #[cfg(not(target_os = "macos"))]
         {
             let handle = n.show().map_err(|e| e.to_string())?;
-            tracing::info!(call = %pop.call_id, "screen pop shown");
-            if let Some(url) = &pop.url {
+            shown(handle.id());
+            tracing::info!(call = %pop.call_id, replaced = replaces.is_some(), "screen pop shown");
+            if pop.url.is_some() || !pop.choices.is_empty() {
                 handle.wait_for_action(|action| {
                     if action == "default" || action == "open" {
-                        open(url);
+                        act("open");
+                    } else if action.starts_with("pick:") {
+                        act(action);
                     }
                 });
             }
@@ -59,7 +81,7 @@ mod imp {
         #[cfg(target_os = "macos")]
         {
             // macOS notifications have no action callback in notify-rust.
-            let _ = open;
+            let _ = (&mut act, shown);
             n.show().map_err(|e| e.to_string())?;
             tracing::info!(call = %pop.call_id, "screen pop shown");
         }
@@ -124,9 +146,18 @@ mod imp {
         balloon(summary, body, None)
     }
 
-    pub(super) fn show(pop: &Pop, lang: Lang, open: impl FnOnce(&str)) -> Result<(), String> {
+    /// A balloon replaces the one shown before by itself (one per icon); it has no buttons:
+    /// the tray's "Current call" menu picks another match.
+    pub(super) fn show(
+        pop: &Pop,
+        lang: Lang,
+        _replaces: Option<u32>,
+        shown: impl FnOnce(u32),
+        act: impl FnMut(&str),
+    ) -> Result<(), String> {
         // A balloon's click goes through the tray (`open:<url>` → OpenRecord).
-        let _ = open;
+        let _ = act;
+        shown(0);
         if shortcut_installed() {
             match toast(pop, lang) {
                 Ok(()) => {

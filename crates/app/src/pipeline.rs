@@ -67,7 +67,13 @@ impl PipelineSetup {
 }
 
 impl Pipeline<'_> {
-    fn target(&self, s: &CallSummary, settings: &ActivitySettings) -> Target {
+    /// The agent's choice for the call, else the click-to-call record, else the number's
+    /// best match now (the freshest answer when the Task is written).
+    fn target(&self, rec: &CallRecord, settings: &ActivitySettings) -> Target {
+        if let Some((_, t)) = &rec.chosen {
+            return t.clone();
+        }
+        let s = &rec.summary;
         let record = (settings.click_to_call_on_record && s.info.origin == Origin::ClickToCall)
             .then_some(s.info.record_id.as_deref())
             .flatten();
@@ -119,6 +125,45 @@ impl Pipeline<'_> {
             .map(|h| h.id)
     }
 
+    /// A Task for a number no record has: with `activity.unknown_caller`, on the record created
+    /// for the number — once per number: one written before is reused, one still queued is
+    /// shared (its Id replaces the placeholder when it is written). Numbers that are no full
+    /// phone number (extensions, short codes) get none.
+    fn unknown_caller(
+        &self,
+        f: &mut activity::Fields,
+        s: &CallSummary,
+        settings: &ActivitySettings,
+    ) -> Result<(), OutboxError> {
+        if s.info.direction == callsync_core::event::Direction::Internal {
+            return Ok(());
+        }
+        let Ok(number) = self.normalizer.key(&s.info.remote) else {
+            return Ok(());
+        };
+        let callsync_core::phone::PhoneKey::E164(e) = &number else {
+            return Ok(());
+        };
+        let Some((kind, record)) = activity::unknown_caller_record(settings, &number.display())
+        else {
+            return Ok(());
+        };
+        let object = match kind {
+            ObjectKind::Lead => SObject::Lead,
+            _ => SObject::Contact,
+        };
+        let key = e.as_str();
+        let who = match self.outbox.record_id(object, key)? {
+            Some(id) => id,
+            None => {
+                self.outbox.enqueue_for(object, key, Op::Create, record)?;
+                object.placeholder(key)
+            }
+        };
+        f.insert("WhoId".into(), serde_json::json!(who));
+        Ok(())
+    }
+
     fn number(&self, s: &CallSummary) -> String {
         self.normalizer
             .key(&s.info.remote)
@@ -139,6 +184,7 @@ impl Pipeline<'_> {
             let Some(settings) = self.settings else {
                 continue;
             };
+            let _call = self.outbox.lock_calls();
             let mut rec = match self.outbox.call(&e.call_id)? {
                 Some(r) => r,
                 None => match CallRecord::start(e) {
@@ -154,10 +200,10 @@ impl Pipeline<'_> {
                 let skip_begin = stage == Stage::Begin && rec.created;
                 let skip_update = stage == Stage::Update && !rec.created;
                 if !skip_begin && !skip_update {
-                    let target = self.target(&rec.summary, settings);
+                    let target = self.target(&rec, settings);
                     let fwd = self.forward_user(&rec.summary);
                     let number = self.number(&rec.summary);
-                    let d = activity::decide(
+                    let mut d = activity::decide(
                         &rec.summary,
                         stage,
                         &target,
@@ -166,6 +212,14 @@ impl Pipeline<'_> {
                         settings,
                         self.assignees,
                     );
+                    let creates = match &mut d {
+                        Decision::Create(f) => Some(f),
+                        Decision::Update(f) if !rec.created => Some(f),
+                        _ => None,
+                    };
+                    if let (Some(f), true) = (creates, target == Target::default()) {
+                        self.unknown_caller(f, &rec.summary, settings)?;
+                    }
                     match &d {
                         Decision::Create(f) => {
                             self.outbox.enqueue(&e.call_id, Op::Create, f.clone())?;

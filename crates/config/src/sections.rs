@@ -54,6 +54,8 @@ pub struct LookupConfig {
     /// Object priority when a number is on several objects.
     pub order: Vec<String>,
     pub fields: LookupFields,
+    /// Days an agent's choice among several matches stays that number's winner (0: never).
+    pub remember_choice_days: u32,
 }
 
 impl Default for LookupConfig {
@@ -70,6 +72,7 @@ impl Default for LookupConfig {
                 account: rules.account_fields,
                 lead: rules.lead_fields,
             },
+            remember_choice_days: rules.remember_choice_days,
         }
     }
 }
@@ -185,6 +188,13 @@ pub struct SyncConfig {
     pub api_usage_limit_percent: u8,
     /// First loads of objects larger than this use Bulk API 2.0 (0: never).
     pub bulk_threshold: u64,
+    /// A ringing or dialled number with no match runs one incremental cycle at once (the
+    /// record may have been created since the last sync) and pops again with the answer.
+    pub refresh_on_miss: bool,
+    /// How long the screen pop waits for that answer before it stays "Unknown caller" (ms).
+    pub refresh_on_miss_wait_ms: u64,
+    /// At most one such cycle per this many seconds; misses in between share the next one.
+    pub refresh_on_miss_every_secs: u64,
 }
 
 impl Default for SyncConfig {
@@ -195,6 +205,9 @@ impl Default for SyncConfig {
             overlap_secs: 120,
             api_usage_limit_percent: 50,
             bulk_threshold: 20_000,
+            refresh_on_miss: true,
+            refresh_on_miss_wait_ms: 2_000,
+            refresh_on_miss_every_secs: 30,
         }
     }
 }
@@ -292,6 +305,16 @@ pub struct ActivityConfig {
     pub click_to_call_on_record: bool,
     /// Seconds between sends of queued Tasks while some are waiting.
     pub send_interval_secs: u64,
+    /// A call from (or to) a number no record has: `unlinked` (its Task on no record, as
+    /// MiiTel does), `create_lead` or `create_contact` (a record created once per number, with
+    /// the number in Phone, and the Task on it).
+    pub unknown_caller: String,
+    /// That record's LastName.
+    pub unknown_caller_last_name: String,
+    /// A created Lead's Company (required on Lead).
+    pub unknown_caller_company: String,
+    /// Other fields of that record (API name → text), e.g. fields the org requires.
+    pub unknown_caller_fields: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for ActivityConfig {
@@ -314,13 +337,19 @@ impl Default for ActivityConfig {
             memo_field: String::new(),
             click_to_call_on_record: true,
             send_interval_secs: 2,
+            unknown_caller: "unlinked".into(),
+            unknown_caller_last_name: "Unknown caller".into(),
+            unknown_caller_company: "Unknown".into(),
+            unknown_caller_fields: Default::default(),
         }
     }
 }
 
 impl ActivityConfig {
     pub fn settings(&self) -> callsync_core::activity::ActivitySettings {
-        use callsync_core::activity::{ActivitySettings, CustomFields, Template, Timing};
+        use callsync_core::activity::{
+            ActivitySettings, CustomFields, Template, Timing, UnknownCaller,
+        };
         let template = Template {
             subject: self.subject.clone(),
             description: self.description.clone(),
@@ -343,6 +372,26 @@ impl ActivityConfig {
                 memo: self.memo_field.clone(),
             },
             click_to_call_on_record: self.click_to_call_on_record,
+            unknown_caller: match self.unknown_caller.as_str() {
+                "create_lead" => UnknownCaller::CreateLead,
+                "create_contact" => UnknownCaller::CreateContact,
+                _ => UnknownCaller::Unlinked,
+            },
+            unknown_record: self
+                .unknown_caller_fields
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::json!(v)))
+                .chain([
+                    (
+                        "LastName".to_owned(),
+                        serde_json::json!(self.unknown_caller_last_name),
+                    ),
+                    (
+                        "Company".to_owned(),
+                        serde_json::json!(self.unknown_caller_company),
+                    ),
+                ])
+                .collect(),
             ..ActivitySettings::default()
         }
     }
@@ -493,6 +542,7 @@ impl Config {
             contact_fields: self.lookup.fields.contact.clone(),
             account_fields: self.lookup.fields.account.clone(),
             lead_fields: self.lookup.fields.lead.clone(),
+            remember_choice_days: self.lookup.remember_choice_days,
         }
     }
 
@@ -534,6 +584,41 @@ impl Config {
                     bad(key, format!("{f:?} is not a field API name"));
                 }
             }
+        }
+        if !["unlinked", "create_lead", "create_contact"]
+            .contains(&self.activity.unknown_caller.as_str())
+        {
+            bad(
+                "activity.unknown_caller",
+                format!(
+                    "{:?} is not one of \"unlinked\", \"create_lead\", \"create_contact\"",
+                    self.activity.unknown_caller
+                ),
+            );
+        }
+        if self.activity.unknown_caller_last_name.trim().is_empty() {
+            bad(
+                "activity.unknown_caller_last_name",
+                "must not be empty (LastName is required)".into(),
+            );
+        }
+        if self.lookup.remember_choice_days > 3650 {
+            bad(
+                "lookup.remember_choice_days",
+                "must be between 0 and 3650".into(),
+            );
+        }
+        if !(100..=60_000).contains(&self.sync.refresh_on_miss_wait_ms) {
+            bad(
+                "sync.refresh_on_miss_wait_ms",
+                "must be between 100 and 60000".into(),
+            );
+        }
+        if !(1..=3600).contains(&self.sync.refresh_on_miss_every_secs) {
+            bad(
+                "sync.refresh_on_miss_every_secs",
+                "must be between 1 and 3600".into(),
+            );
         }
         if !(4..=4096).contains(&self.cache.memory_mb) {
             bad("cache.memory_mb", "must be between 4 and 4096".into());

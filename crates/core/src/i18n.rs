@@ -70,7 +70,17 @@ pub enum Msg<'a> {
     OpenSettings,
     Quit,
     UnknownCaller,
+    /// The pop of a number the cache does not know, while Salesforce is asked.
+    LookingUp,
     MoreMatches(usize),
+    /// The winner is the agent's own earlier choice for this number.
+    ChosenBefore,
+    /// Marks the lookup rule's winner in the "Current call" menu.
+    BestMatch,
+    /// The tray's submenu of the last call's matches.
+    CurrentCall(&'a str),
+    /// A pop button choosing another match: "It's {name}".
+    ItIs(&'a str),
     IncomingCall,
     OpenRecord,
     AlreadyRunning,
@@ -215,6 +225,16 @@ pub fn text(lang: Lang, m: &Msg) -> String {
         (Ja, Msg::Quit) => "終了".into(),
         (En, Msg::UnknownCaller) => "Unknown caller".into(),
         (Ja, Msg::UnknownCaller) => "不明な発信者".into(),
+        (En, Msg::LookingUp) => "Looking up…".into(),
+        (Ja, Msg::LookingUp) => "検索中…".into(),
+        (En, Msg::BestMatch) => "best match".into(),
+        (Ja, Msg::BestMatch) => "最適な一致".into(),
+        (En, Msg::ChosenBefore) => "your choice".into(),
+        (Ja, Msg::ChosenBefore) => "選択済み".into(),
+        (En, Msg::CurrentCall(n)) => format!("Current call: {n}"),
+        (Ja, Msg::CurrentCall(n)) => format!("現在の通話: {n}"),
+        (En, Msg::ItIs(n)) => format!("It's {n}"),
+        (Ja, Msg::ItIs(n)) => format!("{n} に変更"),
         (En, Msg::MoreMatches(n)) => format!("{n} more"),
         (Ja, Msg::MoreMatches(n)) => format!("他 {n} 件"),
         (En, Msg::IncomingCall) => "Incoming call".into(),

@@ -15,6 +15,9 @@ pub struct LookupRules {
     pub contact_fields: Vec<String>,
     pub account_fields: Vec<String>,
     pub lead_fields: Vec<String>,
+    /// How long an agent's choice among several matches stays the number's winner (days; 0:
+    /// never remembered).
+    pub remember_choice_days: u32,
 }
 
 impl Default for LookupRules {
@@ -26,6 +29,7 @@ impl Default for LookupRules {
             contact_fields: vec!["Phone".into(), "MobilePhone".into()],
             account_fields: vec!["Phone".into(), "PersonMobilePhone".into()],
             lead_fields: vec!["Phone".into(), "MobilePhone".into()],
+            remember_choice_days: 90,
         }
     }
 }
@@ -208,6 +212,61 @@ pub struct LookupResult {
     pub best: Option<Match>,
     /// Every other match, best first, for a picker.
     pub others: Vec<Match>,
+    /// `best` is an agent's earlier choice for this number (made then, Unix ms), not the
+    /// rule's winner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chosen_at: Option<i64>,
+}
+
+impl LookupResult {
+    /// Every match, the one the call goes to first.
+    pub fn all(&self) -> impl Iterator<Item = &Match> {
+        self.best.iter().chain(self.others.iter())
+    }
+}
+
+/// An agent's choice of record for a number with several matches.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Choice {
+    pub id: RecordId,
+    /// When it was made (Unix ms).
+    pub at_ms: i64,
+}
+
+/// Why a remembered choice no longer applies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stale {
+    /// Older than `remember_choice_days`.
+    Expired,
+    /// The record no longer has the number (or left the cache, or is no longer matched).
+    NotAMatch,
+}
+
+/// Applies a remembered choice to ranked matches: the chosen record goes first while it is
+/// still a match and the choice is younger than the rules keep it; `Err` says why the choice
+/// should be forgotten (the ranking is then the rule's). Returns the matches and when the
+/// winner was chosen, if it was.
+pub fn prefer(
+    mut ranked: Vec<Match>,
+    choice: Option<&Choice>,
+    rules: &LookupRules,
+    now_ms: i64,
+) -> (Vec<Match>, Result<Option<i64>, Stale>) {
+    let Some(c) = choice else {
+        return (ranked, Ok(None));
+    };
+    let keep_ms = i64::from(rules.remember_choice_days) * 86_400_000;
+    if now_ms.saturating_sub(c.at_ms) > keep_ms {
+        return (ranked, Err(Stale::Expired));
+    }
+    match ranked.iter().position(|m| m.id == c.id) {
+        Some(i) => {
+            let m = ranked.remove(i);
+            ranked.insert(0, m);
+            (ranked, Ok(Some(c.at_ms)))
+        }
+        None => (ranked, Err(Stale::NotAMatch)),
+    }
 }
 
 #[cfg(test)]
@@ -338,6 +397,77 @@ mod tests {
         for (name, rules, hits, want) in table {
             assert_eq!(ids(&rank(hits, rules)), want, "{name}");
         }
+    }
+
+    #[test]
+    fn a_remembered_choice_wins_while_it_is_a_match_and_young() {
+        use ObjectKind::*;
+        let rules = LookupRules::default();
+        let day = 86_400_000;
+        let now = 1_000 * day;
+        let ranked = || {
+            rank(
+                vec![
+                    hit(Contact, C1, "Phone", 100, false),
+                    hit(Lead, L1, "Phone", 100, false),
+                ],
+                &rules,
+            )
+        };
+        let choice = |id: &str, age_days: i64| Choice {
+            id: RecordId::parse(id).unwrap(),
+            at_ms: now - age_days * day,
+        };
+        type Case<'a> = (
+            &'a str,
+            Option<Choice>,
+            Vec<&'a str>,
+            Result<Option<i64>, Stale>,
+        );
+        let table: Vec<Case> = vec![
+            ("no choice: the rule", None, vec![C1, L1], Ok(None)),
+            (
+                "the lead chosen yesterday",
+                Some(choice(L1, 1)),
+                vec![L1, C1],
+                Ok(Some(now - day)),
+            ),
+            (
+                "the rule's own winner chosen",
+                Some(choice(C1, 1)),
+                vec![C1, L1],
+                Ok(Some(now - day)),
+            ),
+            (
+                "90 days is still remembered",
+                Some(choice(L1, 90)),
+                vec![L1, C1],
+                Ok(Some(now - 90 * day)),
+            ),
+            (
+                "91 days is forgotten",
+                Some(choice(L1, 91)),
+                vec![C1, L1],
+                Err(Stale::Expired),
+            ),
+            (
+                "a record that no longer has the number",
+                Some(choice(L2, 1)),
+                vec![C1, L1],
+                Err(Stale::NotAMatch),
+            ),
+        ];
+        for (name, c, want, when) in table {
+            let (got, w) = prefer(ranked(), c.as_ref(), &rules, now);
+            assert_eq!(ids(&got), want, "{name}");
+            assert_eq!(w, when, "{name}");
+        }
+        let never = LookupRules {
+            remember_choice_days: 0,
+            ..LookupRules::default()
+        };
+        let (got, w) = prefer(ranked(), Some(&choice(L1, 0)), &never, now + 1);
+        assert_eq!((ids(&got), w), (vec![C1, L1], Err(Stale::Expired)));
     }
 
     #[test]

@@ -18,7 +18,7 @@ pub enum PopMode {
 }
 
 /// Older events are a backlog being read after a restart, not a phone ringing now.
-pub(crate) const FRESH_MS: i64 = 60_000;
+pub const FRESH_MS: i64 = 60_000;
 
 /// Does this event pop? Only inbound calls, only at the configured moment, only while fresh.
 pub fn wanted(mode: PopMode, e: &CallEvent, direction: Direction, now_ms: i64) -> bool {
@@ -37,6 +37,45 @@ pub struct Pop {
     pub body: String,
     /// The best match's record page in Lightning.
     pub url: Option<String>,
+    /// The other matches the agent may choose instead (the pop's buttons, where the
+    /// notification server has them).
+    #[serde(default)]
+    pub choices: Vec<PopChoice>,
+    /// An answer for a pop already shown for this call (a "Looking up…"): it replaces it.
+    #[serde(default)]
+    pub replaces: bool,
+}
+
+/// A button choosing another match for the call.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PopChoice {
+    pub record_id: String,
+    pub label: String,
+}
+
+/// Buttons a notification can hold beside "Open" (servers show three or four at most).
+pub const MAX_CHOICES: usize = 3;
+
+/// The pop shown at once for a number the cache does not know while Salesforce is asked.
+pub fn looking_up(call_id: &str, r: &LookupResult, lang: Lang, region: &str) -> Pop {
+    Pop {
+        call_id: call_id.to_owned(),
+        summary: i18n::text(lang, &Msg::LookingUp),
+        body: r.key.display_for(region),
+        url: None,
+        choices: Vec::new(),
+        replaces: false,
+    }
+}
+
+/// A match in one line for menus and buttons: the name (or company) and its kind.
+pub fn match_label(m: &crate::lookup::Match) -> String {
+    let name = m.display.one_line();
+    if name.is_empty() {
+        m.kind_label().to_owned()
+    } else {
+        format!("{name} ({})", m.kind_label())
+    }
 }
 
 /// `{instance_url}/lightning/r/{Object}/{Id}/view`.
@@ -63,6 +102,8 @@ pub fn content(
             summary: i18n::text(lang, &Msg::UnknownCaller),
             body: number,
             url: None,
+            choices: Vec::new(),
+            replaces: false,
         },
         Some(m) => {
             let (summary, company) = match (&m.display.person, &m.display.company) {
@@ -75,6 +116,9 @@ pub fn content(
                 lines.push(c);
             }
             let mut second = format!("{} · {number}", m.kind_label());
+            if r.chosen_at.is_some() {
+                second.push_str(&format!(" · {}", i18n::text(lang, &Msg::ChosenBefore)));
+            }
             if !r.others.is_empty() {
                 second.push_str(&format!(
                     " · {}",
@@ -87,6 +131,16 @@ pub fn content(
                 summary,
                 body: lines.join("\n"),
                 url: instance_url.map(|base| record_url(base, m.kind.api_name(), m.id.as_str())),
+                choices: r
+                    .others
+                    .iter()
+                    .take(MAX_CHOICES)
+                    .map(|o| PopChoice {
+                        record_id: o.id.as_str().to_owned(),
+                        label: i18n::text(lang, &Msg::ItIs(&match_label(o))),
+                    })
+                    .collect(),
+                replaces: false,
             }
         }
     }
@@ -173,6 +227,7 @@ mod tests {
             extension: None,
             best,
             others,
+            chosen_at: None,
         }
     }
 
@@ -224,6 +279,24 @@ mod tests {
             Some("https://x"),
         );
         assert!(p.body.ends_with("· 2 more"), "{}", p.body);
+        // The other matches are the pop's choices, labelled for a button.
+        assert_eq!(p.choices.len(), 2);
+        assert_eq!(p.choices[0].record_id, "00Q000000000001AAA");
+        assert_eq!(p.choices[0].label, "It's Initech / Lee (Lead)");
+        // A remembered choice says so.
+        let mut r = result(
+            Some(m(ObjectKind::Lead, "00Q000000000001AAA", Some("Lee"), None)),
+            vec![],
+        );
+        r.chosen_at = Some(1);
+        let p = content("c1", &r, Lang::En, "JP", None);
+        assert_eq!(p.body, "Lead · 03-1234-5678 · your choice");
+        assert!(p.choices.is_empty());
+        let p = looking_up("c1", &r, Lang::Ja, "JP");
+        assert_eq!(
+            (p.summary.as_str(), p.body.as_str()),
+            ("検索中…", "03-1234-5678")
+        );
 
         let p = content(
             "c1",

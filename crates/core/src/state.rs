@@ -43,6 +43,45 @@ pub struct AgentState {
     /// out, which have their own states): what failed and the fix. A good cycle clears it.
     #[serde(default)]
     pub sync_failing: Option<Problem>,
+    /// The last call that popped with several matches: the tray's "Current call" menu.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_call: Option<CurrentCall>,
+}
+
+/// A call whose number has several matches, for the agent to choose the record.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CurrentCall {
+    pub call_id: String,
+    /// The number as shown.
+    pub number: String,
+    /// Best first: the rule's winner (or the number's remembered choice).
+    pub matches: Vec<CallMatch>,
+    /// The record the Task goes on when the agent chose one for this call.
+    pub chosen: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallMatch {
+    pub record_id: String,
+    pub label: String,
+}
+
+impl CurrentCall {
+    /// Where the Task goes: the agent's choice, else the first match.
+    pub fn target(&self) -> Option<&str> {
+        self.chosen
+            .as_deref()
+            .or(self.matches.first().map(|m| m.record_id.as_str()))
+    }
+}
+
+/// The tray's "Current call" submenu: the matches, the rule's choice marked, the Task's ticked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CallView {
+    pub title: String,
+    pub call_id: String,
+    /// (record Id, label, ticked).
+    pub items: Vec<(String, String, bool)>,
 }
 
 /// Something that fails until someone fixes it: what, and how.
@@ -88,6 +127,32 @@ pub struct View {
     pub sign_label: String,
     pub signed_in: bool,
     pub paused: bool,
+    pub call: Option<CallView>,
+}
+
+fn call_view(c: &CurrentCall, lang: Lang) -> CallView {
+    let target = c.target();
+    CallView {
+        title: i18n::text(lang, &Msg::CurrentCall(&c.number)),
+        call_id: c.call_id.clone(),
+        items: c
+            .matches
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let label = if i == 0 {
+                    format!("{} — {}", m.label, i18n::text(lang, &Msg::BestMatch))
+                } else {
+                    m.label.clone()
+                };
+                (
+                    m.record_id.clone(),
+                    label,
+                    Some(m.record_id.as_str()) == target,
+                )
+            })
+            .collect(),
+    }
 }
 
 pub fn health(s: &AgentState) -> Health {
@@ -227,6 +292,11 @@ pub fn view(s: &AgentState, lang: Lang, now_ms: i64) -> View {
         ),
         signed_in: s.user.is_some() && !s.sign_in_needed,
         paused: s.paused.is_some(),
+        call: s
+            .current_call
+            .as_ref()
+            .filter(|c| c.matches.len() > 1)
+            .map(|c| call_view(c, lang)),
     }
 }
 
@@ -387,6 +457,42 @@ mod tests {
         assert!(v.errors[0].ends_with('…'));
         assert_eq!(v.pause_label, "Pause sending");
         assert_eq!(v.sign_label, "Sign out");
+        assert_eq!(v.call, None);
+        let mut s = s;
+        s.current_call = Some(CurrentCall {
+            call_id: "c1".into(),
+            number: "03-1234-5678".into(),
+            matches: vec![
+                CallMatch {
+                    record_id: "003A".into(),
+                    label: "Acme / Taro (Contact)".into(),
+                },
+                CallMatch {
+                    record_id: "00QB".into(),
+                    label: "Lee (Lead)".into(),
+                },
+            ],
+            chosen: None,
+        });
+        let c = view(&s, Lang::En, NOW).call.unwrap();
+        assert_eq!(c.title, "Current call: 03-1234-5678");
+        assert_eq!(
+            c.items,
+            vec![
+                (
+                    "003A".into(),
+                    "Acme / Taro (Contact) — best match".into(),
+                    true
+                ),
+                ("00QB".into(), "Lee (Lead)".into(), false)
+            ]
+        );
+        s.current_call.as_mut().unwrap().chosen = Some("00QB".into());
+        let c = view(&s, Lang::En, NOW).call.unwrap();
+        assert_eq!((c.items[0].2, c.items[1].2), (false, true));
+        // One match: nothing to choose.
+        s.current_call.as_mut().unwrap().matches.truncate(1);
+        assert_eq!(view(&s, Lang::En, NOW).call, None);
         let ja = view(&s, Lang::Ja, NOW);
         assert_eq!(ja.errors_label, "エラー (12)");
         assert_eq!(ja.status, "taro@acme で接続中 — 2 分前に同期");

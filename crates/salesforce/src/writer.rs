@@ -22,6 +22,8 @@ pub struct SendReport {
     pub stopped: Option<String>,
     /// The last retryable failure (network, proxy, certificate), for status and the error log.
     pub last_error: Option<String>,
+    /// Leads or Contacts created for unknown callers (the next sync brings them to the cache).
+    pub created_records: usize,
 }
 
 /// Delivers due outbox items to Salesforce.
@@ -100,13 +102,49 @@ impl Sender<'_> {
             None => self.outbox.set_org(org)?,
         }
         let now = chrono::Utc::now().timestamp_millis();
-        // Meetings are rare: their Events go one by one, after the Tasks.
-        let (events, due): (Vec<Item>, Vec<Item>) = self
-            .outbox
-            .due(now, 2_000)?
-            .into_iter()
-            .partition(|i| i.object == SObject::Event);
         let mut report = SendReport::default();
+        // Records for unknown callers first: the Tasks waiting for their Ids follow at once.
+        let mut records = self.outbox.due(now, 2_000)?;
+        records.retain(|i| i.object.is_caller_record());
+        for object in [SObject::Lead, SObject::Contact] {
+            let mut these = Vec::new();
+            for item in records.iter().filter(|i| i.object == object) {
+                // Made only while a Task waits for it: a refresh may have found the caller
+                // meanwhile and linked the Task to that record instead.
+                let wanted = item.op != Op::Create
+                    || item.maybe_sent
+                    || self.outbox.names(&object.placeholder(&item.call_id))?;
+                if wanted {
+                    these.push(item.clone());
+                } else {
+                    tracing::info!("the unknown caller was found after all; no record is made");
+                    self.outbox.done(item, None)?;
+                }
+            }
+            if these.is_empty() {
+                continue;
+            }
+            let rules = self.rules_for(object.api_name(), &these).await;
+            self.send_each(these, &rules, now, &mut report).await?;
+            if report.stopped.is_some() {
+                self.outbox.flush()?;
+                return Ok(report);
+            }
+        }
+        // Meetings are rare: their Events go one by one, after the Tasks.
+        let mut events = Vec::new();
+        let mut due = Vec::new();
+        for item in self.outbox.due(now, 2_000)? {
+            match item.object {
+                SObject::Event => events.push(item),
+                SObject::Task => {
+                    if let Some(item) = self.resolve(item)? {
+                        due.push(item);
+                    }
+                }
+                _ => {}
+            }
+        }
         if !due.is_empty() {
             let rules = self.rules_for("Task", &due).await;
             if due.len() >= 2 {
@@ -127,6 +165,58 @@ impl Sender<'_> {
         }
         self.outbox.flush()?;
         Ok(report)
+    }
+
+    /// A Task naming a record created for its unknown caller: the record's Id in place of the
+    /// placeholder once it is written (stored, so that every later attempt has it); `None`
+    /// while the record waits. A record parked on an error (a field the org requires, say)
+    /// does not hold the call back: its Task goes unlinked, and the error log says why.
+    fn resolve(&self, item: Item) -> Result<Option<Item>, OutboxError> {
+        let refs: Vec<(String, SObject, String)> = item
+            .fields
+            .iter()
+            .filter_map(|(k, v)| {
+                let (object, id) = SObject::parse_placeholder(v.as_str()?)?;
+                Some((k.clone(), object, id.to_owned()))
+            })
+            .collect();
+        if refs.is_empty() {
+            return Ok(Some(item));
+        }
+        let mut fixes = Vec::new();
+        for (field, object, id) in refs {
+            match self.outbox.record_id(object, &id)? {
+                Some(rid) => fixes.push((field, Value::String(rid))),
+                None => match self.outbox.queued_create_item(object, &id)? {
+                    Some(r) if matches!(r.state, State::Parked { .. }) => {
+                        tracing::warn!(call = %item.call_id, "the record for the unknown caller is parked; the Task goes unlinked");
+                        fixes.push((field, Value::Null));
+                    }
+                    Some(_) => return Ok(None),
+                    // Neither written nor queued (removed by hand): unlinked.
+                    None => fixes.push((field, Value::Null)),
+                },
+            }
+        }
+        let stored = self.outbox.update(item.seq, |cur| {
+            let mut i = cur?;
+            for (k, v) in &fixes {
+                if i.fields
+                    .get(k)
+                    .and_then(Value::as_str)
+                    .is_some_and(|s| s.starts_with('@'))
+                {
+                    if v.is_null() {
+                        i.fields.remove(k);
+                    } else {
+                        i.fields.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+            Some(i)
+        })?;
+        self.outbox.flush()?;
+        Ok(stored)
     }
 
     /// The object's create-only fields: from its describe (one call a session) when some
@@ -190,6 +280,9 @@ impl Sender<'_> {
             Outcome::Done(id) => {
                 self.outbox.done(&item, id.as_deref())?;
                 report.sent += 1;
+                if item.object.is_caller_record() && item.op == Op::Create {
+                    report.created_records += 1;
+                }
             }
             Outcome::Retry {
                 maybe_sent,
@@ -464,19 +557,36 @@ impl Sender<'_> {
         match object {
             SObject::Task => self.external_id.as_ref(),
             SObject::Event => self.event_external_id.as_ref(),
+            SObject::Lead | SObject::Contact => None,
         }
     }
 
     /// The record already written for an item: by its external id, else a Task by its
     /// `CallObject` and an Event by its Subject and start.
     async fn find_existing(&self, item: &Item) -> Result<Option<String>, SfError> {
+        let text = |k: &str| item.fields.get(k).and_then(Value::as_str).unwrap_or("");
+        if item.object.is_caller_record() {
+            // The record for an unknown caller: the one with its number and name (an earlier
+            // attempt's, or another agent's for the same number).
+            let q = format!(
+                "SELECT Id FROM {} WHERE Phone = '{}' AND LastName = '{}' ORDER BY CreatedDate LIMIT 1",
+                item.object.api_name(),
+                soql_quote(text("Phone")),
+                soql_quote(text("LastName"))
+            );
+            let page = self.client.query(&q, false).await?;
+            return Ok(page
+                .records
+                .first()
+                .and_then(|r| r["Id"].as_str())
+                .map(str::to_owned));
+        }
         if self.external_id_for(item.object).is_some() || item.object == SObject::Task {
             return Ok(self
                 .lookup(item.object, &[item.call_id.as_str()])
                 .await?
                 .remove(&item.call_id));
         }
-        let text = |k: &str| item.fields.get(k).and_then(Value::as_str).unwrap_or("");
         let Some(start) = callsync_core::record::parse_sf_datetime(text("StartDateTime")) else {
             return Ok(None);
         };
@@ -502,6 +612,13 @@ impl Sender<'_> {
             .record_id(item.object, &item.call_id)
             .ok()
             .flatten();
+        // A record for an unknown caller is always looked for before it is created: another
+        // agent may have made it for the same number (one query, once per number).
+        let looked = Item {
+            maybe_sent: item.maybe_sent || item.object.is_caller_record(),
+            ..item.clone()
+        };
+        let item = &looked;
         let mut w = plan(item, ext, known.as_deref(), None);
         if w == Write::Find {
             w = match self.find_existing(item).await {

@@ -6,6 +6,8 @@
 //! Exactly once: a create carries the call id, which becomes an upsert key (`Call_Id__c`) when
 //! the org has one, or is looked up by `CallObject` before a create that may already have
 //! landed is sent again. An update for a call whose create is still queued is merged into it.
+//! The Lead or Contact made for an unknown caller is an item too, keyed by the number (one per
+//! number), and the Tasks that name it wait for its Id.
 
 use std::path::{Path, PathBuf};
 
@@ -51,6 +53,10 @@ pub enum SObject {
     #[default]
     Task,
     Event,
+    /// A Lead created for an unknown caller (`activity.unknown_caller`), keyed by the number.
+    Lead,
+    /// A Contact created for an unknown caller, keyed by the number.
+    Contact,
 }
 
 impl SObject {
@@ -58,15 +64,40 @@ impl SObject {
         match self {
             SObject::Task => "Task",
             SObject::Event => "Event",
+            SObject::Lead => "Lead",
+            SObject::Contact => "Contact",
         }
     }
 
-    /// Store key for a call or meeting id: Tasks keep the bare id (the format before Events).
+    /// A record created for an unknown caller (its Task waits for its Id).
+    pub fn is_caller_record(self) -> bool {
+        matches!(self, SObject::Lead | SObject::Contact)
+    }
+
+    /// Store key for a call or meeting id (or a number): Tasks keep the bare id (the format
+    /// before Events).
     fn key(self, id: &str) -> Vec<u8> {
         match self {
             SObject::Task => id.as_bytes().to_vec(),
-            SObject::Event => format!("Event:{id}").into_bytes(),
+            other => format!("{}:{id}", other.api_name()).into_bytes(),
         }
+    }
+
+    /// A Task field naming a record not created yet: `@Lead:+81312345678`, resolved to its Id
+    /// when that record is written.
+    pub fn placeholder(self, id: &str) -> String {
+        format!("@{}:{id}", self.api_name())
+    }
+
+    /// The record a placeholder names.
+    pub fn parse_placeholder(v: &str) -> Option<(SObject, &str)> {
+        let (object, id) = v.strip_prefix('@')?.split_once(':')?;
+        let object = match object {
+            "Lead" => SObject::Lead,
+            "Contact" => SObject::Contact,
+            _ => return None,
+        };
+        Some((object, id))
     }
 }
 
@@ -123,6 +154,9 @@ pub struct Outbox {
     calls: sled::Tree,
     creates: sled::Tree,
     path: PathBuf,
+    /// Held while a call's record is read, changed and written back (the pipeline folding an
+    /// event, an agent's pick): neither may write back a record missing the other's change.
+    calls_lock: std::sync::Mutex<()>,
     _lock: callsync_fs::FileLock,
 }
 
@@ -173,6 +207,7 @@ impl Outbox {
             creates: db.open_tree(T_CREATES).map_err(st)?,
             db,
             path: dir.to_owned(),
+            calls_lock: std::sync::Mutex::new(()),
             _lock: lock,
         })
     }
@@ -256,6 +291,30 @@ impl Outbox {
         }
         self.flush()?;
         Ok(seq)
+    }
+
+    /// Whether a queued item still names `placeholder` (a record for an unknown caller).
+    pub fn names(&self, placeholder: &str) -> Result<bool, OutboxError> {
+        Ok(self
+            .items()?
+            .iter()
+            .any(|i| i.fields.values().any(|v| v.as_str() == Some(placeholder))))
+    }
+
+    /// The create queued for `id`, if one is (pending or parked).
+    pub fn queued_create_item(
+        &self,
+        object: SObject,
+        id: &str,
+    ) -> Result<Option<Item>, OutboxError> {
+        let Some(seq) = self.queued_create(object, id)? else {
+            return Ok(None);
+        };
+        Ok(self
+            .items
+            .get(seq.to_be_bytes())
+            .map_err(self.st())?
+            .and_then(|v| decode(&v)))
     }
 
     fn queued_create(&self, object: SObject, call_id: &str) -> Result<Option<u64>, OutboxError> {
@@ -434,6 +493,13 @@ impl Outbox {
                 }
             }
         }
+    }
+
+    /// Take this around reading a call's record, changing it and writing it back.
+    pub fn lock_calls(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.calls_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// A call in progress (what its events said so far), kept across restarts.

@@ -71,6 +71,10 @@ impl Core {
         if r.parked > 0 || r.last_error.is_some() {
             self.report.errors();
         }
+        if r.created_records > 0 {
+            // Records made for unknown callers: into the cache with the next cycle, now.
+            self.sync_now.notify_one();
+        }
     }
 
     /// Syncs on the adaptive schedule; every failure shows in the state and, once per distinct
@@ -80,6 +84,8 @@ impl Core {
         let mut last_net: Option<String> = None;
         let mut last_cause: Option<String> = None;
         loop {
+            self.cycles.send_modify(|c| c.started += 1);
+            let mut ok = false;
             match self.client() {
                 Some(client) => {
                     let report = &self.report;
@@ -91,6 +97,7 @@ impl Core {
                         })
                         .await;
                     self.report.update(|s| s.syncing = None);
+                    ok = r.is_ok();
                     match &r {
                         Ok(_) => {
                             last_net = None;
@@ -108,6 +115,10 @@ impl Core {
                 }
                 None => pacing.synced(None),
             }
+            self.cycles.send_modify(|c| {
+                c.finished = c.started;
+                c.last_ok = ok;
+            });
             self.report.sign_in(&self.app);
             self.report.records(&self.cache);
             self.report.errors();

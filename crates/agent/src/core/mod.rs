@@ -32,6 +32,7 @@ use callsync_store::cache::Cache;
 use callsync_store::errorlog::ErrorLog;
 use callsync_store::outbox::Outbox;
 
+mod callers;
 mod loops;
 mod pops;
 mod report;
@@ -145,6 +146,11 @@ struct Core {
     restart: Arc<AtomicBool>,
     activity: Activity,
     lang: Lang,
+    /// Sync cycles started and finished (a miss waits for the next one).
+    cycles: watch::Sender<callers::Cycles>,
+    miss_gate: callers::MissGate,
+    /// Pops shown per call (an answer replaces its "Looking up…").
+    shown: callers::Shown,
 }
 
 /// Runs until `stop` completes or a Quit request comes.
@@ -215,11 +221,16 @@ pub async fn run(
         calls_resumed: Notify::new(),
         restart: ends.restart.clone(),
         activity: Activity::new(now_ms()),
+        cycles: watch::channel(callers::Cycles::default()).0,
+        miss_gate: callers::MissGate::default(),
+        shown: callers::Shown::default(),
     });
 
     let (pop_tx, pop_rx) = mpsc::unbounded_channel::<Pop>();
-    let (pipe, _follow) = core.start_pipeline(pop_tx)?;
-    let pop_task = tokio::spawn(notifier(pop_rx, core.lang));
+    let (miss_tx, miss_rx) = mpsc::unbounded_channel();
+    let (pipe, _follow) = core.start_pipeline(pop_tx.clone(), miss_tx)?;
+    let pop_task = tokio::spawn(notifier(core.clone(), pop_rx));
+    let miss_task = tokio::spawn(core.clone().refresh_misses(miss_rx, pop_tx));
     // A stop waits for the send pass in flight, then the sender ends.
     let (stop_sender, stopping) = watch::channel(false);
     let sender_task = tokio::spawn(core.clone().sender_loop(stopping));
@@ -234,6 +245,7 @@ pub async fn run(
     tracing::info!("agent stopping");
     request_task.abort();
     sync_task.abort();
+    miss_task.abort();
     pop_task.abort();
     // A send in flight finishes (its result is recorded) or stays queued for the next start.
     let _ = stop_sender.send(true);
@@ -255,6 +267,7 @@ impl Core {
     fn start_pipeline(
         self: &Arc<Self>,
         pop_tx: mpsc::UnboundedSender<Pop>,
+        miss_tx: mpsc::UnboundedSender<callers::Miss>,
     ) -> Result<(std::thread::JoinHandle<()>, std::thread::JoinHandle<()>), AgentError> {
         let app = &self.app;
         let sources = app.call_logs().map_err(AgentError::Setup)?;
@@ -263,23 +276,20 @@ impl Core {
             .map_err(|e| AgentError::Setup(format!("call logs: {e}")))?;
         let setup = callsync_app::pipeline::PipelineSetup::of(app);
         let pop_mode = app.config.ui.screen_pop;
-        let region = app.config.phone.default_region.clone();
         let core = self.clone();
         let pipe = std::thread::Builder::new()
             .name("pipeline".into())
             .spawn(move || {
                 let p = setup.pipeline(&core.outbox, Some(&core.cache), &core.normalizer, &core.rules);
-                let state = core.report.tx.subscribe();
                 for d in deliveries {
                     // Before the Task writes: the agent is waiting for the name, not the queue.
                     for e in &d.batch.events {
                         if let Some(pop) = pop_for(e, &core.outbox, pop_mode, |number| {
-                            let r = callsync_store::lookup::lookup(&core.cache, &core.normalizer, &core.rules, number).ok()?;
-                            let instance = state.borrow().instance_url.clone();
-                            Some(pop::content(&e.call_id, &r, core.lang, &region, instance.as_deref()))
+                            core.ring(&e.call_id, number, &miss_tx)
                         }) {
                             let _ = pop_tx.send(pop);
                         }
+                        core.dialled(e, &miss_tx);
                     }
                     let _ = core.errors.calllog_batch(&d.batch.problems);
                     if let Err(e) = p.handle(&d.batch.events) {

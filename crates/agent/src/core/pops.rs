@@ -23,17 +23,31 @@ pub(super) fn pop_for(
     pop(&info.remote)
 }
 
-/// Shows screen pops as they come, each on a blocking thread (`show` waits for a click).
-pub(super) async fn notifier(mut pops: mpsc::UnboundedReceiver<Pop>, lang: Lang) {
+/// Shows screen pops as they come, each on a blocking thread (`show` waits for a click). An
+/// answer replaces its call's "Looking up…"; a pop's buttons pick another match.
+pub(super) async fn notifier(core: Arc<Core>, mut pops: mpsc::UnboundedReceiver<Pop>) {
     let warned = Arc::new(AtomicBool::new(false));
     while let Some(pop) = pops.recv().await {
         let warned = warned.clone();
+        let core = core.clone();
         tokio::task::spawn_blocking(move || {
-            if let Err(e) = crate::popup::show(&pop, lang, |url| {
-                if let Err(e) = webbrowser::open(url) {
-                    tracing::warn!(error = %e, "cannot open the browser");
+            let replaces = pop
+                .replaces
+                .then(|| core.shown.wait_for(&pop.call_id, Duration::from_secs(2)))
+                .flatten();
+            let shown = |id| core.shown.set(&pop.call_id, id);
+            let act = |action: &str| {
+                if let Some(record) = action.strip_prefix("pick:") {
+                    if let Err(e) = core.pick(&pop.call_id, record) {
+                        tracing::warn!(error = %e, "the pop's choice");
+                    }
+                } else if let Some(url) = &pop.url {
+                    if let Err(e) = webbrowser::open(url) {
+                        tracing::warn!(error = %e, "cannot open the browser");
+                    }
                 }
-            }) {
+            };
+            if let Err(e) = crate::popup::show(&pop, core.lang, replaces, shown, act) {
                 if !warned.swap(true, Ordering::SeqCst) {
                     tracing::warn!(error = %e, "cannot show desktop notifications (screen pops are off until one works)");
                 }

@@ -159,6 +159,10 @@ impl Core {
                 .map_err(|e| e.to_string())?;
                 return json(serde_json::to_value(r));
             }
+            Request::Pick { call_id, record_id } => {
+                let picked = self.pick(&call_id, &record_id)?;
+                return json(serde_json::to_value(picked));
+            }
             Request::CacheStats => {
                 return json(serde_json::to_value(
                     self.cache.stats().map_err(|e| e.to_string())?,

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use tray_icon::menu::{Menu, MenuItem, PredefinedMenuItem, Submenu};
+use tray_icon::menu::{CheckMenuItem, Menu, MenuItem, PredefinedMenuItem, Submenu};
 use tray_icon::{Icon, TrayIcon, TrayIconBuilder};
 
 use super::{decode_png, icon_png, tooltip, Shell, TrayError};
@@ -21,6 +21,8 @@ pub(crate) struct Ui {
     pending: MenuItem,
     errors: Submenu,
     error_items: Vec<MenuItem>,
+    /// The "Current call" menu, while the last call has several matches.
+    call: Option<Submenu>,
     pause: MenuItem,
     sign: MenuItem,
     icons: HashMap<Health, Icon>,
@@ -89,6 +91,7 @@ impl Ui {
             pending,
             errors,
             error_items: Vec::new(),
+            call: None,
             pause,
             sign,
             icons,
@@ -132,6 +135,22 @@ impl Shell for Ui {
         }
         if changed(|v| &v.sign_label) {
             self.sign.set_text(&v.sign_label);
+        }
+        if old.as_ref().map(|o| &o.call) != Some(&v.call) {
+            if let Some(sub) = self.call.take() {
+                let _ = self.menu.remove(&sub);
+            }
+            if let Some(c) = &v.call {
+                let sub = Submenu::with_id("call", &c.title, true);
+                for (i, (_, label, ticked)) in c.items.iter().enumerate() {
+                    let item =
+                        CheckMenuItem::with_id(format!("pick:{i}"), label, true, *ticked, None);
+                    let _ = sub.append(&item);
+                }
+                // Under the error list, above the separator.
+                let _ = self.menu.insert(&sub, 4);
+                self.call = Some(sub);
+            }
         }
         if old.as_ref().map(|o| &o.errors) != Some(&v.errors) {
             for item in self.error_items.drain(..) {

@@ -94,6 +94,15 @@ pub fn request(shown: &View, id: &str) -> Option<Request> {
         "logs" => Request::OpenLogs,
         "settings" => Request::OpenSettings,
         "quit" => Request::Quit,
+        // A record in the "Current call" menu: the call's Task goes on it.
+        other if other.starts_with("pick:") => {
+            let call = shown.call.as_ref()?;
+            let i: usize = other["pick:".len()..].parse().ok()?;
+            Request::Pick {
+                call_id: call.call_id.clone(),
+                record_id: call.items.get(i)?.0.clone(),
+            }
+        }
         // A click on a balloon (Windows) that showed this record.
         other if other.starts_with("open:") => Request::OpenRecord {
             url: other["open:".len()..].to_owned(),

@@ -47,6 +47,7 @@ fn clicks_ask_what_the_menu_says() {
             }),
         ),
         ("status", false, true, None),
+        ("pick:0", false, true, None),
     ];
     for (id, paused, signed_in, want) in cases {
         let got = request(&view(*paused, *signed_in), id);
@@ -56,6 +57,36 @@ fn clicks_ask_what_the_menu_says() {
             "{id} paused={paused} signed_in={signed_in}"
         );
     }
+}
+
+#[test]
+fn a_pick_in_the_current_call_menu_names_the_call_and_the_record() {
+    let mut s = AgentState {
+        user: Some("agent@example.com".into()),
+        ..Default::default()
+    };
+    s.current_call = Some(callsync_core::state::CurrentCall {
+        call_id: "c9".into(),
+        number: "03-1234-5678".into(),
+        matches: ["003000000000001AAA", "00Q000000000001AAA"]
+            .iter()
+            .map(|id| callsync_core::state::CallMatch {
+                record_id: (*id).into(),
+                label: "x".into(),
+            })
+            .collect(),
+        chosen: None,
+    });
+    let v = state::view(&s, Lang::En, 0);
+    assert_eq!(
+        request(&v, "pick:1"),
+        Some(Request::Pick {
+            call_id: "c9".into(),
+            record_id: "00Q000000000001AAA".into()
+        })
+    );
+    assert_eq!(request(&v, "pick:2"), None);
+    assert_eq!(request(&v, "pick:x"), None);
 }
 
 #[tokio::test]

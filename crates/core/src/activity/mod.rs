@@ -57,6 +57,43 @@ pub struct ActivitySettings {
     pub click_to_call_on_record: bool,
     /// The agent's time zone, for `ActivityDate`.
     pub utc_offset: FixedOffset,
+    /// A call from (or to) a number no record has: its Task unlinked (MiiTel's behaviour), or
+    /// on a Lead or Contact created for the number.
+    pub unknown_caller: UnknownCaller,
+    /// The fields of that record besides its Phone (LastName, the Lead's Company, any field
+    /// the org requires).
+    pub unknown_record: Fields,
+}
+
+/// `activity.unknown_caller`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownCaller {
+    #[default]
+    Unlinked,
+    CreateLead,
+    CreateContact,
+}
+
+/// The record created for an unknown number (`activity.unknown_caller`): its object and
+/// fields, the number in `Phone`. `None` when the setting leaves such Tasks unlinked.
+pub fn unknown_caller_record(
+    s: &ActivitySettings,
+    number: &str,
+) -> Option<(crate::record::ObjectKind, Fields)> {
+    use crate::record::ObjectKind;
+    let kind = match s.unknown_caller {
+        UnknownCaller::Unlinked => return None,
+        UnknownCaller::CreateLead => ObjectKind::Lead,
+        UnknownCaller::CreateContact => ObjectKind::Contact,
+    };
+    let mut f = s.unknown_record.clone();
+    if kind != ObjectKind::Lead {
+        // Company is a Lead field; a Contact has none.
+        f.remove("Company");
+    }
+    f.insert("Phone".into(), json!(number));
+    Some((kind, f))
 }
 
 /// Who owns the Task (`OwnerId`).
@@ -125,6 +162,10 @@ pub struct CallRecord {
     /// A create was queued (at the beginning or at the end).
     pub created: bool,
     pub ended: bool,
+    /// The record the agent chose for this call among the number's matches, and where that
+    /// puts the Task: it beats the lookup rule for every write of the call.
+    #[serde(default)]
+    pub chosen: Option<(RecordId, Target)>,
 }
 
 impl CallRecord {
@@ -149,6 +190,7 @@ impl CallRecord {
             },
             created: false,
             ended: false,
+            chosen: None,
         })
     }
 
@@ -224,7 +266,7 @@ pub enum Decision {
 }
 
 /// Where the lookup and the click-to-call record put the Task.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Target {
     pub who: Option<RecordId>,
     pub what: Option<RecordId>,
@@ -253,6 +295,21 @@ pub fn target_of(m: &Match) -> Target {
         },
         (User, _) => Target::default(),
     }
+}
+
+/// The update that moves a written Task to `target`: WhoId and WhatId only, each set or
+/// cleared (a Contact chosen over a Lead brings a WhatId; a Lead chosen over a Contact must
+/// clear it: "If WhoId refers to a lead, WhatId must be empty").
+pub fn link_fields(target: &Target) -> Fields {
+    let lead_who = target.who.as_ref().is_some_and(|w| w.prefix() == "00Q");
+    let id = |r: Option<&RecordId>| r.map_or(Value::Null, |r| json!(r.as_str()));
+    let mut f = Fields::new();
+    f.insert("WhoId".into(), id(target.who.as_ref()));
+    f.insert(
+        "WhatId".into(),
+        id(target.what.as_ref().filter(|_| !lead_who)),
+    );
+    f
 }
 
 /// A click-to-call's own record by key prefix (Contact/Lead → Who, anything else → What).
@@ -310,6 +367,12 @@ impl Default for ActivitySettings {
             click_to_call_on_record: true,
             // The PC's own offset: the agent's day.
             utc_offset: chrono::Offset::fix(chrono::Local::now().offset()),
+            unknown_caller: UnknownCaller::Unlinked,
+            unknown_record: [
+                ("LastName".to_owned(), json!("Unknown caller")),
+                ("Company".to_owned(), json!("Unknown")),
+            ]
+            .into(),
         }
     }
 }

@@ -529,3 +529,65 @@ fn templates_truncate_and_updates_touch_only_owned_fields() {
         render("{NOPE} {CALL_TYPE}", &c, c.call_type(), "n").starts_with("{NOPE} Incoming call")
     );
 }
+
+#[test]
+fn a_relink_sets_or_clears_who_and_what_only() {
+    let c = "003000000000001AAA";
+    let a = "001000000000001AAA";
+    let l = "00Q000000000001AAA";
+    let t = |who: Option<&str>, what: Option<&str>| Target {
+        who: who.map(id),
+        what: what.map(id),
+    };
+    let table = [
+        (
+            "contact and its account",
+            t(Some(c), Some(a)),
+            json!(c),
+            json!(a),
+        ),
+        (
+            "a lead clears WhatId",
+            t(Some(l), Some(a)),
+            json!(l),
+            Value::Null,
+        ),
+        (
+            "an account clears WhoId",
+            t(None, Some(a)),
+            Value::Null,
+            json!(a),
+        ),
+        (
+            "nothing clears both",
+            t(None, None),
+            Value::Null,
+            Value::Null,
+        ),
+    ];
+    for (name, target, who, what) in table {
+        let f = link_fields(&target);
+        assert_eq!(f.len(), 2, "{name}");
+        assert_eq!(
+            (f["WhoId"].clone(), f["WhatId"].clone()),
+            (who, what),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn the_record_for_an_unknown_caller() {
+    let mut s = ActivitySettings::default();
+    assert_eq!(unknown_caller_record(&s, "+81 3-1234-5678"), None);
+    s.unknown_caller = UnknownCaller::CreateLead;
+    let (kind, f) = unknown_caller_record(&s, "+81 3-1234-5678").unwrap();
+    assert_eq!(kind, ObjectKind::Lead);
+    assert_eq!(f["LastName"], json!("Unknown caller"));
+    assert_eq!(f["Company"], json!("Unknown"));
+    assert_eq!(f["Phone"], json!("+81 3-1234-5678"));
+    s.unknown_caller = UnknownCaller::CreateContact;
+    let (kind, f) = unknown_caller_record(&s, "+81 3-1234-5678").unwrap();
+    assert_eq!(kind, ObjectKind::Contact);
+    assert_eq!(f.keys().collect::<Vec<_>>(), vec!["LastName", "Phone"]);
+}

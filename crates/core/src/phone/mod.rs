@@ -108,7 +108,7 @@ impl PhoneKey {
     }
 
     /// National format when the number is in `region` (see [`E164::format_for`]).
-    pub(crate) fn display_for(&self, region: &str) -> String {
+    pub fn display_for(&self, region: &str) -> String {
         match self {
             PhoneKey::E164(e) => e.format_for(region),
             PhoneKey::Digits(d) => d.clone(),

@@ -640,3 +640,65 @@ fn replication_windows() {
     r.query = q(now - Duration::days(29));
     assert_eq!(o.dispatch(&r).status, 200);
 }
+
+/// A Task moved from a Contact to a Lead must clear its WhatId in the same update: the lead
+/// rule holds for the record the update leaves, not only for the body.
+#[test]
+fn an_update_to_a_lead_who_must_clear_the_stored_what() {
+    let mut o = org();
+    let contact = first_id(&o, "Contact", |c| c["IsPersonAccount"] != json!(true));
+    let account = first_id(&o, "Account", |a| a["IsPersonAccount"] != json!(true));
+    let lead = first_id(&o, "Lead", |_| true);
+    let r = o.dispatch(&req(
+        "POST",
+        "/sobjects/Task",
+        json!({"Status": "Completed", "WhoId": contact, "WhatId": account}),
+    ));
+    let task = r.body.unwrap()["id"].as_str().unwrap().to_owned();
+    let path = format!("/sobjects/Task/{task}");
+    let r = o.dispatch(&req("PATCH", &path, json!({"WhoId": lead})));
+    assert_eq!(
+        (r.status, code(&r)),
+        (400, "FIELD_INTEGRITY_EXCEPTION".into())
+    );
+    let r = o.dispatch(&req("PATCH", &path, json!({"WhoId": lead, "WhatId": null})));
+    assert_eq!(r.status, 204);
+    let row = o.get_row("Task", &task).unwrap();
+    assert_eq!(
+        (row["WhoId"].clone(), row["WhatId"].clone()),
+        (json!(lead), Value::Null)
+    );
+}
+
+/// Lead needs LastName and Company, Contact LastName; Name is their compound.
+#[test]
+fn required_fields_on_create_and_the_compound_name() {
+    let mut o = org();
+    let r = o.dispatch(&req(
+        "POST",
+        "/sobjects/Lead",
+        json!({"LastName": "Caller"}),
+    ));
+    assert_eq!((r.status, code(&r)), (400, "REQUIRED_FIELD_MISSING".into()));
+    let r = o.dispatch(&req(
+        "POST",
+        "/sobjects/Contact",
+        json!({"Phone": "+81 3-1234-5678"}),
+    ));
+    assert_eq!((r.status, code(&r)), (400, "REQUIRED_FIELD_MISSING".into()));
+    let r = o.dispatch(&req(
+        "POST",
+        "/sobjects/Lead",
+        json!({"FirstName": "Ren", "LastName": "Caller", "Company": "Unknown"}),
+    ));
+    assert_eq!(r.status, 201);
+    let id = r.body.unwrap()["id"].as_str().unwrap().to_owned();
+    assert_eq!(o.get_row("Lead", &id).unwrap()["Name"], json!("Ren Caller"));
+    let r = o.dispatch(&req(
+        "PATCH",
+        &format!("/sobjects/Lead/{id}"),
+        json!({"LastName": "Known"}),
+    ));
+    assert_eq!(r.status, 204);
+    assert_eq!(o.get_row("Lead", &id).unwrap()["Name"], json!("Ren Known"));
+}

@@ -98,17 +98,36 @@ impl Org {
             out.insert(name, v);
         }
         if object == "Task" {
-            let who = out.get("WhoId").and_then(Value::as_str);
-            let what = out
-                .get("WhatId")
-                .and_then(Value::as_str)
-                .filter(|s| !s.is_empty());
-            // "If WhoId refers to a lead, WhatId must be empty" (OBJ sforce_api_objects_task).
-            if who.is_some_and(|w| w.starts_with("00Q")) && what.is_some() {
-                return Err((400, err("FIELD_INTEGRITY_EXCEPTION", "Related To ID: id value of incorrect type: a Lead cannot have a Related To record", &["WhatId"])));
-            }
+            lead_rule(&out, None)?;
         }
         if creating {
+            // Required on create (OBJ: Contact "LastName … Required"; Lead "LastName" and
+            // "Company … Required"; Account "Name … Required" for a business account).
+            let required: &[&str] = match object {
+                "Contact" => &["LastName"],
+                "Lead" => &["LastName", "Company"],
+                "Account" if !out.contains_key("LastName") => &["Name"],
+                _ => &[],
+            };
+            let missing: Vec<&str> = required
+                .iter()
+                .copied()
+                .filter(|f| {
+                    out.get(*f)
+                        .and_then(Value::as_str)
+                        .is_none_or(|v| v.trim().is_empty())
+                })
+                .collect();
+            if !missing.is_empty() {
+                return Err((
+                    400,
+                    err(
+                        "REQUIRED_FIELD_MISSING",
+                        &format!("Required fields are missing: [{}]", missing.join(", ")),
+                        &missing,
+                    ),
+                ));
+            }
             // Required fields with no default (Status has one: "Not Started").
             for (name, field) in self.fields_of(object).unwrap_or_default() {
                 let missing = out.get(&name).is_none_or(Value::is_null);
@@ -263,6 +282,30 @@ impl Org {
                 })
                 .or_insert_with(|| json!(owner));
         }
+        if matches!(object, "Contact" | "Lead")
+            && (fields.contains_key("FirstName") || fields.contains_key("LastName"))
+        {
+            // Name is the compound of FirstName and LastName (OBJ: "Concatenation of FirstName,
+            // MiddleName, LastName, and Suffix"), read-only.
+            let stored = id
+                .and_then(|id| self.get_row(object, id))
+                .cloned()
+                .unwrap_or_default();
+            let part = |k: &str| {
+                fields
+                    .get(k)
+                    .or_else(|| stored.get(k))
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned()
+            };
+            let name = [part("FirstName"), part("LastName")]
+                .into_iter()
+                .filter(|p| !p.is_empty())
+                .collect::<Vec<_>>()
+                .join(" ");
+            fields.insert("Name".into(), json!(name));
+        }
         if object == "Task" {
             // IsClosed follows Status (OBJ: "Indicates whether the task has been completed").
             let closed = fields
@@ -331,6 +374,21 @@ impl Org {
         Ok(())
     }
 
+    /// An update is validated as the record it leaves: a Task's lead rule holds for the
+    /// stored WhoId/WhatId the body does not name too (a Lead set as WhoId on a Task that has
+    /// a WhatId is refused unless the body clears it).
+    fn check_result(
+        &self,
+        object: &str,
+        id: &str,
+        body: &Map<String, Value>,
+    ) -> Result<(), (u16, Value)> {
+        if object == "Task" {
+            lead_rule(body, self.get_row(object, id))?;
+        }
+        Ok(())
+    }
+
     pub(super) fn update(&mut self, object: &str, id: &str, body: Option<&Value>) -> Response {
         let Some(body) = body.and_then(Value::as_object) else {
             return resp(
@@ -350,6 +408,9 @@ impl Org {
             Ok(b) => b,
             Err((s, e)) => return resp(s, e),
         };
+        if let Err((s, e)) = self.check_result(object, &id, &body) {
+            return resp(s, e);
+        }
         if let Err(e) = self.check_unique(object, &body, Some(&id)) {
             return resp(400, e);
         }
@@ -457,6 +518,9 @@ impl Org {
                     Ok(b) => b,
                     Err((s, e)) => return resp(s, e),
                 };
+                if let Err((s, e)) = self.check_result(object, &id, &b) {
+                    return resp(s, e);
+                }
                 self.write_row(object, Some(&id), &b, user);
                 resp(
                     200,
@@ -637,4 +701,29 @@ pub(super) fn collection_result(r: Response) -> Value {
             .unwrap_or_default();
         json!({"success": false, "errors": errors})
     }
+}
+
+/// "If WhoId refers to a lead, WhatId must be empty" (OBJ sforce_api_objects_task), on the
+/// Task a write leaves: the body's values over the stored row's (`None` for an insert).
+fn lead_rule(
+    body: &Map<String, Value>,
+    stored: Option<&Map<String, Value>>,
+) -> Result<(), (u16, Value)> {
+    let field = |k: &str| {
+        body.get(k)
+            .or_else(|| stored.and_then(|r| r.get(k)))
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+    };
+    if field("WhoId").is_some_and(|w| w.starts_with("00Q")) && field("WhatId").is_some() {
+        return Err((
+            400,
+            err(
+                "FIELD_INTEGRITY_EXCEPTION",
+                "Related To ID: id value of incorrect type: a Lead cannot have a Related To record",
+                &["WhatId"],
+            ),
+        ));
+    }
+    Ok(())
 }

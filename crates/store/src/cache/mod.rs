@@ -26,7 +26,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use callsync_core::lookup::{IndexEntry, IndexHit};
+use callsync_core::lookup::{Choice, IndexEntry, IndexHit};
 use callsync_core::phone::PhoneKey;
 use callsync_core::record::{CachedRecord, ObjectKind, RecordId};
 
@@ -38,6 +38,9 @@ const P_CHANGED: u8 = b'x';
 const P_COUNT: u8 = b'c';
 const P_STATE: u8 = b'w';
 const P_META: u8 = b'm';
+/// An agent's choice of record for a number: index bytes of the number → `Choice`.
+const P_CHOICE: u8 = b'k';
+const CHOICE_FORMAT: u8 = 1;
 
 /// Envelope format bytes. Bump `RECORD_FORMAT` when `CachedRecord` changes shape (the cache is
 /// cleared and resynced); bump `INDEX_FORMAT` when `IndexEntry` does (the index is rebuilt from
@@ -466,6 +469,36 @@ impl Cache {
             }
             r
         }))
+    }
+
+    /// Remembers the agent's choice of record for a number (its winner for the next calls,
+    /// for as long as the lookup rules keep choices).
+    pub fn choose(&self, number: &PhoneKey, choice: &Choice) -> Result<(), CacheError> {
+        self.db
+            .insert(
+                key(P_CHOICE, &number.index_bytes()),
+                encode(CHOICE_FORMAT, choice),
+            )
+            .map_err(storage(&self.path))?;
+        self.db.flush().map_err(storage(&self.path))?;
+        Ok(())
+    }
+
+    /// The agent's remembered choice for a number, if any (an undecodable one is none).
+    pub fn choice(&self, number: &PhoneKey) -> Result<Option<Choice>, CacheError> {
+        Ok(self
+            .db
+            .get(key(P_CHOICE, &number.index_bytes()))
+            .map_err(storage(&self.path))?
+            .and_then(|v| decode(CHOICE_FORMAT, &v)))
+    }
+
+    /// Forgets a number's choice (expired, or the record no longer has the number).
+    pub fn forget_choice(&self, number: &PhoneKey) -> Result<(), CacheError> {
+        self.db
+            .remove(key(P_CHOICE, &number.index_bytes()))
+            .map_err(storage(&self.path))?;
+        Ok(())
     }
 
     /// Applies record changes and sync-state updates in one atomic batch, index included.

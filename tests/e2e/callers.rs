@@ -1,0 +1,487 @@
+//! Who is calling, end to end: the agent (`callsync run --headless`) against the simulated org,
+//! its screen pops read on a private D-Bus session bus from a test notification server
+//! (`tests/common/notifications.rs`). A number created in the org after the last sync pops
+//! "Looking up…", replaced by the caller's name within the wait, for one extra API call, and
+//! the Task goes on it; the agent picks another match from the pop's button and with `calls
+//! pick`, before and after the Task is written, and the next call pops the choice; twenty
+//! unknown numbers within seconds share two cycles; an unreachable org pops "Unknown caller"
+//! at once.
+#![cfg(target_os = "linux")]
+
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use callsync_sim::{Sim, SimOptions};
+use serde_json::{json, Value};
+
+use crate::common;
+use crate::notifications::{Notifications, Shown};
+
+fn start_agent(d: &Path, bus: &Notifications) -> Child {
+    common::command(d)
+        .args(["run", "--headless"])
+        .env("DBUS_SESSION_BUS_ADDRESS", &bus.address)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn status(d: &Path) -> Value {
+    let out = common::command(d)
+        .args(["status", "--json"])
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+}
+
+fn ringing(call_id: &str, remote: &str) -> String {
+    let at = chrono::Utc::now().fixed_offset().to_rfc3339();
+    format!("{{\"call_id\":\"{call_id}\",\"event\":\"ringing\",\"at\":\"{at}\",\"direction\":\"inbound\",\"remote\":\"{remote}\"}}\n")
+}
+
+fn end(call_id: &str) -> String {
+    let at = chrono::Utc::now().fixed_offset().to_rfc3339();
+    format!(
+        "{{\"call_id\":\"{call_id}\",\"event\":\"answered\",\"at\":\"{at}\"}}\n\
+         {{\"call_id\":\"{call_id}\",\"event\":\"ended\",\"at\":\"{at}\",\"outcome\":\"answered\",\"duration_s\":3}}\n"
+    )
+}
+
+fn task(sim: &Sim, call: &str) -> Option<Value> {
+    sim.org()
+        .rows("Task")
+        .into_iter()
+        .find(|t| t["CallObject"] == call)
+}
+
+/// The pops whose body names `number`, in order.
+fn pops_for(bus: &Notifications, number: &str) -> Vec<Shown> {
+    bus.shown()
+        .into_iter()
+        .filter(|s| s.body.contains(number))
+        .collect()
+}
+
+async fn agent_ready(sim: &Sim, d: &Path, extra: &str) {
+    let log = d.join("calls.jsonl");
+    common::agent_setup(
+        sim,
+        d,
+        &log,
+        3600,
+        &format!("[ui]\nlanguage = \"en\"\n{extra}"),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_caller_is_found_at_ring_time_and_the_agent_picks_among_matches() {
+    let Some(bus) = Notifications::start() else {
+        eprintln!("skipped: no dbus-daemon");
+        return;
+    };
+    let sim = Sim::start(
+        SimOptions {
+            records: 60,
+            seed: 21,
+            ..Default::default()
+        },
+        0,
+    )
+    .await
+    .unwrap();
+    // Two records on one number: the rule's winner is the Contact.
+    let (account, contact, lead) = {
+        let mut org = sim.org();
+        let account = org
+            .rows("Account")
+            .into_iter()
+            .find(|a| a["IsPersonAccount"] != true)
+            .unwrap()["Id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let mut f = serde_json::Map::new();
+        f.insert("LastName".into(), json!("Dup Contact"));
+        f.insert("Name".into(), json!("Dup Contact"));
+        f.insert("Phone".into(), json!("03-7777-0002"));
+        f.insert("AccountId".into(), json!(account));
+        let contact = org.admin_upsert("Contact", f);
+        let mut f = serde_json::Map::new();
+        f.insert("LastName".into(), json!("Dup Lead"));
+        f.insert("Name".into(), json!("Dup Lead"));
+        f.insert("Company".into(), json!("LeadCo"));
+        f.insert("Phone".into(), json!("03-7777-0002"));
+        let lead = org.admin_upsert("Lead", f);
+        (account, contact, lead)
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    agent_ready(&sim, d, "").await;
+    // One refresh a second at most (30 s by default), so that each step below has its own.
+    let user = d.join("user.toml");
+    let cfg = std::fs::read_to_string(&user).unwrap();
+    std::fs::write(
+        &user,
+        cfg.replace("[sync]\n", "[sync]\nrefresh_on_miss_every_secs = 1\n"),
+    )
+    .unwrap();
+    let log = d.join("calls.jsonl");
+    let mut agent = start_agent(d, &bus);
+    common::wait_until(30, "the first sync", || {
+        status(d)["agent"]["contacts"].as_u64().unwrap_or(0) > 0
+    })
+    .await;
+
+    // Fresh on a miss: a Contact created after the last sync rings.
+    let fresh = {
+        let mut f = serde_json::Map::new();
+        f.insert("LastName".into(), json!("Fresh Caller"));
+        f.insert("Name".into(), json!("Fresh Caller"));
+        f.insert("Phone".into(), json!("03-7777-0001"));
+        sim.org().admin_upsert("Contact", f)
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let calls_before = sim.org().api_calls;
+    common::append(&log, &ringing("fresh-1", "03-7777-0001"));
+    common::wait_until(20, "the pop replaced by the answer", || {
+        pops_for(&bus, "03-7777-0001").len() >= 2
+    })
+    .await;
+    let pops = pops_for(&bus, "03-7777-0001");
+    assert_eq!(pops[0].summary, "Looking up…", "{pops:?}");
+    assert_eq!(
+        pops[1].replaces, pops[0].id,
+        "the answer replaces the pop: {pops:?}"
+    );
+    assert_eq!(pops[1].summary, "Fresh Caller", "{pops:?}");
+    let took = pops[1].at - pops[0].at;
+    assert!(took < Duration::from_secs(2), "answered in {took:?}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        sim.org().api_calls - calls_before,
+        1,
+        "one extra API call for the refresh"
+    );
+    common::append(&log, &end("fresh-1"));
+    common::wait_until(20, "the fresh caller's Task", || {
+        task(&sim, "fresh-1").is_some()
+    })
+    .await;
+    assert_eq!(task(&sim, "fresh-1").unwrap()["WhoId"], json!(fresh));
+
+    // The picker, from the pop's button while the call rings (Task not written yet).
+    common::append(&log, &ringing("pick-1", "03-7777-0002"));
+    common::wait_until(20, "the pop with choices", || {
+        !pops_for(&bus, "03-7777-0002").is_empty()
+    })
+    .await;
+    let pop = pops_for(&bus, "03-7777-0002").remove(0);
+    assert_eq!(pop.summary, "Dup Contact");
+    let button = format!("pick:{lead}");
+    let i = pop
+        .actions
+        .iter()
+        .position(|a| *a == button)
+        .unwrap_or_else(|| panic!("no button for the lead: {pop:?}"));
+    assert_eq!(pop.labels[i], "It's LeadCo / Dup Lead (Lead)");
+    // The tray's "Current call" menu has both, the contact first.
+    let st = status(d);
+    let matches = st["agent"]["current_call"]["matches"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(matches.len(), 2, "{st}");
+    assert_eq!(matches[0]["record_id"], json!(contact));
+    bus.press(pop.id, &button);
+    common::wait_until(10, "the choice ticked in the tray's menu", || {
+        status(d)["agent"]["current_call"]["chosen"] == json!(lead)
+    })
+    .await;
+    common::append(&log, &end("pick-1"));
+    common::wait_until(20, "the picked call's Task", || {
+        task(&sim, "pick-1").is_some()
+    })
+    .await;
+    let t = task(&sim, "pick-1").unwrap();
+    assert_eq!(
+        (t["WhoId"].clone(), t["WhatId"].clone()),
+        (json!(lead), Value::Null),
+        "{t}"
+    );
+
+    // The next call from the number pops the chosen record, and its Task goes there.
+    common::append(&log, &ringing("pick-2", "03-7777-0002"));
+    common::wait_until(20, "the second pop", || {
+        pops_for(&bus, "03-7777-0002").len() >= 2
+    })
+    .await;
+    let pop = pops_for(&bus, "03-7777-0002").remove(1);
+    assert_eq!(pop.summary, "Dup Lead", "{pop:?}");
+    assert!(pop.body.contains("your choice"), "{pop:?}");
+    common::append(&log, &end("pick-2"));
+    common::wait_until(20, "the second Task", || task(&sim, "pick-2").is_some()).await;
+    assert_eq!(task(&sim, "pick-2").unwrap()["WhoId"], json!(lead));
+
+    // After the Task was written: `calls pick` moves it (WhoId and WhatId only).
+    let out = common::command(d)
+        .args(["calls", "pick", "pick-2", &contact])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("Dup Contact") && text.contains("update is queued"),
+        "{text}"
+    );
+    common::wait_until(20, "the Task moved to the contact", || {
+        task(&sim, "pick-2").is_some_and(|t| t["WhoId"] == json!(contact))
+    })
+    .await;
+    let t = task(&sim, "pick-2").unwrap();
+    assert_eq!(t["WhatId"], json!(account), "{t}");
+    assert_eq!(t["Subject"], task(&sim, "pick-2").unwrap()["Subject"]);
+    // `lookup` says whose choice the winner is; a record that is no match is refused.
+    let out = common::command(d)
+        .args(["lookup", "03-7777-0002"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("Dup Contact") && text.contains("chosen by the agent"),
+        "{text}"
+    );
+    let out = common::command(d)
+        .args(["calls", "pick", "pick-2", &fresh])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is not a match for"), "{err}");
+    let out = common::command(d)
+        .args(["calls", "pick", "no-such-call", &contact])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no call no-such-call"),
+        "{out:?}"
+    );
+
+    // A number dialled out, created after the last sync: no pop, but the same refresh, and
+    // the Task (written at once, unlinked, since the call ended in the same batch) is linked.
+    let dialled = {
+        let mut f = serde_json::Map::new();
+        f.insert("LastName".into(), json!("Dialled Person"));
+        f.insert("Name".into(), json!("Dialled Person"));
+        f.insert("Phone".into(), json!("03-7777-0003"));
+        sim.org().admin_upsert("Contact", f)
+    };
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let at = chrono::Utc::now().fixed_offset().to_rfc3339();
+    common::append(
+        &log,
+        &format!(
+            "{{\"call_id\":\"out-1\",\"event\":\"dialing\",\"at\":\"{at}\",\"direction\":\"outbound\",\"remote\":\"03-7777-0003\"}}\n{}",
+            end("out-1")
+        ),
+    );
+    common::wait_until(20, "the dialled call's Task linked", || {
+        task(&sim, "out-1").is_some_and(|t| t["WhoId"] == json!(dialled))
+    })
+    .await;
+    assert!(
+        pops_for(&bus, "03-7777-0003").is_empty(),
+        "outbound calls do not pop"
+    );
+
+    // Nothing parked, one Task per call.
+    let st = status(d);
+    assert_eq!(st["agent"]["parked"], 0, "{st}");
+    for call in ["fresh-1", "pick-1", "pick-2", "out-1"] {
+        let n = sim
+            .org()
+            .rows("Task")
+            .iter()
+            .filter(|t| t["CallObject"] == call)
+            .count();
+        assert_eq!(n, 1, "{call}");
+    }
+    common::terminate(&agent);
+    let _ = agent.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_numbers_share_cycles_and_an_unreachable_org_pops_unknown_at_once() {
+    let Some(bus) = Notifications::start() else {
+        eprintln!("skipped: no dbus-daemon");
+        return;
+    };
+    let sim = Sim::start(
+        SimOptions {
+            records: 40,
+            seed: 22,
+            ..Default::default()
+        },
+        0,
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    agent_ready(&sim, d, "").await;
+    let log = d.join("calls.jsonl");
+    let mut agent = start_agent(d, &bus);
+    common::wait_until(30, "the first sync", || {
+        status(d)["agent"]["contacts"].as_u64().unwrap_or(0) > 0
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = sim.org().api_calls;
+    let start = Instant::now();
+    for i in 0..20 {
+        common::append(&log, &ringing(&format!("u{i}"), &format!("03-6000-{i:04}")));
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    // Every number popped; the ones past the first cycle's slot at once as unknown.
+    common::wait_until(20, "twenty pops", || {
+        (0..20).all(|i| !pops_for(&bus, &format!("03-6000-{i:04}")).is_empty())
+    })
+    .await;
+    // The second slot opens 30 s after the first cycle.
+    let wait = Duration::from_secs(33).saturating_sub(start.elapsed());
+    tokio::time::sleep(wait).await;
+    let extra = sim.org().api_calls - before;
+    assert_eq!(
+        extra,
+        2,
+        "20 unknown numbers within {:?}: one cycle at the first, one 30 s later for the rest",
+        start.elapsed()
+    );
+    // The first asked Salesforce and was answered "unknown" in place; the others, past the
+    // rate limit's next slot, popped unknown at once.
+    let first: Vec<(String, u32)> = pops_for(&bus, "03-6000-0000")
+        .into_iter()
+        .map(|p| (p.summary, p.replaces))
+        .collect();
+    assert_eq!(first.len(), 2, "{first:?}");
+    assert_eq!(first[0], ("Looking up…".into(), 0));
+    assert_eq!(first[1].0, "Unknown caller");
+    assert_ne!(first[1].1, 0, "replaced in place");
+    for i in 1..20 {
+        let pops = pops_for(&bus, &format!("03-6000-{i:04}"));
+        assert_eq!(pops.len(), 1, "{pops:?}");
+        assert_eq!(pops[0].summary, "Unknown caller", "{pops:?}");
+    }
+
+    // The org unreachable: the pop is unknown at once, nothing waits for it.
+    sim.stop().await;
+    let rang = Instant::now();
+    common::append(&log, &ringing("down-1", "03-6100-0001"));
+    common::wait_until(10, "the pop with the org down", || {
+        pops_for(&bus, "03-6100-0001")
+            .last()
+            .is_some_and(|p| p.summary == "Unknown caller")
+    })
+    .await;
+    let first = pops_for(&bus, "03-6100-0001").remove(0);
+    assert!(
+        first.at - rang < Duration::from_secs(3),
+        "popped {:?} after the ring",
+        first.at - rang
+    );
+    common::terminate(&agent);
+    let _ = agent.wait();
+}
+
+/// `activity.unknown_caller = "create_lead"`: two calls from one unknown number make one Lead
+/// (its first create's answer lost: the retry finds it instead of making a second), both Tasks
+/// go on it, and it enters the cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_caller_gets_one_lead_even_when_its_create_answer_is_lost() {
+    let Some(bus) = Notifications::start() else {
+        eprintln!("skipped: no dbus-daemon");
+        return;
+    };
+    let sim = Sim::start(
+        SimOptions {
+            records: 30,
+            seed: 23,
+            ..Default::default()
+        },
+        0,
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    agent_ready(&sim, d, "").await;
+    let user = d.join("user.toml");
+    let cfg = std::fs::read_to_string(&user).unwrap();
+    std::fs::write(
+        &user,
+        cfg.replace(
+            "[activity]\n",
+            "[activity]\nunknown_caller = \"create_lead\"\nunknown_caller_company = \"Walk-in\"\n",
+        ),
+    )
+    .unwrap();
+    let log = d.join("calls.jsonl");
+    let mut agent = start_agent(d, &bus);
+    common::wait_until(30, "the first sync", || {
+        status(d)["agent"]["contacts"].as_u64().unwrap_or(0) > 0
+    })
+    .await;
+    // The Lead's create is carried out, and its answer never arrives.
+    sim.org().faults.push(callsync_sim::Fault {
+        kind: callsync_sim::FaultKind::CommitThenDrop,
+        method: Some("POST".into()),
+        path_contains: Some("sobjects/Lead".into()),
+        skip: 0,
+        times: Some(1),
+        latency_ms: 0,
+        probability: None,
+    });
+    common::append(&log, &common::call_lines("walkin-1", "03-8888-0001"));
+    common::append(&log, &common::call_lines("walkin-2", "+81 3 8888 0001"));
+    let leads = || -> Vec<Value> {
+        sim.org()
+            .rows("Lead")
+            .into_iter()
+            .filter(|l| l["Phone"] == "+81 3-8888-0001")
+            .collect()
+    };
+    common::wait_until(60, "both Tasks on the Lead", || {
+        let Some(lead) = leads().first().map(|l| l["Id"].clone()) else {
+            return false;
+        };
+        ["walkin-1", "walkin-2"]
+            .iter()
+            .all(|c| task(&sim, c).is_some_and(|t| t["WhoId"] == lead))
+    })
+    .await;
+    let all = leads();
+    assert_eq!(all.len(), 1, "one Lead for the number: {all:?}");
+    assert_eq!(all[0]["LastName"], "Unknown caller");
+    assert_eq!(all[0]["Company"], "Walk-in");
+    assert!(
+        sim.org().faults.iter().all(|f| f.times == Some(0)),
+        "the fault fired"
+    );
+    // The Lead enters the cache: the next call from the number pops it.
+    common::wait_until(20, "the Lead in the cache", || {
+        let o = common::command(d)
+            .args(["lookup", "03-8888-0001"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).contains("Unknown caller")
+            && String::from_utf8_lossy(&o.stdout).contains("Lead")
+    })
+    .await;
+    let st = status(d);
+    assert_eq!(st["agent"]["parked"], 0, "{st}");
+    assert_eq!(st["agent"]["pending"], 0, "{st}");
+    common::terminate(&agent);
+    let _ = agent.wait();
+}
