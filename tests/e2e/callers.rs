@@ -64,38 +64,96 @@ fn pops_for(bus: &Notifications, number: &str) -> Vec<Shown> {
         .collect()
 }
 
-async fn agent_ready(sim: &Sim, d: &Path, extra: &str) {
-    let log = d.join("calls.jsonl");
-    common::agent_setup(
-        sim,
-        d,
-        &log,
-        3600,
-        &format!("[ui]\nlanguage = \"en\"\n{extra}"),
-    )
-    .await;
+/// A record added straight into the org (not through the API), as another user's edit.
+fn add(sim: &Sim, object: &str, fields: &[(&str, &str)]) -> String {
+    let f = fields
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), json!(v)))
+        .collect();
+    sim.org().admin_upsert(object, f)
+}
+
+/// One test's world: a notification bus, the simulated org, and an agent signed in to it and
+/// synced, following `calls.jsonl` in its folder.
+struct Run {
+    bus: Notifications,
+    sim: Sim,
+    dir: tempfile::TempDir,
+    agent: Child,
+}
+
+impl Run {
+    /// `None` without dbus-daemon. `edits`: (a section header in the settings, lines added
+    /// under it); `before` changes the org before the agent's first sync.
+    async fn start<T>(
+        seed: u64,
+        records: usize,
+        edits: &[(&str, &str)],
+        before: impl FnOnce(&Sim) -> T,
+    ) -> Option<(Run, T)> {
+        let Some(bus) = Notifications::start() else {
+            eprintln!("skipped: no dbus-daemon");
+            return None;
+        };
+        let sim = Sim::start(
+            SimOptions {
+                records,
+                seed,
+                ..Default::default()
+            },
+            0,
+        )
+        .await
+        .unwrap();
+        let made = before(&sim);
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let log = d.join("calls.jsonl");
+        common::agent_setup(&sim, d, &log, 3600, "[ui]\nlanguage = \"en\"\n").await;
+        let user = d.join("user.toml");
+        let mut cfg = std::fs::read_to_string(&user).unwrap();
+        for (section, lines) in edits {
+            cfg = cfg.replace(&format!("{section}\n"), &format!("{section}\n{lines}\n"));
+        }
+        std::fs::write(&user, cfg).unwrap();
+        let agent = start_agent(d, &bus);
+        common::wait_until(30, "the first sync", || {
+            status(d)["agent"]["contacts"].as_u64().unwrap_or(0) > 0
+        })
+        .await;
+        Some((
+            Run {
+                bus,
+                sim,
+                dir,
+                agent,
+            },
+            made,
+        ))
+    }
+
+    fn d(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn log(&self) -> std::path::PathBuf {
+        self.d().join("calls.jsonl")
+    }
+
+    fn stop(mut self) {
+        common::terminate(&self.agent);
+        let _ = self.agent.wait();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_caller_is_found_at_ring_time_and_the_agent_picks_among_matches() {
-    let Some(bus) = Notifications::start() else {
-        eprintln!("skipped: no dbus-daemon");
-        return;
-    };
-    let sim = Sim::start(
-        SimOptions {
-            records: 60,
-            seed: 21,
-            ..Default::default()
-        },
-        0,
-    )
-    .await
-    .unwrap();
+    // One refresh a second at most (30 s by default), so that each step below has its own.
+    let edits = [("[sync]", "refresh_on_miss_every_secs = 1")];
     // Two records on one number: the rule's winner is the Contact.
-    let (account, contact, lead) = {
-        let mut org = sim.org();
-        let account = org
+    let Some((run, (account, contact, lead))) = Run::start(21, 60, &edits, |sim| {
+        let account = sim
+            .org()
             .rows("Account")
             .into_iter()
             .find(|a| a["IsPersonAccount"] != true)
@@ -103,54 +161,52 @@ async fn a_new_caller_is_found_at_ring_time_and_the_agent_picks_among_matches() 
             .as_str()
             .unwrap()
             .to_owned();
-        let mut f = serde_json::Map::new();
-        f.insert("LastName".into(), json!("Dup Contact"));
-        f.insert("Name".into(), json!("Dup Contact"));
-        f.insert("Phone".into(), json!("03-7777-0002"));
-        f.insert("AccountId".into(), json!(account));
-        let contact = org.admin_upsert("Contact", f);
-        let mut f = serde_json::Map::new();
-        f.insert("LastName".into(), json!("Dup Lead"));
-        f.insert("Name".into(), json!("Dup Lead"));
-        f.insert("Company".into(), json!("LeadCo"));
-        f.insert("Phone".into(), json!("03-7777-0002"));
-        let lead = org.admin_upsert("Lead", f);
+        let contact = add(
+            sim,
+            "Contact",
+            &[
+                ("LastName", "Dup Contact"),
+                ("Name", "Dup Contact"),
+                ("Phone", "03-7777-0002"),
+                ("AccountId", &account),
+            ],
+        );
+        let lead = add(
+            sim,
+            "Lead",
+            &[
+                ("LastName", "Dup Lead"),
+                ("Name", "Dup Lead"),
+                ("Company", "LeadCo"),
+                ("Phone", "03-7777-0002"),
+            ],
+        );
         (account, contact, lead)
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    agent_ready(&sim, d, "").await;
-    // One refresh a second at most (30 s by default), so that each step below has its own.
-    let user = d.join("user.toml");
-    let cfg = std::fs::read_to_string(&user).unwrap();
-    std::fs::write(
-        &user,
-        cfg.replace("[sync]\n", "[sync]\nrefresh_on_miss_every_secs = 1\n"),
-    )
-    .unwrap();
-    let log = d.join("calls.jsonl");
-    let mut agent = start_agent(d, &bus);
-    common::wait_until(30, "the first sync", || {
-        status(d)["agent"]["contacts"].as_u64().unwrap_or(0) > 0
     })
-    .await;
+    .await
+    else {
+        return;
+    };
+    let (bus, sim, d, log) = (&run.bus, &run.sim, run.d(), run.log());
 
     // Fresh on a miss: a Contact created after the last sync rings.
-    let fresh = {
-        let mut f = serde_json::Map::new();
-        f.insert("LastName".into(), json!("Fresh Caller"));
-        f.insert("Name".into(), json!("Fresh Caller"));
-        f.insert("Phone".into(), json!("03-7777-0001"));
-        sim.org().admin_upsert("Contact", f)
-    };
+    let fresh = add(
+        sim,
+        "Contact",
+        &[
+            ("LastName", "Fresh Caller"),
+            ("Name", "Fresh Caller"),
+            ("Phone", "03-7777-0001"),
+        ],
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     let calls_before = sim.org().api_calls;
     common::append(&log, &ringing("fresh-1", "03-7777-0001"));
     common::wait_until(20, "the pop replaced by the answer", || {
-        pops_for(&bus, "03-7777-0001").len() >= 2
+        pops_for(bus, "03-7777-0001").len() >= 2
     })
     .await;
-    let pops = pops_for(&bus, "03-7777-0001");
+    let pops = pops_for(bus, "03-7777-0001");
     assert_eq!(pops[0].summary, "Looking up…", "{pops:?}");
     assert_eq!(
         pops[1].replaces, pops[0].id,
@@ -167,18 +223,18 @@ async fn a_new_caller_is_found_at_ring_time_and_the_agent_picks_among_matches() 
     );
     common::append(&log, &end("fresh-1"));
     common::wait_until(20, "the fresh caller's Task", || {
-        task(&sim, "fresh-1").is_some()
+        task(sim, "fresh-1").is_some()
     })
     .await;
-    assert_eq!(task(&sim, "fresh-1").unwrap()["WhoId"], json!(fresh));
+    assert_eq!(task(sim, "fresh-1").unwrap()["WhoId"], json!(fresh));
 
     // The picker, from the pop's button while the call rings (Task not written yet).
     common::append(&log, &ringing("pick-1", "03-7777-0002"));
     common::wait_until(20, "the pop with choices", || {
-        !pops_for(&bus, "03-7777-0002").is_empty()
+        !pops_for(bus, "03-7777-0002").is_empty()
     })
     .await;
-    let pop = pops_for(&bus, "03-7777-0002").remove(0);
+    let pop = pops_for(bus, "03-7777-0002").remove(0);
     assert_eq!(pop.summary, "Dup Contact");
     let button = format!("pick:{lead}");
     let i = pop
@@ -202,10 +258,10 @@ async fn a_new_caller_is_found_at_ring_time_and_the_agent_picks_among_matches() 
     .await;
     common::append(&log, &end("pick-1"));
     common::wait_until(20, "the picked call's Task", || {
-        task(&sim, "pick-1").is_some()
+        task(sim, "pick-1").is_some()
     })
     .await;
-    let t = task(&sim, "pick-1").unwrap();
+    let t = task(sim, "pick-1").unwrap();
     assert_eq!(
         (t["WhoId"].clone(), t["WhatId"].clone()),
         (json!(lead), Value::Null),
@@ -215,15 +271,15 @@ async fn a_new_caller_is_found_at_ring_time_and_the_agent_picks_among_matches() 
     // The next call from the number pops the chosen record, and its Task goes there.
     common::append(&log, &ringing("pick-2", "03-7777-0002"));
     common::wait_until(20, "the second pop", || {
-        pops_for(&bus, "03-7777-0002").len() >= 2
+        pops_for(bus, "03-7777-0002").len() >= 2
     })
     .await;
-    let pop = pops_for(&bus, "03-7777-0002").remove(1);
+    let pop = pops_for(bus, "03-7777-0002").remove(1);
     assert_eq!(pop.summary, "Dup Lead", "{pop:?}");
     assert!(pop.body.contains("your choice"), "{pop:?}");
     common::append(&log, &end("pick-2"));
-    common::wait_until(20, "the second Task", || task(&sim, "pick-2").is_some()).await;
-    assert_eq!(task(&sim, "pick-2").unwrap()["WhoId"], json!(lead));
+    common::wait_until(20, "the second Task", || task(sim, "pick-2").is_some()).await;
+    assert_eq!(task(sim, "pick-2").unwrap()["WhoId"], json!(lead));
 
     // After the Task was written: `calls pick` moves it (WhoId and WhatId only).
     let out = common::command(d)
@@ -237,12 +293,12 @@ async fn a_new_caller_is_found_at_ring_time_and_the_agent_picks_among_matches() 
         "{text}"
     );
     common::wait_until(20, "the Task moved to the contact", || {
-        task(&sim, "pick-2").is_some_and(|t| t["WhoId"] == json!(contact))
+        task(sim, "pick-2").is_some_and(|t| t["WhoId"] == json!(contact))
     })
     .await;
-    let t = task(&sim, "pick-2").unwrap();
+    let t = task(sim, "pick-2").unwrap();
     assert_eq!(t["WhatId"], json!(account), "{t}");
-    assert_eq!(t["Subject"], task(&sim, "pick-2").unwrap()["Subject"]);
+    assert_eq!(t["Subject"], task(sim, "pick-2").unwrap()["Subject"]);
     // `lookup` says whose choice the winner is; a record that is no match is refused.
     let out = common::command(d)
         .args(["lookup", "03-7777-0002"])
@@ -271,13 +327,15 @@ async fn a_new_caller_is_found_at_ring_time_and_the_agent_picks_among_matches() 
 
     // A number dialled out, created after the last sync: no pop, but the same refresh, and
     // the Task (written at once, unlinked, since the call ended in the same batch) is linked.
-    let dialled = {
-        let mut f = serde_json::Map::new();
-        f.insert("LastName".into(), json!("Dialled Person"));
-        f.insert("Name".into(), json!("Dialled Person"));
-        f.insert("Phone".into(), json!("03-7777-0003"));
-        sim.org().admin_upsert("Contact", f)
-    };
+    let dialled = add(
+        sim,
+        "Contact",
+        &[
+            ("LastName", "Dialled Person"),
+            ("Name", "Dialled Person"),
+            ("Phone", "03-7777-0003"),
+        ],
+    );
     tokio::time::sleep(Duration::from_millis(1_100)).await;
     let at = chrono::Utc::now().fixed_offset().to_rfc3339();
     common::append(
@@ -288,11 +346,11 @@ async fn a_new_caller_is_found_at_ring_time_and_the_agent_picks_among_matches() 
         ),
     );
     common::wait_until(20, "the dialled call's Task linked", || {
-        task(&sim, "out-1").is_some_and(|t| t["WhoId"] == json!(dialled))
+        task(sim, "out-1").is_some_and(|t| t["WhoId"] == json!(dialled))
     })
     .await;
     assert!(
-        pops_for(&bus, "03-7777-0003").is_empty(),
+        pops_for(bus, "03-7777-0003").is_empty(),
         "outbound calls do not pop"
     );
 
@@ -308,35 +366,22 @@ async fn a_new_caller_is_found_at_ring_time_and_the_agent_picks_among_matches() 
             .count();
         assert_eq!(n, 1, "{call}");
     }
-    common::terminate(&agent);
-    let _ = agent.wait();
+    run.stop();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_numbers_share_cycles_and_an_unreachable_org_pops_unknown_at_once() {
-    let Some(bus) = Notifications::start() else {
-        eprintln!("skipped: no dbus-daemon");
+    let Some((run, ())) = Run::start(22, 40, &[], |_| ()).await else {
         return;
     };
-    let sim = Sim::start(
-        SimOptions {
-            records: 40,
-            seed: 22,
-            ..Default::default()
-        },
-        0,
-    )
-    .await
-    .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    agent_ready(&sim, d, "").await;
-    let log = d.join("calls.jsonl");
-    let mut agent = start_agent(d, &bus);
-    common::wait_until(30, "the first sync", || {
-        status(d)["agent"]["contacts"].as_u64().unwrap_or(0) > 0
-    })
-    .await;
+    let log = run.log();
+    // The org is stopped below: the run is taken apart.
+    let Run {
+        bus,
+        sim,
+        dir: _dir,
+        mut agent,
+    } = run;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let before = sim.org().api_calls;
     let start = Instant::now();
@@ -400,39 +445,14 @@ async fn unknown_numbers_share_cycles_and_an_unreachable_org_pops_unknown_at_onc
 /// go on it, and it enters the cache.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_caller_gets_one_lead_even_when_its_create_answer_is_lost() {
-    let Some(bus) = Notifications::start() else {
-        eprintln!("skipped: no dbus-daemon");
+    let edits = [(
+        "[activity]",
+        "unknown_caller = \"create_lead\"\nunknown_caller_company = \"Walk-in\"",
+    )];
+    let Some((run, ())) = Run::start(23, 30, &edits, |_| ()).await else {
         return;
     };
-    let sim = Sim::start(
-        SimOptions {
-            records: 30,
-            seed: 23,
-            ..Default::default()
-        },
-        0,
-    )
-    .await
-    .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    agent_ready(&sim, d, "").await;
-    let user = d.join("user.toml");
-    let cfg = std::fs::read_to_string(&user).unwrap();
-    std::fs::write(
-        &user,
-        cfg.replace(
-            "[activity]\n",
-            "[activity]\nunknown_caller = \"create_lead\"\nunknown_caller_company = \"Walk-in\"\n",
-        ),
-    )
-    .unwrap();
-    let log = d.join("calls.jsonl");
-    let mut agent = start_agent(d, &bus);
-    common::wait_until(30, "the first sync", || {
-        status(d)["agent"]["contacts"].as_u64().unwrap_or(0) > 0
-    })
-    .await;
+    let (sim, d, log) = (&run.sim, run.d(), run.log());
     // The Lead's create is carried out, and its answer never arrives.
     sim.org().faults.push(callsync_sim::Fault {
         kind: callsync_sim::FaultKind::CommitThenDrop,
@@ -458,7 +478,7 @@ async fn an_unknown_caller_gets_one_lead_even_when_its_create_answer_is_lost() {
         };
         ["walkin-1", "walkin-2"]
             .iter()
-            .all(|c| task(&sim, c).is_some_and(|t| t["WhoId"] == lead))
+            .all(|c| task(sim, c).is_some_and(|t| t["WhoId"] == lead))
     })
     .await;
     let all = leads();
@@ -482,6 +502,5 @@ async fn an_unknown_caller_gets_one_lead_even_when_its_create_answer_is_lost() {
     let st = status(d);
     assert_eq!(st["agent"]["parked"], 0, "{st}");
     assert_eq!(st["agent"]["pending"], 0, "{st}");
-    common::terminate(&agent);
-    let _ = agent.wait();
+    run.stop();
 }

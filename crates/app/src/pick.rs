@@ -237,22 +237,29 @@ mod tests {
             }
         }
 
+        fn pipeline<'a>(
+            &'a self,
+            settings: &'a ActivitySettings,
+            assignees: &'a Assignees,
+        ) -> Pipeline<'a> {
+            Pipeline {
+                outbox: &self.outbox,
+                cache: Some(&self.cache),
+                normalizer: &self.normalizer,
+                rules: &self.rules,
+                settings: Some(settings),
+                meeting: None,
+                assignees,
+            }
+        }
+
         fn handle(&self, timing: Timing, events: &[CallEvent]) {
             let settings = ActivitySettings {
                 timing,
                 ..ActivitySettings::default()
             };
             let assignees = Assignees::default();
-            let p = Pipeline {
-                outbox: &self.outbox,
-                cache: Some(&self.cache),
-                normalizer: &self.normalizer,
-                rules: &self.rules,
-                settings: Some(&settings),
-                meeting: None,
-                assignees: &assignees,
-            };
-            p.handle(events).unwrap();
+            self.pipeline(&settings, &assignees).handle(events).unwrap();
         }
 
         /// (op, WhoId, WhatId) of each queued item of the call.
@@ -466,15 +473,7 @@ mod tests {
             ..ActivitySettings::default()
         };
         let assignees = Assignees::default();
-        let p = Pipeline {
-            outbox: &w.outbox,
-            cache: Some(&w.cache),
-            normalizer: &w.normalizer,
-            rules: &w.rules,
-            settings: Some(&settings),
-            meeting: None,
-            assignees: &assignees,
-        };
+        let p = w.pipeline(&settings, &assignees);
         let call = |id: &str, remote: &str| {
             ["ringing", "answered", "ended"].map(|k| {
                 let mut e = ev(id, k);
