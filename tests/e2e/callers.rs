@@ -445,10 +445,15 @@ async fn unknown_numbers_share_cycles_and_an_unreachable_org_pops_unknown_at_onc
 /// go on it, and it enters the cache.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_caller_gets_one_lead_even_when_its_create_answer_is_lost() {
-    let edits = [(
-        "[activity]",
-        "unknown_caller = \"create_lead\"\nunknown_caller_company = \"Walk-in\"",
-    )];
+    let edits = [
+        (
+            "[activity]",
+            "unknown_caller = \"create_lead\"\nunknown_caller_company = \"Walk-in\"",
+        ),
+        // No pops at all: a ringing miss still refreshes.
+        ("[ui]", "screen_pop = \"off\""),
+        ("[sync]", "refresh_on_miss_every_secs = 1"),
+    ];
     let Some((run, ())) = Run::start(23, 30, &edits, |_| ()).await else {
         return;
     };
@@ -499,6 +504,35 @@ async fn an_unknown_caller_gets_one_lead_even_when_its_create_answer_is_lost() {
             && String::from_utf8_lossy(&o.stdout).contains("Lead")
     })
     .await;
+
+    // A caller created after the last sync rings (pops off): the refresh finds them before
+    // the call ends, the Task goes on them, and no Lead is made.
+    let quiet = add(
+        sim,
+        "Contact",
+        &[
+            ("LastName", "Quiet Caller"),
+            ("Name", "Quiet Caller"),
+            ("Phone", "03-8888-0002"),
+        ],
+    );
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let lines = common::call_lines("quiet-1", "03-8888-0002");
+    let (ring, rest) = lines.split_once('\n').unwrap();
+    common::append(&log, &format!("{ring}\n"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    common::append(&log, rest);
+    common::wait_until(20, "the quiet caller's Task", || {
+        task(sim, "quiet-1").is_some_and(|t| t["WhoId"] == json!(quiet))
+    })
+    .await;
+    let made = sim
+        .org()
+        .rows("Lead")
+        .into_iter()
+        .filter(|l| l["Phone"] == "+81 3-8888-0002")
+        .count();
+    assert_eq!(made, 0, "no Lead for a caller the refresh found");
     let st = status(d);
     assert_eq!(st["agent"]["parked"], 0, "{st}");
     assert_eq!(st["agent"]["pending"], 0, "{st}");

@@ -134,13 +134,23 @@ impl Core {
         })
     }
 
-    /// A number dialled now: no pop, but a miss still runs a refresh so that the Task goes on
+    /// A call that starts now without a pop at this moment (dialled out; or ringing while
+    /// pops come at answer or are off): a miss still runs a refresh, so that the Task goes on
     /// a record created since the last sync.
-    pub(super) fn dialled(&self, e: &CallEvent, misses: &mpsc::UnboundedSender<Miss>) {
+    pub(super) fn unpopped(
+        &self,
+        e: &CallEvent,
+        mode: PopMode,
+        misses: &mpsc::UnboundedSender<Miss>,
+    ) {
         let Some(info) = &e.info else { return };
         let fresh = now_ms() - e.at.timestamp_millis() <= pop::FRESH_MS;
-        if !(matches!(e.kind, EventKind::Dialing) && info.direction == Direction::Outbound && fresh)
-        {
+        let starts = match (&e.kind, info.direction) {
+            (EventKind::Dialing, Direction::Outbound) => true,
+            (EventKind::Ringing, Direction::Inbound) => mode != PopMode::Ringing,
+            _ => false,
+        };
+        if !(starts && fresh) {
             return;
         }
         if self.lookup(&info.remote).is_some_and(|r| r.best.is_none()) && self.can_refresh() {

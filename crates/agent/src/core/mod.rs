@@ -289,7 +289,7 @@ impl Core {
                         }) {
                             let _ = pop_tx.send(pop);
                         }
-                        core.dialled(e, &miss_tx);
+                        core.unpopped(e, pop_mode, &miss_tx);
                     }
                     let _ = core.errors.calllog_batch(&d.batch.problems);
                     if let Err(e) = p.handle(&d.batch.events) {
