@@ -16,6 +16,11 @@ mod common;
 #[cfg(target_os = "linux")]
 #[path = "../tests/common/notifications.rs"]
 mod notifications;
+/// The integration tests' helpers: the `callsync` command, the agent's settings and sign-in,
+/// call-log lines.
+#[cfg(target_os = "linux")]
+#[path = "../tests/common/mod.rs"]
+mod tcommon;
 
 fn main() {
     #[cfg(target_os = "linux")]
@@ -33,36 +38,9 @@ mod linux {
     use callsync_sim::{Sim, SimOptions};
     use serde_json::json;
 
-    use crate::common::{self, env_or, free_port, percentile};
+    use crate::common::{env_or, percentile};
     use crate::notifications::Notifications;
-
-    fn ringing(call_id: &str, remote: &str) -> String {
-        let at = chrono::Utc::now().fixed_offset().to_rfc3339();
-        format!("{{\"call_id\":\"{call_id}\",\"event\":\"ringing\",\"at\":\"{at}\",\"direction\":\"inbound\",\"remote\":\"{remote}\"}}\n")
-    }
-
-    fn append(path: &Path, text: &str) {
-        use std::io::Write;
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .unwrap();
-        f.write_all(text.as_bytes()).unwrap();
-        f.sync_all().unwrap();
-    }
-
-    fn callsync(d: &Path) -> std::process::Command {
-        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_callsync"));
-        for (k, _) in std::env::vars() {
-            if k.starts_with("CALLSYNC_") || k == "RUST_LOG" {
-                c.env_remove(k);
-            }
-        }
-        c.env("CALLSYNC_DATA_DIR", d.join("data"))
-            .env("CALLSYNC_CONFIG", d.join("user.toml"));
-        c
-    }
+    use crate::tcommon;
 
     fn wait(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
         let end = Instant::now() + Duration::from_secs(secs);
@@ -80,23 +58,19 @@ mod linux {
         bus: &Notifications,
         every: u64,
     ) -> Child {
-        std::fs::write(
-            d.join("user.toml"),
-            format!(
-                "[salesforce]\nlogin_url = \"{}\"\nclient_id = \"callsync-sim-client\"\nredirect_port = {}\n\
-                 [auth]\nstore = \"file\"\n[sync]\ninterval_secs = 3600\nrefresh_on_miss_every_secs = {every}\n\
-                 [calllog]\nsources = [{{ kind = \"native\", path = \"{}\" }}]\npoll_secs = 1\n[ui]\nlanguage = \"en\"\n",
-                sim.url(),
-                free_port(),
-                d.join("calls.jsonl").display()
-            ),
-        )
-        .unwrap();
-        rt.block_on(common::sign_in(
-            &sim.url(),
-            callsync_store::paths::DataDir::new(d.join("data")),
+        let log = d.join("calls.jsonl");
+        rt.block_on(tcommon::agent_setup(
+            sim,
+            d,
+            &log,
+            3600,
+            "[ui]\nlanguage = \"en\"\n",
         ));
-        let child = callsync(d)
+        let user = d.join("user.toml");
+        let cfg = std::fs::read_to_string(&user).unwrap();
+        let every = format!("[sync]\nrefresh_on_miss_every_secs = {every}\n");
+        std::fs::write(&user, cfg.replace("[sync]\n", &every)).unwrap();
+        let child = tcommon::command(d)
             .args(["run", "--headless"])
             .env("DBUS_SESSION_BUS_ADDRESS", &bus.address)
             .stdout(Stdio::null())
@@ -104,7 +78,7 @@ mod linux {
             .spawn()
             .unwrap();
         wait(60, "the first sync", || {
-            callsync(d)
+            tcommon::command(d)
                 .args(["status", "--json"])
                 .output()
                 .ok()
@@ -115,7 +89,7 @@ mod linux {
     }
 
     fn stop(mut child: Child, d: &Path) {
-        let _ = callsync(d).args(["agent", "quit"]).output();
+        let _ = tcommon::command(d).args(["agent", "quit"]).output();
         let _ = child.wait();
     }
 
@@ -158,7 +132,7 @@ mod linux {
             // Past the rate limit's slot: every miss has its own cycle.
             std::thread::sleep(Duration::from_millis(1_050));
             let rang = Instant::now();
-            append(&log, &ringing(&format!("fresh-{i}"), &number));
+            tcommon::append(&log, &tcommon::ringing(&format!("fresh-{i}"), &number));
             let name = format!("New Caller {i}");
             wait(20, "the answer", || {
                 bus.shown()
@@ -191,9 +165,9 @@ mod linux {
         let calls0 = sim.org().api_calls;
         let start = Instant::now();
         for i in 0..100 {
-            append(
+            tcommon::append(
                 &log,
-                &ringing(
+                &tcommon::ringing(
                     &format!("unknown-{i}"),
                     &format!("03-6{:03}-{:04}", i / 10_000, i % 10_000),
                 ),

@@ -125,6 +125,12 @@ pub async fn agent_setup_with(
     sign_in(sim, &dir.join("data/auth.json")).await;
 }
 
+/// The native call-log line of an inbound call ringing now.
+pub fn ringing(call_id: &str, remote: &str) -> String {
+    let at = chrono::Utc::now().fixed_offset().to_rfc3339();
+    format!("{{\"call_id\":\"{call_id}\",\"event\":\"ringing\",\"at\":\"{at}\",\"direction\":\"inbound\",\"remote\":\"{remote}\"}}\n")
+}
+
 /// Native call-log lines for one complete inbound call that rings now.
 pub fn call_lines(call_id: &str, remote: &str) -> String {
     let now = chrono::Utc::now().fixed_offset();

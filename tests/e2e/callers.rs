@@ -36,11 +36,6 @@ fn status(d: &Path) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
 }
 
-fn ringing(call_id: &str, remote: &str) -> String {
-    let at = chrono::Utc::now().fixed_offset().to_rfc3339();
-    format!("{{\"call_id\":\"{call_id}\",\"event\":\"ringing\",\"at\":\"{at}\",\"direction\":\"inbound\",\"remote\":\"{remote}\"}}\n")
-}
-
 fn end(call_id: &str) -> String {
     let at = chrono::Utc::now().fixed_offset().to_rfc3339();
     format!(
@@ -201,7 +196,7 @@ async fn a_new_caller_is_found_at_ring_time_and_the_agent_picks_among_matches() 
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
     let calls_before = sim.org().api_calls;
-    common::append(&log, &ringing("fresh-1", "03-7777-0001"));
+    common::append(&log, &common::ringing("fresh-1", "03-7777-0001"));
     common::wait_until(20, "the pop replaced by the answer", || {
         pops_for(bus, "03-7777-0001").len() >= 2
     })
@@ -229,7 +224,7 @@ async fn a_new_caller_is_found_at_ring_time_and_the_agent_picks_among_matches() 
     assert_eq!(task(sim, "fresh-1").unwrap()["WhoId"], json!(fresh));
 
     // The picker, from the pop's button while the call rings (Task not written yet).
-    common::append(&log, &ringing("pick-1", "03-7777-0002"));
+    common::append(&log, &common::ringing("pick-1", "03-7777-0002"));
     common::wait_until(20, "the pop with choices", || {
         !pops_for(bus, "03-7777-0002").is_empty()
     })
@@ -269,7 +264,7 @@ async fn a_new_caller_is_found_at_ring_time_and_the_agent_picks_among_matches() 
     );
 
     // The next call from the number pops the chosen record, and its Task goes there.
-    common::append(&log, &ringing("pick-2", "03-7777-0002"));
+    common::append(&log, &common::ringing("pick-2", "03-7777-0002"));
     common::wait_until(20, "the second pop", || {
         pops_for(bus, "03-7777-0002").len() >= 2
     })
@@ -386,7 +381,10 @@ async fn unknown_numbers_share_cycles_and_an_unreachable_org_pops_unknown_at_onc
     let before = sim.org().api_calls;
     let start = Instant::now();
     for i in 0..20 {
-        common::append(&log, &ringing(&format!("u{i}"), &format!("03-6000-{i:04}")));
+        common::append(
+            &log,
+            &common::ringing(&format!("u{i}"), &format!("03-6000-{i:04}")),
+        );
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
     // Every number popped; the ones past the first cycle's slot at once as unknown.
@@ -423,7 +421,7 @@ async fn unknown_numbers_share_cycles_and_an_unreachable_org_pops_unknown_at_onc
     // The org unreachable: the pop is unknown at once, nothing waits for it.
     sim.stop().await;
     let rang = Instant::now();
-    common::append(&log, &ringing("down-1", "03-6100-0001"));
+    common::append(&log, &common::ringing("down-1", "03-6100-0001"));
     common::wait_until(10, "the pop with the org down", || {
         pops_for(&bus, "03-6100-0001")
             .last()

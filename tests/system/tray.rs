@@ -273,12 +273,6 @@ async fn tray_menu_and_screen_pop_on_a_real_desktop() {
             .any(|t| t["CallObject"] == "tray-3" && t["WhoId"] == json!(fresh))
     })
     .await;
-    let ringing = |call: &str, number: &str| {
-        format!(
-            "{{\"call_id\":\"{call}\",\"event\":\"ringing\",\"at\":\"{}\",\"direction\":\"inbound\",\"remote\":\"{number}\"}}\n",
-            chrono::Utc::now().fixed_offset().to_rfc3339()
-        )
-    };
     // The Lead reaches the cache with the next cycle ("Sync now").
     ok(&["agent", "sync"]);
     common::wait_until(20, "the lead in the cache", || {
@@ -289,7 +283,7 @@ async fn tray_menu_and_screen_pop_on_a_real_desktop() {
         String::from_utf8_lossy(&o.stdout).contains("Ren Leadtest")
     })
     .await;
-    common::append(&log, &ringing("tray-4", "03-9876-5432"));
+    common::append(&log, &common::ringing("tray-4", "03-9876-5432"));
     common::wait_until(20, "the current call in the tray", || {
         status(&d)["agent"]["current_call"]["call_id"] == "tray-4"
     })

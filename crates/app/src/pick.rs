@@ -529,9 +529,9 @@ mod tests {
         )
         .unwrap();
         w.cache.apply(&[Change::Upsert(found)], &[]).unwrap();
-        assert!(w.outbox.names(&placeholder).unwrap());
+        assert!(w.outbox.placeholders().unwrap().contains(&placeholder));
         w.stores().relink("u4").unwrap().unwrap();
         assert_eq!(w.queued("u4")[0].1, json!("003000000000042AAA"));
-        assert!(!w.outbox.names(&placeholder).unwrap());
+        assert!(!w.outbox.placeholders().unwrap().contains(&placeholder));
     }
 }

@@ -135,9 +135,7 @@ impl Pipeline<'_> {
         s: &CallSummary,
         settings: &ActivitySettings,
     ) -> Result<(), OutboxError> {
-        if s.info.direction == callsync_core::event::Direction::Internal {
-            return Ok(());
-        }
+        // (Internal calls never get here: `decide` skips them.)
         let Ok(number) = self.normalizer.key(&s.info.remote) else {
             return Ok(());
         };

@@ -60,7 +60,13 @@ fn plan(item: &Item, ext: Option<&str>, known: Option<&str>, found: Option<Optio
     match (item.op, ext, known) {
         (Op::Update, _, Some(id)) => Write::Update(id.to_owned()),
         (Op::Update, _, None) => Write::Find,
-        (Op::Create, _, _) if item.maybe_sent && found.is_none() => Write::Find,
+        // A record for an unknown caller is always looked for first: another agent may have
+        // made it for the same number (one query, once per number).
+        (Op::Create, _, _)
+            if (item.maybe_sent || item.object.is_caller_record()) && found.is_none() =>
+        {
+            Write::Find
+        }
         (Op::Create, Some(ext), _) => Write::Upsert(ext.to_owned()),
         (Op::Create, None, _) => Write::Create,
     }
@@ -106,6 +112,11 @@ impl Sender<'_> {
         // Records for unknown callers first: the Tasks waiting for their Ids follow at once.
         let mut records = self.outbox.due(now, 2_000)?;
         records.retain(|i| i.object.is_caller_record());
+        let named = if records.is_empty() {
+            Default::default()
+        } else {
+            self.outbox.placeholders()?
+        };
         for object in [SObject::Lead, SObject::Contact] {
             let mut these = Vec::new();
             for item in records.iter().filter(|i| i.object == object) {
@@ -113,7 +124,7 @@ impl Sender<'_> {
                 // meanwhile and linked the Task to that record instead.
                 let wanted = item.op != Op::Create
                     || item.maybe_sent
-                    || self.outbox.names(&object.placeholder(&item.call_id))?;
+                    || named.contains(&object.placeholder(&item.call_id));
                 if wanted {
                     these.push(item.clone());
                 } else {
@@ -612,13 +623,6 @@ impl Sender<'_> {
             .record_id(item.object, &item.call_id)
             .ok()
             .flatten();
-        // A record for an unknown caller is always looked for before it is created: another
-        // agent may have made it for the same number (one query, once per number).
-        let looked = Item {
-            maybe_sent: item.maybe_sent || item.object.is_caller_record(),
-            ..item.clone()
-        };
-        let item = &looked;
         let mut w = plan(item, ext, known.as_deref(), None);
         if w == Write::Find {
             w = match self.find_existing(item).await {
@@ -759,6 +763,17 @@ mod plan_tests {
                 None,
                 Some(Some("00T1")),
                 Update("00T1".into()),
+            ),
+            (
+                "a record for an unknown caller: looked for before its first create",
+                Item {
+                    object: SObject::Lead,
+                    ..item(Op::Create, false)
+                },
+                None,
+                None,
+                None,
+                Find,
             ),
             (
                 "update with a known Id",

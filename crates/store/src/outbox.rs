@@ -293,12 +293,17 @@ impl Outbox {
         Ok(seq)
     }
 
-    /// Whether a queued item still names `placeholder` (a record for an unknown caller).
-    pub fn names(&self, placeholder: &str) -> Result<bool, OutboxError> {
+    /// The placeholders queued items still name (records for unknown callers that a Task
+    /// waits for), in one scan.
+    pub fn placeholders(&self) -> Result<std::collections::HashSet<String>, OutboxError> {
         Ok(self
             .items()?
             .iter()
-            .any(|i| i.fields.values().any(|v| v.as_str() == Some(placeholder))))
+            .flat_map(|i| i.fields.values())
+            .filter_map(|v| v.as_str())
+            .filter(|v| SObject::parse_placeholder(v).is_some())
+            .map(str::to_owned)
+            .collect())
     }
 
     /// The create queued for `id`, if one is (pending or parked).

@@ -26,6 +26,20 @@ pub(super) struct Miss {
     pop_until: Option<Instant>,
 }
 
+/// Asks the refresh task for a cycle for this miss.
+fn refresh(
+    misses: &mpsc::UnboundedSender<Miss>,
+    call_id: &str,
+    number: &str,
+    pop_until: Option<Instant>,
+) {
+    let _ = misses.send(Miss {
+        call_id: call_id.to_owned(),
+        number: number.to_owned(),
+        pop_until,
+    });
+}
+
 /// Sync cycles as the sync loop counts them: a miss waits for one that started after it.
 #[derive(Clone, Copy, Debug, Default)]
 pub(super) struct Cycles {
@@ -121,11 +135,7 @@ impl Core {
             (can_refresh && self.miss_gate.next_slot(every) < now + wait).then_some(now + wait);
         self.report.update(|s| s.current_call = None);
         if can_refresh {
-            let _ = misses.send(Miss {
-                call_id: call_id.to_owned(),
-                number: number.to_owned(),
-                pop_until,
-            });
+            refresh(misses, call_id, number, pop_until);
         }
         let region = &self.app.config.phone.default_region;
         Some(match pop_until {
@@ -154,11 +164,7 @@ impl Core {
             return;
         }
         if self.lookup(&info.remote).is_some_and(|r| r.best.is_none()) && self.can_refresh() {
-            let _ = misses.send(Miss {
-                call_id: e.call_id.clone(),
-                number: info.remote.clone(),
-                pop_until: None,
-            });
+            refresh(misses, &e.call_id, &info.remote, None);
         }
     }
 
