@@ -4,8 +4,10 @@
 # the test hook (Wine delivers no clicks to tray icons), shows the status line, cached counts,
 # pending Tasks and "Errors (N)" in English and in Japanese (checked by OCR); a click on "Pause
 # sending" pauses sending (checked through the control pipe); a ringing line shows a balloon
-# with the caller's name; a second start shows the running agent in a balloon. Prints the figures: start → icon visible, ringing line → balloon
-# (p50/p99 over RINGS rings, by the agent and on screen). Screenshots: target/wine-tray/.
+# with the caller's name; a caller created after the last sync is named; the "Current call"
+# submenu picks the other of two matches and the Task follows; a second start shows the running
+# agent in a balloon. Prints the figures: start → icon visible, ringing line → balloon (p50/p99
+# over RINGS rings, by the agent and on screen). Screenshots: target/wine-tray/.
 #
 #   CALLSYNC_SIM_BIN=target/debug/callsync packaging/windows/test-tray.sh EXE [RINGS]
 # With IDLE_SECS=300 it also measures the idle agent (with its tray) over that time with 100,000
@@ -171,8 +173,8 @@ cs agent resume >/dev/null
 
 step "$RINGS ringing lines → balloons with the caller's name"
 BALLOON="130x50+$((TX + 2))+$((TY + TH + 15))"
-ring() { # n
-    printf '%s\r\n' "{\"call_id\":\"tray-ring-$1\",\"event\":\"ringing\",\"at\":\"$(date -u +%Y-%m-%dT%H:%M:%SZ)\",\"direction\":\"inbound\",\"remote\":\"$PHONE\"}" >>"$T/d/calls.jsonl"
+ring() { # call id, number
+    printf '%s\r\n' "{\"call_id\":\"$1\",\"event\":\"ringing\",\"at\":\"$(date -u +%Y-%m-%dT%H:%M:%SZ)\",\"direction\":\"inbound\",\"remote\":\"$2\"}" >>"$T/d/calls.jsonl"
 }
 bright() { python3 -c "import sys; sys.exit(0 if float(sys.argv[1]) > 0.6 else 1)" "$(brightness "$BALLOON")"; }
 dark() { ! bright; }
@@ -180,7 +182,7 @@ log=$(winepath -u "$CALLSYNC_DATA_DIR")/logs
 agent_ms=() screen_ms=()
 for i in $(seq 1 "$RINGS"); do
     t0=$(now)
-    ring "$i"
+    ring "tray-ring-$i" "$PHONE"
     wait_for 20 "pop $i by the agent" sh -c "cat '$log'/callsync.*.log | grep -q 'screen pop shown (balloon) call=tray-ring-$i\$'"
     # When the agent handed the balloon to Windows, by its own log's clock (no polling in it).
     shown=$(cat "$log"/callsync.*.log | tr -d '\r' | grep "screen pop shown (balloon) call=tray-ring-$i\$" | head -1 | cut -d' ' -f1)
@@ -204,7 +206,7 @@ curl -sf -X POST -H 'content-type: application/json' \
 api_calls() { curl -sf "http://127.0.0.1:$PORT/__sim/state" | python3 -c 'import json, sys; print(json.load(sys.stdin)["api_calls"])'; }
 calls0=$(api_calls)
 wait_for 10 "the old balloon gone" dark
-printf '%s\r\n' "{\"call_id\":\"tray-fresh\",\"event\":\"ringing\",\"at\":\"$(date -u +%Y-%m-%dT%H:%M:%SZ)\",\"direction\":\"inbound\",\"remote\":\"$FRESH_PHONE\"}" >>"$T/d/calls.jsonl"
+ring tray-fresh "$FRESH_PHONE"
 # Two balloons: "Looking up…" and the answer that replaces it.
 wait_for 20 "the answer's balloon" sh -c "[ \$(cat '$log'/callsync.*.log | tr -d '\r' | grep -c 'screen pop shown (balloon) call=tray-fresh\$') -ge 2 ]"
 calls1=$(api_calls)
@@ -217,6 +219,48 @@ shot balloon-fresh-en.png
 text=$(ocr "$OUT/balloon-fresh-en.png" "160x80+$TX+$((TY + TH + 5))" eng)
 has "$text" "Fresh New" || fail "the balloon does not name the fresh caller: $text"
 echo "   fresh caller's balloon: $(echo "$text" | tr '\n' '|' | tr -s '|') (1 extra API call)"
+
+step "two Contacts on one number: the tray's \"Current call\" submenu picks the other, the Task follows"
+SAME=$(curl -sf -X POST -H 'content-type: application/json' \
+    -d "{\"Name\":\"Second Sameline\",\"LastName\":\"Sameline\",\"Phone\":\"$FRESH_PHONE\"}" \
+    "http://127.0.0.1:$PORT/__sim/records/Contact" | python3 -c 'import json, sys; print(json.load(sys.stdin)["id"])') \
+    || fail "creating the second Contact"
+cs agent sync >/dev/null
+wait_for 20 "both Contacts in the cache" sh -c "wine '$EXE' lookup '$FRESH_PHONE' 2>/dev/null | grep -q Sameline"
+ring tray-pick "$FRESH_PHONE"
+current() { cs status --json | python3 -c 'import json, sys; c = json.load(sys.stdin)["agent"].get("current_call") or {}; print(c.get("call_id", ""), *(m["record_id"] + "=" + m["label"].split()[0] for m in c.get("matches", [])), "chosen=" + str(c.get("chosen")))'; }
+wait_for 20 "the call in the tray's \"Current call\"" sh -c "wine '$EXE' status --json 2>/dev/null | grep -q tray-pick"
+read -r _ best other chosen <<<"$(current)"
+[ "$chosen" = chosen=None ] || fail "a choice before any pick: $(current)"
+# Pick the match that is not the rule's winner: its Id and the first word of its name.
+PICK_ID=${other%%=*} PICK_WORD=${other#*=}
+[ -n "$PICK_ID" ] && [ "${best%%=*}" != "$PICK_ID" ] || fail "not two matches: $(current)"
+xdotool mousemove 900 700 # off the menu: no item highlighted by a pointer left there
+cs agent menu "$MX" "$MY" | grep -q ok || fail "the menu hook was refused"
+sleep 1.5
+shot menu-call-en.png
+xy=$(word_at "$OUT/menu-call-en.png" "$AREA" eng Current)
+[ -n "$xy" ] || fail "no \"Current call\" in the menu: $(ocr "$OUT/menu-call-en.png" "$AREA" eng)"
+# A click on a submenu's item opens it (Win32 menus), to the right of the menu.
+xdotool mousemove $xy click 1
+sleep 1.5
+shot current-call-en.png
+SUB="700x260+$MX+$MY"
+xy=$(word_at "$OUT/current-call-en.png" "$SUB" eng "$PICK_WORD")
+[ -n "$xy" ] || fail "\"$PICK_WORD\" not in the Current call submenu: $(ocr "$OUT/current-call-en.png" "$SUB" eng)"
+text=$(ocr "$OUT/current-call-en.png" "$SUB" eng)
+has "$text" "best match" || fail "the submenu does not mark the rule's choice: $text"
+xdotool mousemove $xy click 1
+wait_for 20 "the pick seen through the pipe" sh -c "wine '$EXE' status --json 2>/dev/null | grep -q '\"chosen\": \"$PICK_ID\"'"
+# Answered and ended: the Task goes on the picked record.
+printf '%s\r\n' "{\"call_id\":\"tray-pick\",\"event\":\"answered\",\"at\":\"$(date -u +%Y-%m-%dT%H:%M:%SZ)\"}" \
+    "{\"call_id\":\"tray-pick\",\"event\":\"ended\",\"at\":\"$(date -u +%Y-%m-%dT%H:%M:%SZ)\",\"outcome\":\"answered\",\"duration_s\":2}" \
+    >>"$T/d/calls.jsonl"
+task_who() { curl -sf "http://127.0.0.1:$PORT/__sim/rows/Task" | python3 -c 'import json, sys; print(*(t.get("WhoId") for t in json.load(sys.stdin) if t.get("CallObject") == "tray-pick"))'; }
+task_on_pick() { [ "$(task_who)" = "$PICK_ID" ]; }
+task_on_pick || sleep 30
+task_on_pick || fail "the picked call's Task is not on $PICK_ID but on \"$(task_who)\"; the agent: $(cs status --json)"
+echo "   Current call submenu read (\"best match\" marked); picked $PICK_WORD ($PICK_ID); the Task's WhoId: $(task_who)"
 
 step "a second start (the Run key at the next login, a double click) shows the running agent"
 out=$(cs run 2>&1)
