@@ -68,6 +68,20 @@ fn add(sim: &Sim, object: &str, fields: &[(&str, &str)]) -> String {
     sim.org().admin_upsert(object, f)
 }
 
+/// The next Lead create is carried out and never answered: the connection closes after
+/// `hold_ms`.
+fn lead_create_unanswered(hold_ms: u64) -> callsync_sim::Fault {
+    callsync_sim::Fault {
+        kind: callsync_sim::FaultKind::CommitThenDrop,
+        method: Some("POST".into()),
+        path_contains: Some("sobjects/Lead".into()),
+        skip: 0,
+        times: Some(1),
+        latency_ms: hold_ms,
+        probability: None,
+    }
+}
+
 /// One test's world: a notification bus, the simulated org, and an agent signed in to it and
 /// synced, following `calls.jsonl` in its folder.
 struct Run {
@@ -457,15 +471,7 @@ async fn an_unknown_caller_gets_one_lead_even_when_its_create_answer_is_lost() {
     };
     let (sim, d, log) = (&run.sim, run.d(), run.log());
     // The Lead's create is carried out, and its answer never arrives.
-    sim.org().faults.push(callsync_sim::Fault {
-        kind: callsync_sim::FaultKind::CommitThenDrop,
-        method: Some("POST".into()),
-        path_contains: Some("sobjects/Lead".into()),
-        skip: 0,
-        times: Some(1),
-        latency_ms: 0,
-        probability: None,
-    });
+    sim.org().faults.push(lead_create_unanswered(0));
     common::append(&log, &common::call_lines("walkin-1", "03-8888-0001"));
     common::append(&log, &common::call_lines("walkin-2", "+81 3 8888 0001"));
     let leads = || -> Vec<Value> {
@@ -532,6 +538,55 @@ async fn an_unknown_caller_gets_one_lead_even_when_its_create_answer_is_lost() {
         .count();
     assert_eq!(made, 0, "no Lead for a caller the refresh found");
     let st = status(d);
+    assert_eq!(st["agent"]["parked"], 0, "{st}");
+    assert_eq!(st["agent"]["pending"], 0, "{st}");
+    run.stop();
+}
+
+/// The agent killed (SIGKILL; TerminateProcess on Windows) while an unknown caller's Lead is
+/// created: the org has carried the create out and not answered yet. The restarted agent finds
+/// that Lead instead of making a second, and the call's Task goes on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_callers_lead_is_made_once_when_the_agent_is_killed_mid_create() {
+    let edits = [
+        ("[activity]", "unknown_caller = \"create_lead\""),
+        ("[ui]", "screen_pop = \"off\""),
+    ];
+    let Some((mut run, ())) = Run::start(29, 30, &edits, |_| ()).await else {
+        return;
+    };
+    // The create is carried out, then its answer is held for 20 s (within the agent's 30 s
+    // request timeout): the kill lands while the agent waits for it.
+    run.sim.org().faults.push(lead_create_unanswered(20_000));
+    let leads = |sim: &Sim| -> Vec<Value> {
+        sim.org()
+            .rows("Lead")
+            .into_iter()
+            .filter(|l| l["Phone"] == "+81 3-8888-0003")
+            .collect()
+    };
+    common::append(&run.log(), &common::call_lines("walkin-k", "03-8888-0003"));
+    common::wait_until(30, "the Lead's create carried out", || {
+        !leads(&run.sim).is_empty()
+    })
+    .await;
+    assert!(
+        task(&run.sim, "walkin-k").is_none(),
+        "the Task waits for the Lead's Id"
+    );
+    let _ = run.agent.kill();
+    let _ = run.agent.wait();
+    let agent = start_agent(run.dir.path(), &run.bus);
+    run.agent = agent;
+    common::wait_until(60, "the call's Task, linked", || {
+        task(&run.sim, "walkin-k").is_some_and(|t| !t["WhoId"].is_null())
+    })
+    .await;
+    let all = leads(&run.sim);
+    assert_eq!(all.len(), 1, "one Lead for the number: {all:?}");
+    let t = task(&run.sim, "walkin-k").unwrap();
+    assert_eq!(t["WhoId"], all[0]["Id"], "the Task on the Lead");
+    let st = status(run.d());
     assert_eq!(st["agent"]["parked"], 0, "{st}");
     assert_eq!(st["agent"]["pending"], 0, "{st}");
     run.stop();

@@ -79,13 +79,18 @@ async fn tray_menu_and_screen_pop_on_a_real_desktop() {
     let d = dir.path().to_owned();
     let log = d.join("calls.jsonl");
     common::agent_setup(&sim, &d, &log, 3600, "[ui]\nlanguage = \"en\"\n").await;
-    // Unknown numbers refresh at most every 5 s here (30 s by default): the fresh caller below
-    // is asked for even though the unknown caller above was just before it.
+    // Unknown numbers refresh at most every second here (30 s by default): the fresh caller
+    // below is asked for at once even though the unknown caller above was just before it; and
+    // the pop waits up to 6 s for the answer (2 s by default), which the org slows to 3 s so
+    // that "Looking up…" can be screenshot whatever this machine's pace.
     let user = d.join("user.toml");
     let cfg = std::fs::read_to_string(&user).unwrap();
     std::fs::write(
         &user,
-        cfg.replace("[sync]\n", "[sync]\nrefresh_on_miss_every_secs = 5\n"),
+        cfg.replace(
+            "[sync]\n",
+            "[sync]\nrefresh_on_miss_every_secs = 1\nrefresh_on_miss_wait_ms = 6000\n",
+        ),
     )
     .unwrap();
     // Two lines the agent cannot use: they are the "Errors (2)".
@@ -240,15 +245,17 @@ async fn tray_menu_and_screen_pop_on_a_real_desktop() {
         f.insert("Phone".into(), json!("03-2222-7777"));
         (lead, org.admin_upsert("Contact", f))
     };
-    // Salesforce answers the refresh slowly (1.5 s): "Looking up…" stays long enough to be
-    // screenshot, then is replaced in place by the name.
+    // Salesforce answers cycles slowly (3 s) until "Looking up…" was seen: it stays long enough
+    // to be screenshot, then is replaced in place by the name. Every cycle, not only the next:
+    // a cycle that some other event started in the meantime would take a one-time fault, and
+    // the refresh after it would answer before any screenshot.
     sim.org().faults.push(callsync_sim::org::Fault {
         kind: callsync_sim::org::FaultKind::Latency,
         method: None,
         path_contains: Some("composite".into()),
         skip: 0,
-        times: Some(1),
-        latency_ms: 1500,
+        times: None,
+        latency_ms: 3000,
         probability: None,
     });
     let pops = "420x200+604+568";
@@ -258,6 +265,7 @@ async fn tray_menu_and_screen_pop_on_a_real_desktop() {
         desktop.screenshot(&looking).is_ok() && ocr(&looking, pops).contains("Looking up")
     })
     .await;
+    sim.org().faults.clear();
     let found = out.join("fresh-2-answered.png");
     common::wait_until(10, "the fresh caller's name on screen", || {
         desktop.screenshot(&found).is_ok() && {

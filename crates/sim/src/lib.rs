@@ -276,7 +276,7 @@ async fn rest(
     let path = format!("/{rest}");
     let full_path = uri.path().to_owned();
     let action = lock(&org).fault_for(method.as_str(), &full_path);
-    let mut drop_after = false;
+    let mut drop_after = None;
     match action {
         org::FaultAction::Respond(s, b) => return json_response(s, Some(b), None),
         org::FaultAction::Html(s, html) => {
@@ -290,69 +290,16 @@ async fn rest(
         org::FaultAction::Delay(ms) => {
             tokio::time::sleep(std::time::Duration::from_millis(ms)).await
         }
-        org::FaultAction::DropAfter => drop_after = true,
+        org::FaultAction::DropAfter(ms) => drop_after = Some(ms),
         org::FaultAction::None => {}
     }
-    let mut o = lock(&org);
-    let Some(version) = version.strip_prefix('v').map(str::to_owned) else {
-        return json_response(
-            404,
-            Some(org::err(
-                "NOT_FOUND",
-                "The requested resource does not exist",
-                &[],
-            )),
-            None,
-        );
+    let (r, info) = match carry_out(&org, version, path, &method, &uri, &headers, &body) {
+        Ok(done) => done,
+        Err((status, body, info)) => return json_response(status, body, info),
     };
-    if let Err(r) = o.check_version(&version) {
-        return json_response(r.status, r.body, None);
-    }
-    let Some(user_id) = bearer(&headers).and_then(|t| o.user_for_access_token(&t)) else {
-        return json_response(
-            401,
-            Some(org::err(
-                "INVALID_SESSION_ID",
-                "Session expired or invalid",
-                &[],
-            )),
-            None,
-        );
-    };
-    if let Err(e) = o.count_api_call() {
-        return json_response(403, Some(e), Some(o.limit_info()));
-    }
-    let body = if body.is_empty() {
-        None
-    } else {
-        match serde_json::from_slice::<Value>(&body) {
-            Ok(v) => Some(v),
-            Err(e) => {
-                return json_response(
-                    400,
-                    Some(org::err("JSON_PARSER_ERROR", &e.to_string(), &[])),
-                    Some(o.limit_info()),
-                )
-            }
-        }
-    };
-    let query: HashMap<String, String> =
-        url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
-            .into_owned()
-            .collect();
-    let req = org::Request {
-        method: method.as_str().to_owned(),
-        path,
-        query,
-        body,
-        user_id,
-        version,
-    };
-    let r = o.dispatch(&req);
-    let info = o.limit_info();
-    drop(o);
-    if drop_after {
+    if let Some(ms) = drop_after {
         // The write is done; the client never hears about it.
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
         std::panic::panic_any(DROP_MARKER);
     }
     if let Some((text, headers)) = r.raw {
@@ -375,6 +322,80 @@ async fn rest(
         return out;
     }
     json_response(r.status, r.body, Some(info))
+}
+
+/// A request refused before the org saw it: status, error body, limit header.
+type Refusal = (u16, Option<Value>, Option<String>);
+
+/// The request carried out under the org's lock (never held across an await): the org's
+/// answer and its limit header, or a refusal.
+fn carry_out(
+    org: &Shared,
+    version: String,
+    path: String,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<(org::Response, String), Refusal> {
+    let mut o = lock(org);
+    let Some(version) = version.strip_prefix('v').map(str::to_owned) else {
+        return Err((
+            404,
+            Some(org::err(
+                "NOT_FOUND",
+                "The requested resource does not exist",
+                &[],
+            )),
+            None,
+        ));
+    };
+    if let Err(r) = o.check_version(&version) {
+        return Err((r.status, r.body, None));
+    }
+    let Some(user_id) = bearer(headers).and_then(|t| o.user_for_access_token(&t)) else {
+        return Err((
+            401,
+            Some(org::err(
+                "INVALID_SESSION_ID",
+                "Session expired or invalid",
+                &[],
+            )),
+            None,
+        ));
+    };
+    if let Err(e) = o.count_api_call() {
+        return Err((403, Some(e), Some(o.limit_info())));
+    }
+    let body = if body.is_empty() {
+        None
+    } else {
+        match serde_json::from_slice::<Value>(body) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                return Err((
+                    400,
+                    Some(org::err("JSON_PARSER_ERROR", &e.to_string(), &[])),
+                    Some(o.limit_info()),
+                ))
+            }
+        }
+    };
+    let query: HashMap<String, String> =
+        url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+            .into_owned()
+            .collect();
+    let req = org::Request {
+        method: method.as_str().to_owned(),
+        path,
+        query,
+        body,
+        user_id,
+        version,
+    };
+    let r = o.dispatch(&req);
+    let info = o.limit_info();
+    Ok((r, info))
 }
 
 async fn authorize(

@@ -89,7 +89,7 @@ pub struct Fault {
     /// Fire this many times (absent: every time).
     #[serde(default)]
     pub times: Option<u32>,
-    /// For `latency`.
+    /// For `latency`; for `commit_then_drop`, how long the unanswered write holds the connection.
     #[serde(default)]
     pub latency_ms: u64,
     /// Fire on this share of matching requests (absent: every one).
@@ -108,7 +108,9 @@ pub enum FaultKind {
     UnableToLockRow,
     /// 503 with an HTML body.
     ServiceUnavailable,
-    /// The request is carried out, then the connection closes with no response.
+    /// The request is carried out, then (after `latency_ms`, when set: a window in which a
+    /// test can kill the client with the write done and unanswered) the connection closes
+    /// with no response.
     CommitThenDrop,
     /// The request waits `latency_ms` first.
     Latency,
@@ -124,7 +126,8 @@ pub enum FaultAction {
     None,
     Respond(u16, Value),
     Html(u16, String),
-    DropAfter,
+    /// Carry the request out, wait this many milliseconds, then close with no answer.
+    DropAfter(u64),
     Delay(u64),
 }
 
@@ -635,7 +638,7 @@ impl Org {
                     503,
                     "<html><body><h1>Service Unavailable</h1></body></html>".into(),
                 ),
-                FaultKind::CommitThenDrop => FaultAction::DropAfter,
+                FaultKind::CommitThenDrop => FaultAction::DropAfter(f.latency_ms),
                 FaultKind::Latency => FaultAction::Delay(f.latency_ms),
                 FaultKind::ApiDisabled => FaultAction::Respond(
                     403,
