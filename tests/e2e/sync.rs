@@ -18,8 +18,14 @@ use serde_json::{json, Map, Value};
 use crate::common;
 use common::free_port;
 
+/// A minute per request: these tests read up to 12,000 records, pages of 2,000 that the
+/// simulated org sorts in a debug build; under Wine, beside the other tests, one such page once
+/// took longer than the usual 10 s (CI). Timeouts themselves are tested in `network.rs`.
 fn cfg(sim: &Sim) -> ClientConfig {
-    common::client_config(&sim.url())
+    ClientConfig {
+        timeout: Duration::from_secs(60),
+        ..common::client_config(&sim.url())
+    }
 }
 
 /// Plays the browser: follows the authorize URL's redirect to the agent's loopback listener.
