@@ -68,6 +68,15 @@ fn add(sim: &Sim, object: &str, fields: &[(&str, &str)]) -> String {
     sim.org().admin_upsert(object, f)
 }
 
+/// The org's Leads with this Phone (as Salesforce stores it).
+fn leads_with(sim: &Sim, phone: &str) -> Vec<Value> {
+    sim.org()
+        .rows("Lead")
+        .into_iter()
+        .filter(|l| l["Phone"] == phone)
+        .collect()
+}
+
 /// The next Lead create is carried out and never answered: the connection closes after
 /// `hold_ms`.
 fn lead_create_unanswered(hold_ms: u64) -> callsync_sim::Fault {
@@ -474,13 +483,7 @@ async fn an_unknown_caller_gets_one_lead_even_when_its_create_answer_is_lost() {
     sim.org().faults.push(lead_create_unanswered(0));
     common::append(&log, &common::call_lines("walkin-1", "03-8888-0001"));
     common::append(&log, &common::call_lines("walkin-2", "+81 3 8888 0001"));
-    let leads = || -> Vec<Value> {
-        sim.org()
-            .rows("Lead")
-            .into_iter()
-            .filter(|l| l["Phone"] == "+81 3-8888-0001")
-            .collect()
-    };
+    let leads = || leads_with(sim, "+81 3-8888-0001");
     common::wait_until(60, "both Tasks on the Lead", || {
         let Some(lead) = leads().first().map(|l| l["Id"].clone()) else {
             return false;
@@ -530,12 +533,7 @@ async fn an_unknown_caller_gets_one_lead_even_when_its_create_answer_is_lost() {
         task(sim, "quiet-1").is_some_and(|t| t["WhoId"] == json!(quiet))
     })
     .await;
-    let made = sim
-        .org()
-        .rows("Lead")
-        .into_iter()
-        .filter(|l| l["Phone"] == "+81 3-8888-0002")
-        .count();
+    let made = leads_with(sim, "+81 3-8888-0002").len();
     assert_eq!(made, 0, "no Lead for a caller the refresh found");
     let st = status(d);
     assert_eq!(st["agent"]["parked"], 0, "{st}");
@@ -558,13 +556,7 @@ async fn an_unknown_callers_lead_is_made_once_when_the_agent_is_killed_mid_creat
     // The create is carried out, then its answer is held for 20 s (within the agent's 30 s
     // request timeout): the kill lands while the agent waits for it.
     run.sim.org().faults.push(lead_create_unanswered(20_000));
-    let leads = |sim: &Sim| -> Vec<Value> {
-        sim.org()
-            .rows("Lead")
-            .into_iter()
-            .filter(|l| l["Phone"] == "+81 3-8888-0003")
-            .collect()
-    };
+    let leads = |sim: &Sim| leads_with(sim, "+81 3-8888-0003");
     common::append(&run.log(), &common::call_lines("walkin-k", "03-8888-0003"));
     common::wait_until(30, "the Lead's create carried out", || {
         !leads(&run.sim).is_empty()
