@@ -73,7 +73,7 @@ fn main() {
         }
         let enqueue = t.elapsed();
         let client = Client::from_store(cfg.clone(), store.clone()).unwrap();
-        let sender = Sender { client: &client, outbox: &outbox, external_id: Some("Call_Id__c".into()), event_external_id: None, errors: None };
+        let sender = Sender { client: &client, outbox: &outbox, external_id: Some("Call_Id__c".into()), event_external_id: None, errors: None, awaiting_refresh: Default::default() };
         let before = task_count(&url).await;
         let t = Instant::now();
         while outbox.counts().unwrap().0 > 0 {

@@ -5,7 +5,8 @@
 //! the Task goes on it; the agent picks another match from the pop's button and with `calls
 //! pick`, before and after the Task is written, and the next call pops the choice; twenty
 //! unknown numbers within seconds share two cycles; an unreachable org pops "Unknown caller"
-//! at once.
+//! at once; an unknown caller's Lead is made once (answers lost, a kill mid-create) and only
+//! after the number's refresh.
 #![cfg(target_os = "linux")]
 
 use std::path::Path;
@@ -579,6 +580,65 @@ async fn an_unknown_callers_lead_is_made_once_when_the_agent_is_killed_mid_creat
     let t = task(&run.sim, "walkin-k").unwrap();
     assert_eq!(t["WhoId"], all[0]["Id"], "the Task on the Lead");
     let st = status(run.d());
+    assert_eq!(st["agent"]["parked"], 0, "{st}");
+    assert_eq!(st["agent"]["pending"], 0, "{st}");
+    run.stop();
+}
+
+/// A short call from a caller created after the last sync, while the rate limit holds its
+/// refresh back (another miss just had its cycle): the call ends before the refresh can run.
+/// The Lead for the number waits for that refresh, which finds the caller, so the Task goes on
+/// them and no Lead is made (one was made at once, and stayed as a stray duplicate).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_call_waits_for_its_refresh_before_a_lead_is_made() {
+    let edits = [
+        ("[activity]", "unknown_caller = \"create_lead\""),
+        ("[ui]", "screen_pop = \"off\""),
+        ("[sync]", "refresh_on_miss_every_secs = 15"),
+    ];
+    let Some((run, ())) = Run::start(31, 30, &edits, |_| ()).await else {
+        return;
+    };
+    let (sim, d, log) = (&run.sim, run.d(), run.log());
+    // A first unknown caller takes the refresh slot (and gets its Lead, which enters the cache
+    // with the cycle its creation starts).
+    common::append(&log, &common::call_lines("walkin-s", "03-8888-0004"));
+    common::wait_until(30, "the first caller's Lead in the cache", || {
+        let o = common::command(d)
+            .args(["lookup", "03-8888-0004"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).contains("Unknown caller")
+    })
+    .await;
+    // Within the next 15 s: a caller created since then calls, briefly.
+    let quick = add(
+        sim,
+        "Contact",
+        &[
+            ("LastName", "Quick Caller"),
+            ("Name", "Quick Caller"),
+            ("Phone", "03-8888-0005"),
+        ],
+    );
+    let asked = Instant::now();
+    common::append(&log, &common::call_lines("quick-1", "03-8888-0005"));
+    common::wait_until(60, "the quick caller's Task", || {
+        task(sim, "quick-1").is_some_and(|t| t["WhoId"] == json!(quick))
+    })
+    .await;
+    assert!(
+        asked.elapsed() > Duration::from_secs(3),
+        "the refresh was held back by the rate limit ({:?}): the test tests nothing",
+        asked.elapsed()
+    );
+    let made = leads_with(sim, "+81 3-8888-0005");
+    assert!(
+        made.is_empty(),
+        "no Lead for a caller the refresh found: {made:?}"
+    );
+    assert_eq!(leads_with(sim, "+81 3-8888-0004").len(), 1);
+    let st = status(d);
     assert_eq!(st["agent"]["parked"], 0, "{st}");
     assert_eq!(st["agent"]["pending"], 0, "{st}");
     run.stop();

@@ -295,6 +295,7 @@ async fn send(d: &Path) -> callsync_salesforce::writer::SendReport {
         external_id: Some("Call_Id__c".into()),
         event_external_id: None,
         errors: None,
+        awaiting_refresh: Default::default(),
     }
     .send_due()
     .await

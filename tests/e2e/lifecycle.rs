@@ -641,6 +641,7 @@ async fn meetings_become_events_exactly_once() {
         external_id: None,
         event_external_id: ext.map(str::to_owned),
         errors: None,
+        awaiting_refresh: Default::default(),
     };
     let r = sender(None).send_due().await.unwrap();
     assert_eq!((r.sent, r.retried_later), (0, 1));

@@ -176,6 +176,7 @@ async fn https_with_a_private_ca_needs_the_extra_ca_file() {
         external_id: Some("Call_Id__c".into()),
         event_external_id: None,
         errors: None,
+        awaiting_refresh: Default::default(),
     }
     .send_due()
     .await

@@ -69,6 +69,7 @@ async fn drain(r: &Rig, ext: Option<&str>) {
         external_id: ext.map(str::to_owned),
         event_external_id: None,
         errors: Some(&r.errors),
+        awaiting_refresh: Default::default(),
     };
     for _ in 0..20 {
         sender.send_due().await.unwrap();
@@ -149,6 +150,7 @@ async fn lock_errors_retry_and_permanent_errors_park_with_the_fix() {
         external_id: Some("Call_Id__c".into()),
         event_external_id: None,
         errors: Some(&r.errors),
+        awaiting_refresh: Default::default(),
     };
     let rep = sender.send_due().await.unwrap();
     assert_eq!(rep.retried_later, 1);
@@ -217,6 +219,7 @@ async fn collections_send_200_per_call_and_park_only_the_bad_record() {
             external_id: ext.map(str::to_owned),
             event_external_id: None,
             errors: Some(&r.errors),
+            awaiting_refresh: Default::default(),
         };
         let rep = sender.send_due().await.unwrap();
         assert_eq!((rep.sent, rep.parked), (449, 1), "{ext:?}: {rep:?}");
@@ -342,6 +345,7 @@ async fn a_memo_arriving_during_the_send_is_not_lost() {
                 external_id: ext.map(str::to_owned),
                 event_external_id: None,
                 errors: Some(&r.errors),
+                awaiting_refresh: Default::default(),
             };
             let memo = async {
                 tokio::time::sleep(std::time::Duration::from_millis(200)).await;

@@ -135,6 +135,7 @@ async fn everything_goes_through_a_real_proxy_and_survives_its_failures() {
         external_id: Some("Call_Id__c".into()),
         event_external_id: None,
         errors: None,
+        awaiting_refresh: Default::default(),
     };
     assert_eq!(sender.send_due().await.unwrap().sent, 1);
     // tinyproxy writes its log a moment later.
@@ -202,6 +203,7 @@ async fn everything_goes_through_a_real_proxy_and_survives_its_failures() {
         external_id: Some("Call_Id__c".into()),
         event_external_id: None,
         errors: None,
+        awaiting_refresh: Default::default(),
     };
     let rep = sender.send_due().await.unwrap();
     assert_eq!(rep.sent, 0);
@@ -233,6 +235,7 @@ async fn everything_goes_through_a_real_proxy_and_survives_its_failures() {
         external_id: Some("Call_Id__c".into()),
         event_external_id: None,
         errors: None,
+        awaiting_refresh: Default::default(),
     };
     assert_eq!(sender.send_due().await.unwrap().sent, 1);
     proxy.stop();

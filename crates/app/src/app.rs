@@ -146,6 +146,7 @@ impl App {
             external_id: self.config.activity.external_id(),
             event_external_id: self.config.meeting.external_id(),
             errors,
+            awaiting_refresh: Default::default(),
         }
     }
 

@@ -35,6 +35,9 @@ pub struct Sender<'a> {
     /// The Event's external-id field holding the meeting id.
     pub event_external_id: Option<String>,
     pub errors: Option<&'a callsync_store::errorlog::ErrorLog>,
+    /// Numbers (E.164) whose refresh on a miss has not run yet: no record is made for them
+    /// until it has, as it may find the caller (one created since the last sync).
+    pub awaiting_refresh: std::collections::HashSet<String>,
 }
 
 /// How one item is written, decided before the request is built.
@@ -120,6 +123,9 @@ impl Sender<'_> {
         for object in [SObject::Lead, SObject::Contact] {
             let mut these = Vec::new();
             for item in records.iter().filter(|i| i.object == object) {
+                if item.op == Op::Create && self.awaiting_refresh.contains(&item.call_id) {
+                    continue;
+                }
                 // Made only while a Task waits for it: a refresh may have found the caller
                 // meanwhile and linked the Task to that record instead.
                 let wanted = item.op != Op::Create

@@ -22,22 +22,10 @@ use callsync_core::state::{CallMatch, CurrentCall};
 pub(super) struct Miss {
     call_id: String,
     number: String,
+    /// The number's E.164 key, held in the [`MissGate`] until the refresh has run.
+    key: Option<String>,
     /// Until when the pop may still be replaced with the answer.
     pop_until: Option<Instant>,
-}
-
-/// Asks the refresh task for a cycle for this miss.
-fn refresh(
-    misses: &mpsc::UnboundedSender<Miss>,
-    call_id: &str,
-    number: &str,
-    pop_until: Option<Instant>,
-) {
-    let _ = misses.send(Miss {
-        call_id: call_id.to_owned(),
-        number: number.to_owned(),
-        pop_until,
-    });
 }
 
 /// Sync cycles as the sync loop counts them: a miss waits for one that started after it.
@@ -48,10 +36,15 @@ pub(super) struct Cycles {
     pub(super) last_ok: bool,
 }
 
-/// When the last refresh for misses ran (the rate limit), shared with the ring path.
+/// When the last refresh for misses ran (the rate limit), shared with the ring path, and the
+/// numbers whose refresh is still to come.
 #[derive(Default)]
 pub(super) struct MissGate {
     last: Mutex<Option<Instant>>,
+    /// Misses waiting for their refresh, per number (E.164): the record for an unknown caller
+    /// is not made before it, so that a call shorter than the rate limit's wait does not get
+    /// a Lead for a caller the refresh would have found.
+    awaiting: Mutex<HashMap<String, usize>>,
 }
 
 impl MissGate {
@@ -70,9 +63,71 @@ impl MissGate {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
     }
+
+    fn awaiting(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+        self.awaiting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A miss on `number` waits for a refresh.
+    fn hold(&self, number: String) {
+        *self.awaiting().entry(number).or_default() += 1;
+    }
+
+    /// A miss on `number` had its refresh.
+    fn release(&self, number: &str) {
+        let mut awaiting = self.awaiting();
+        if let Some(n) = awaiting.get_mut(number) {
+            *n -= 1;
+            if *n == 0 {
+                awaiting.remove(number);
+            }
+        }
+    }
+
+    /// The numbers whose refresh is still to come.
+    pub(super) fn awaiting_numbers(&self) -> std::collections::HashSet<String> {
+        self.awaiting().keys().cloned().collect()
+    }
 }
 
 impl Core {
+    /// Asks the refresh task for a cycle for this miss; until it has run, no record is made
+    /// for the number.
+    fn refresh(
+        &self,
+        misses: &mpsc::UnboundedSender<Miss>,
+        call_id: &str,
+        number: &str,
+        pop_until: Option<Instant>,
+    ) {
+        let key = self.e164(number);
+        if let Some(k) = &key {
+            self.miss_gate.hold(k.clone());
+        }
+        let sent = misses.send(Miss {
+            call_id: call_id.to_owned(),
+            number: number.to_owned(),
+            key,
+            pop_until,
+        });
+        if let Err(mpsc::error::SendError(m)) = sent {
+            // The refresh task has ended (the agent stops): nothing to wait for.
+            if let Some(k) = &m.key {
+                self.miss_gate.release(k);
+            }
+        }
+    }
+
+    /// The number as an unknown caller's record is keyed (E.164), if it is a full number.
+    fn e164(&self, number: &str) -> Option<String> {
+        match self.normalizer.key(number).ok()? {
+            callsync_core::phone::PhoneKey::E164(e) => Some(e.as_str().to_owned()),
+            _ => None,
+        }
+    }
+
     fn stores(&self) -> Stores<'_> {
         Stores {
             outbox: &self.outbox,
@@ -135,7 +190,7 @@ impl Core {
             (can_refresh && self.miss_gate.next_slot(every) < now + wait).then_some(now + wait);
         self.report.update(|s| s.current_call = None);
         if can_refresh {
-            refresh(misses, call_id, number, pop_until);
+            self.refresh(misses, call_id, number, pop_until);
         }
         let region = &self.app.config.phone.default_region;
         Some(match pop_until {
@@ -164,7 +219,7 @@ impl Core {
             return;
         }
         if self.lookup(&info.remote).is_some_and(|r| r.best.is_none()) && self.can_refresh() {
-            refresh(misses, &e.call_id, &info.remote, None);
+            self.refresh(misses, &e.call_id, &info.remote, None);
         }
     }
 
@@ -277,6 +332,12 @@ impl Core {
         }
         if found.is_some() {
             self.report.queue();
+        }
+        if let Some(k) = &m.key {
+            // A record held for this refresh may be made now (or is no longer wanted).
+            self.miss_gate.release(k);
+        }
+        if found.is_some() || m.key.is_some() {
             self.send_now.notify_one();
         }
     }
@@ -332,5 +393,33 @@ impl Shown {
             m.insert(call_id.to_owned(), id);
         }
         self.changed.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MissGate;
+
+    /// A number stays held while any of its misses waits for a refresh.
+    #[test]
+    fn a_number_is_held_until_each_of_its_misses_had_its_refresh() {
+        let g = MissGate::default();
+        let held = |g: &MissGate| {
+            let mut v: Vec<_> = g.awaiting_numbers().into_iter().collect();
+            v.sort();
+            v
+        };
+        g.hold("+81388880001".into());
+        g.hold("+81388880001".into());
+        g.hold("+81388880002".into());
+        assert_eq!(held(&g), ["+81388880001", "+81388880002"]);
+        g.release("+81388880001");
+        assert_eq!(held(&g), ["+81388880001", "+81388880002"]);
+        g.release("+81388880001");
+        g.release("+81388880009"); // never held: nothing happens
+        assert_eq!(held(&g), ["+81388880002"]);
+        g.release("+81388880002");
+        g.release("+81388880002"); // released twice: no underflow
+        assert!(held(&g).is_empty());
     }
 }

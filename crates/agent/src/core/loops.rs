@@ -11,7 +11,8 @@ impl Core {
         while !*stopping.borrow() {
             let client = self.client();
             if let Some(c) = &client {
-                let sender = self.app.sender(c, &self.outbox, Some(&self.errors));
+                let mut sender = self.app.sender(c, &self.outbox, Some(&self.errors));
+                sender.awaiting_refresh = self.miss_gate.awaiting_numbers();
                 match sender.send_due().await {
                     Ok(r) => self.sent(&r, &mut last_net),
                     Err(e) => tracing::error!(error = %e, "outbox"),
