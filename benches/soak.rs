@@ -3,7 +3,10 @@
 //! timeout), memos racing sends and log rotations, with and without the external id. Prints
 //! calls written, Tasks in the org, lost, duplicated, parked and memos lost.
 //!
-//! `CALLSYNC_SOAK_ROUNDS` (default 1,000 per mode) and `CALLSYNC_SOAK_SEED`.
+//! `CALLSYNC_SOAK_ROUNDS` (default 1,000 per mode), `CALLSYNC_SOAK_SEED`,
+//! `CALLSYNC_SOAK_MODES` (`on` or `off`: only with or without the external id) and
+//! `CALLSYNC_SOAK_KEEP=1` (stop at the first duplicate or parked item, keeping the agent's
+//! folder).
 
 #[path = "../tests/common/soak.rs"]
 mod soak;
@@ -23,7 +26,12 @@ fn main() {
         .build()
         .unwrap();
     let mut all_clean = true;
-    for external_id in [true, false] {
+    let modes: Vec<bool> = match std::env::var("CALLSYNC_SOAK_MODES").as_deref() {
+        Ok("off") => vec![false],
+        Ok("on") => vec![true],
+        _ => vec![true, false],
+    };
+    for external_id in modes {
         let plan = soak::Plan {
             rounds,
             seed,

@@ -339,6 +339,13 @@ pub async fn run(plan: &Plan, mut progress: impl FnMut(usize, &Outcome)) -> Outc
         out.tasks = t.values().map(Vec::len).sum();
         progress(round, &out);
         if out.duplicated > 0 || out.parked > 0 {
+            for (call, v) in t.iter().filter(|(_, v)| v.len() > 1) {
+                eprintln!("round {round}: {} Tasks for {call}: {v:#?}", v.len());
+            }
+            // `CALLSYNC_SOAK_KEEP=1`: the agent's folder (logs, queue, call store) is kept.
+            if std::env::var_os("CALLSYNC_SOAK_KEEP").is_some() {
+                panic!("{out}; files kept in {}", dir.keep().display());
+            }
             break;
         }
     }

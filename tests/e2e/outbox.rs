@@ -373,3 +373,51 @@ async fn a_memo_arriving_during_the_send_is_not_lost() {
         }
     }
 }
+
+/// A second create queued for a call whose Task is already written, as an enqueue torn by a
+/// kill could leave one behind (the item stored, its entry in the create index not: the
+/// call's re-delivered events then queued another create): it goes as an update of that Task,
+/// alone or in a Collections batch, never as a second Task. Before the fix, without an
+/// external id, the org got two Tasks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_create_for_a_written_task_is_an_update_not_a_second_task() {
+    let r = rig().await;
+    for (ext, call, batch) in [
+        (None, "torn-plain", false),
+        (None, "torn-batch", true),
+        (Some("Call_Id__c"), "torn-ext", false),
+    ] {
+        r.outbox.enqueue(call, Op::Create, task(call)).unwrap();
+        drain(&r, ext).await;
+        assert_eq!(tasks_for(&r.sim, call).len(), 1);
+        // What the torn enqueue left: a create item for the call that the index never knew.
+        let seq = r
+            .outbox
+            .enqueue(call, Op::Update, Default::default())
+            .unwrap();
+        let mut fields = task(call);
+        fields.insert("Description".into(), json!("memo after a kill"));
+        let mut torn = r
+            .outbox
+            .items()
+            .unwrap()
+            .into_iter()
+            .find(|i| i.seq == seq)
+            .unwrap();
+        torn.op = Op::Create;
+        torn.fields = fields;
+        r.outbox.put(&torn).unwrap();
+        if batch {
+            // Another call's create beside it: the Collections path.
+            r.outbox
+                .enqueue("torn-other", Op::Create, task("torn-other"))
+                .unwrap();
+        }
+        drain(&r, ext).await;
+        let t = tasks_for(&r.sim, call);
+        assert_eq!(t.len(), 1, "{call}: {t:#?}");
+        assert_eq!(t[0]["Description"], "memo after a kill", "{call}");
+        assert_eq!(r.outbox.counts().unwrap(), (0, 0), "{call}");
+    }
+    assert_eq!(tasks_for(&r.sim, "torn-other").len(), 1);
+}

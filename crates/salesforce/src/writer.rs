@@ -62,6 +62,11 @@ fn plan(item: &Item, ext: Option<&str>, known: Option<&str>, found: Option<Optio
     }
     match (item.op, ext, known) {
         (Op::Update, _, Some(id)) => Write::Update(id.to_owned()),
+        // A second create for a call whose Task (or Event) is written already, as an enqueue
+        // torn by a kill can leave behind: never a second record.
+        (Op::Create, _, Some(id)) if !item.object.is_caller_record() => {
+            Write::Update(id.to_owned())
+        }
         (Op::Update, _, None) => Write::Find,
         // A record for an unknown caller is always looked for first: another agent may have
         // made it for the same number (one query, once per number).
@@ -780,6 +785,22 @@ mod plan_tests {
                 None,
                 None,
                 Find,
+            ),
+            (
+                "a create whose Task was written already: update only",
+                item(Op::Create, false),
+                None,
+                Some("00T3"),
+                None,
+                Update("00T3".into()),
+            ),
+            (
+                "the same with the ext id",
+                item(Op::Create, false),
+                ext,
+                Some("00T3"),
+                None,
+                Update("00T3".into()),
             ),
             (
                 "update with a known Id",

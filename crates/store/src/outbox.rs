@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use sled::Transactional;
 
 use callsync_core::activity::{CallRecord, Fields};
 
@@ -281,14 +282,26 @@ impl Outbox {
             last_error: None,
             rev: 0,
         };
-        self.items
-            .insert(seq.to_be_bytes(), encode(&item))
+        // The item and its place in the create index in one transaction: a kill between the
+        // two left a create the index did not know, so the call's re-delivered events queued a
+        // second create (two Tasks without the external id).
+        let value = encode(&item);
+        let create_key = (op == Op::Create).then(|| object.key(call_id));
+        (&self.items, &self.creates)
+            .transaction(|(items, creates)| {
+                items.insert(&seq.to_be_bytes(), value.as_slice())?;
+                if let Some(k) = &create_key {
+                    creates.insert(k.as_slice(), &seq.to_be_bytes())?;
+                }
+                Ok(())
+            })
+            .map_err(|e: sled::transaction::TransactionError<()>| match e {
+                sled::transaction::TransactionError::Storage(e) => e,
+                sled::transaction::TransactionError::Abort(()) => {
+                    sled::Error::Unsupported("aborted".into())
+                }
+            })
             .map_err(self.st())?;
-        if op == Op::Create {
-            self.creates
-                .insert(object.key(call_id), &seq.to_be_bytes())
-                .map_err(self.st())?;
-        }
         self.flush()?;
         Ok(seq)
     }
