@@ -37,6 +37,15 @@ fn status(d: &Path) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
 }
 
+/// What `callsync lookup NUMBER` prints (the cache's answer; the agent's when it runs).
+fn lookup(d: &Path, number: &str) -> String {
+    let out = common::command(d)
+        .args(["lookup", number])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn end(call_id: &str) -> String {
     let at = chrono::Utc::now().fixed_offset().to_rfc3339();
     format!(
@@ -319,11 +328,7 @@ async fn a_new_caller_is_found_at_ring_time_and_the_agent_picks_among_matches() 
     assert_eq!(t["WhatId"], json!(account), "{t}");
     assert_eq!(t["Subject"], task(sim, "pick-2").unwrap()["Subject"]);
     // `lookup` says whose choice the winner is; a record that is no match is refused.
-    let out = common::command(d)
-        .args(["lookup", "03-7777-0002"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = lookup(d, "03-7777-0002");
     assert!(
         text.contains("Dup Contact") && text.contains("chosen by the agent"),
         "{text}"
@@ -504,12 +509,8 @@ async fn an_unknown_caller_gets_one_lead_even_when_its_create_answer_is_lost() {
     );
     // The Lead enters the cache: the next call from the number pops it.
     common::wait_until(20, "the Lead in the cache", || {
-        let o = common::command(d)
-            .args(["lookup", "03-8888-0001"])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&o.stdout).contains("Unknown caller")
-            && String::from_utf8_lossy(&o.stdout).contains("Lead")
+        let text = lookup(d, "03-8888-0001");
+        text.contains("Unknown caller") && text.contains("Lead")
     })
     .await;
 
@@ -604,11 +605,7 @@ async fn a_short_call_waits_for_its_refresh_before_a_lead_is_made() {
     // with the cycle its creation starts).
     common::append(&log, &common::call_lines("walkin-s", "03-8888-0004"));
     common::wait_until(30, "the first caller's Lead in the cache", || {
-        let o = common::command(d)
-            .args(["lookup", "03-8888-0004"])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&o.stdout).contains("Unknown caller")
+        lookup(d, "03-8888-0004").contains("Unknown caller")
     })
     .await;
     // Within the next 15 s: a caller created since then calls, briefly.
