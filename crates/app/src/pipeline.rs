@@ -139,7 +139,7 @@ impl Pipeline<'_> {
         let Ok(number) = self.normalizer.key(&s.info.remote) else {
             return Ok(());
         };
-        let callsync_core::phone::PhoneKey::E164(e) = &number else {
+        let Some(e) = number.e164() else {
             return Ok(());
         };
         let Some((kind, record)) = activity::unknown_caller_record(settings, &number.display())

@@ -295,12 +295,12 @@ impl Outbox {
                 }
                 Ok(())
             })
-            .map_err(|e: sled::transaction::TransactionError<()>| match e {
-                sled::transaction::TransactionError::Storage(e) => e,
-                sled::transaction::TransactionError::Abort(()) => {
-                    sled::Error::Unsupported("aborted".into())
-                }
-            })
+            .map_err(
+                |e: sled::transaction::TransactionError<std::convert::Infallible>| match e {
+                    sled::transaction::TransactionError::Storage(e) => e,
+                    sled::transaction::TransactionError::Abort(never) => match never {},
+                },
+            )
             .map_err(self.st())?;
         self.flush()?;
         Ok(seq)

@@ -102,7 +102,12 @@ impl Core {
         number: &str,
         pop_until: Option<Instant>,
     ) {
-        let key = self.e164(number);
+        // Held under the key the pipeline queues the caller's record by: the full number.
+        let key = self
+            .normalizer
+            .key(number)
+            .ok()
+            .and_then(|k| k.e164().map(|e| e.as_str().to_owned()));
         if let Some(k) = &key {
             self.miss_gate.hold(k.clone());
         }
@@ -117,14 +122,6 @@ impl Core {
             if let Some(k) = &m.key {
                 self.miss_gate.release(k);
             }
-        }
-    }
-
-    /// The number as an unknown caller's record is keyed (E.164), if it is a full number.
-    fn e164(&self, number: &str) -> Option<String> {
-        match self.normalizer.key(number).ok()? {
-            callsync_core::phone::PhoneKey::E164(e) => Some(e.as_str().to_owned()),
-            _ => None,
         }
     }
 

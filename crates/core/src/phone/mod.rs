@@ -99,6 +99,14 @@ impl PhoneKey {
         }
     }
 
+    /// The full number, if it is one (extensions and short codes are not).
+    pub fn e164(&self) -> Option<&E164> {
+        match self {
+            PhoneKey::E164(e) => Some(e),
+            PhoneKey::Digits(_) => None,
+        }
+    }
+
     /// For people: international format for E.164 keys, the digits otherwise.
     pub fn display(&self) -> String {
         match self {
